@@ -1,0 +1,26 @@
+"""Models: shared building blocks, one file per model, and the registry that names them."""
+
+from __future__ import annotations
+
+import importlib
+
+from .registry import MODELS, NETWORKS, build_network, get_model, model_names, register_model, register_network
+
+#: Modules that register models or networks when imported (one file per model).
+_MODULES: tuple[str, ...] = ()
+
+_loaded = False
+
+
+def load_all() -> None:
+    """Import every model module so that its registrations run (idempotent)."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for mod in _MODULES:
+        importlib.import_module(f"{__name__}.{mod}")
+
+
+__all__ = ["MODELS", "NETWORKS", "build_network", "get_model", "model_names", "register_model",
+           "register_network", "load_all"]

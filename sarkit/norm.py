@@ -1,0 +1,246 @@
+"""Sentinel-1 and Sentinel-2 preprocessing: units, band selection and the fixed normalisation ranges.
+
+Model range is [-1, 1] for every channel. The mapping from physical units is fixed and global:
+
+* SAR (Sentinel-1): backscatter in dB, clipped to ``[lo, hi]`` per band (default [-25, 0] dB for VV and VH,
+  as SEN12MS uses), then ``x = 2·(dB − lo)/(hi − lo) − 1``.
+* Optical (Sentinel-2): reflectance ``ρ = (DN + offset) / 10000`` (``offset`` = −1000 for products of
+  processing baseline 04.00 and later when the user asks for it, else 0), clipped to ``[lo, hi]`` (default
+  [0, 0.3]), then ``x = 2·(ρ − lo)/(hi − lo) − 1``.
+
+The ranges are never computed from the data. They are written into ``tiling.json`` and into every checkpoint,
+so that training, inference and evaluation use the same numbers; per-tile statistics would make seams.
+Nodata stays NaN through ``encode`` and ``decode``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import InputError
+
+#: Sentinel-2 L1C band order of 13-band products (SEN12MS, Sen1Floods11, SAFE stacks).
+S2_BANDS: tuple[str, ...] = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12")
+#: Sentinel-1 dual polarisation band order.
+S1_BANDS: tuple[str, ...] = ("VV", "VH")
+#: Default optical bands: true colour red, green, blue.
+RGB_BANDS: tuple[str, ...] = ("B4", "B3", "B2")
+#: DN to reflectance scale of Sentinel-2 products.
+S2_SCALE = 10000.0
+#: Offset added to DN before scaling for processing baseline 04.00+ (when the user asks for it).
+S2_BASELINE_OFFSET = -1000.0
+DEFAULT_SAR_RANGE = (-25.0, 0.0)
+DEFAULT_OPTICAL_RANGE = (0.0, 0.3)
+
+
+def linear_to_db(power: np.ndarray) -> np.ndarray:
+    """Backscatter power (linear σ⁰) to decibels: ``10·log10(p)``; zero or negative power becomes NaN."""
+    p = np.asarray(power, dtype=np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = 10.0 * np.log10(p)
+    out[~(p > 0)] = np.nan
+    return out.astype(np.float32)
+
+
+def db_to_linear(db: np.ndarray) -> np.ndarray:
+    """Decibels to linear power: ``10^(dB/10)``."""
+    return np.power(10.0, np.asarray(db, dtype=np.float32) / 10.0).astype(np.float32)
+
+
+def detect_s1_units(sample: np.ndarray) -> str:
+    """Guess whether SAR values are linear power or dB from a sample of valid pixels.
+
+    Linear σ⁰ is non-negative with a median well below 1; dB data is mostly negative. Returns "linear" or "db".
+    """
+    v = np.asarray(sample, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return "db"
+    if v.min() >= 0.0 and np.median(v) < 1.0:
+        return "linear"
+    return "db"
+
+
+def dn_to_reflectance(dn: np.ndarray, offset: float = 0.0, nodata: float | None = 0) -> np.ndarray:
+    """Sentinel-2 digital numbers to reflectance: ``(DN + offset) / 10000``; nodata DN becomes NaN."""
+    a = np.asarray(dn)
+    out = (a.astype(np.float32) + np.float32(offset)) / np.float32(S2_SCALE)
+    if nodata is not None:
+        out[a == nodata] = np.nan
+    return out
+
+
+def reflectance_to_dn(refl: np.ndarray, offset: float = 0.0, dtype: str = "uint16", nodata: int = 0) -> np.ndarray:
+    """Reflectance back to digital numbers ``round(ρ·10000 − offset)``; NaN becomes ``nodata``.
+
+    Valid pixels are kept at least 1 so they never collide with the nodata value 0.
+    """
+    r = np.asarray(refl, dtype=np.float32)
+    dn = np.rint(r * S2_SCALE - offset)
+    info = np.iinfo(dtype)
+    dn = np.clip(dn, max(info.min, nodata + 1), info.max)
+    dn[~np.isfinite(r)] = nodata
+    return dn.astype(dtype)
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Fixed per-band range of one modality and its affine map to the model range [-1, 1].
+
+    ``modality`` is "sar" (values in dB) or "optical" (reflectance). ``offset`` is the optical DN offset
+    applied when reading digital numbers (0 or −1000); ``units`` is the SAR input unit policy.
+    """
+
+    modality: str
+    bands: tuple[str, ...]
+    lo: tuple[float, ...]
+    hi: tuple[float, ...]
+    offset: float = 0.0
+    units: str = "auto"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.modality not in ("sar", "optical"):
+            raise InputError(f"unknown modality {self.modality!r}: use sar or optical")
+        if not (len(self.bands) == len(self.lo) == len(self.hi)) or not self.bands:
+            raise InputError("normalisation needs one lo/hi pair per band")
+        for b, lo, hi in zip(self.bands, self.lo, self.hi):
+            if not hi > lo:
+                raise InputError(f"normalisation range of {b} must have hi > lo, got [{lo}, {hi}]")
+
+    @property
+    def channels(self) -> int:
+        return len(self.bands)
+
+    def _lohi(self, ndim: int) -> tuple[np.ndarray, np.ndarray]:
+        shape = (-1,) + (1,) * (ndim - 1)
+        lo = np.asarray(self.lo, dtype=np.float32).reshape(shape)
+        hi = np.asarray(self.hi, dtype=np.float32).reshape(shape)
+        return lo, hi
+
+    def encode(self, physical: np.ndarray) -> np.ndarray:
+        """Physical values (C, H, W) → model range: clip to [lo, hi], ``2·(v − lo)/(hi − lo) − 1``. NaN stays."""
+        v = np.asarray(physical, dtype=np.float32)
+        lo, hi = self._lohi(v.ndim)
+        return (2.0 * (np.clip(v, lo, hi) - lo) / (hi - lo) - 1.0).astype(np.float32)
+
+    def decode(self, model: np.ndarray) -> np.ndarray:
+        """Model range (C, H, W) → physical values: ``lo + (x + 1)/2·(hi − lo)`` after clipping x to [-1, 1]."""
+        x = np.clip(np.asarray(model, dtype=np.float32), -1.0, 1.0)
+        lo, hi = self._lohi(x.ndim)
+        return (lo + (x + 1.0) * 0.5 * (hi - lo)).astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["bands"], d["lo"], d["hi"] = list(self.bands), list(self.lo), list(self.hi)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Normalization":
+        return cls(
+            modality=d["modality"],
+            bands=tuple(d["bands"]),
+            lo=tuple(float(x) for x in d["lo"]),
+            hi=tuple(float(x) for x in d["hi"]),
+            offset=float(d.get("offset", 0.0)),
+            units=d.get("units", "auto"),
+            extra=dict(d.get("extra", {})),
+        )
+
+    def select(self, bands: Sequence[str]) -> "Normalization":
+        """The same normalisation restricted to (and reordered as) ``bands``."""
+        idx = [self.bands.index(b) for b in bands]
+        return Normalization(self.modality, tuple(bands), tuple(self.lo[i] for i in idx),
+                             tuple(self.hi[i] for i in idx), self.offset, self.units, dict(self.extra))
+
+
+def sar_normalization(bands: Sequence[str] = S1_BANDS, db_range: tuple[float, float] = DEFAULT_SAR_RANGE,
+                      units: str = "auto") -> Normalization:
+    """SAR normalisation with one dB range for every polarisation."""
+    if units not in ("auto", "db", "linear"):
+        raise InputError(f"--s1-units must be auto, db or linear, got {units!r}")
+    lo, hi = db_range
+    return Normalization("sar", tuple(bands), (lo,) * len(bands), (hi,) * len(bands), units=units)
+
+
+def optical_normalization(bands: Sequence[str] = RGB_BANDS,
+                          refl_range: tuple[float, float] = DEFAULT_OPTICAL_RANGE,
+                          baseline_offset: bool = False) -> Normalization:
+    """Optical normalisation with one reflectance range for every band."""
+    lo, hi = refl_range
+    return Normalization("optical", tuple(bands), (lo,) * len(bands), (hi,) * len(bands),
+                         offset=S2_BASELINE_OFFSET if baseline_offset else 0.0)
+
+
+def parse_range(text: str, what: str) -> tuple[float, float]:
+    """Parse ``"lo,hi"`` into two floats (``InputError`` on anything else)."""
+    try:
+        lo, hi = (float(x) for x in text.split(","))
+    except ValueError:
+        raise InputError(f"{what} must be two numbers 'lo,hi', got {text!r}") from None
+    if not hi > lo:
+        raise InputError(f"{what} must have hi > lo, got {text!r}")
+    return lo, hi
+
+
+def band_names(src: Any, default: Sequence[str] | None = None) -> list[str]:
+    """Band names of an open raster: its band descriptions, else ``default`` when the count fits, else B1…Bn.
+
+    13-band rasters without descriptions get the Sentinel-2 order; 2-band SAR gets VV, VH.
+    """
+    desc = [d for d in (src.descriptions or ())]
+    if desc and all(desc) and len(set(desc)) == len(desc):
+        return [d.strip() for d in desc]
+    if default is not None and len(default) == src.count:
+        return list(default)
+    if src.count == len(S2_BANDS):
+        return list(S2_BANDS)
+    return [f"band{i}" for i in range(1, src.count + 1)]
+
+
+def resolve_bands(available: Sequence[str], requested: Sequence[str | int], what: str) -> list[int]:
+    """0-based indices of ``requested`` bands (names such as "B4", or 1-based integers) in ``available``."""
+    upper = [a.upper() for a in available]
+    out: list[int] = []
+    for r in requested:
+        if isinstance(r, int) or (isinstance(r, str) and r.isdigit()):
+            i = int(r) - 1
+            if not 0 <= i < len(available):
+                raise InputError(f"{what} has {len(available)} bands; band index {r} is out of range")
+            out.append(i)
+            continue
+        name = str(r).strip().upper()
+        if name not in upper:
+            raise InputError(f"{what} has no band {r!r} (bands: {', '.join(available)}); choose with --bands")
+        out.append(upper.index(name))
+    return out
+
+
+def parse_band_list(text: str) -> list[str]:
+    """Split ``"B4,B3,B2"`` into names."""
+    bands = [b.strip() for b in text.split(",") if b.strip()]
+    if not bands:
+        raise InputError("band list is empty")
+    return bands
+
+
+def sar_to_db(values: np.ndarray, units: str, nodata: float | None = None) -> np.ndarray:
+    """SAR values to dB float32 with NaN for nodata; ``units`` is "db", "linear" or "auto" (detected)."""
+    v = np.asarray(values, dtype=np.float32).copy()
+    if nodata is not None and not np.isnan(nodata):
+        v[values == nodata] = np.nan
+    if units == "auto":
+        units = detect_s1_units(v[..., ::7, ::7])
+    return linear_to_db(v) if units == "linear" else v
+
+
+def check_integer_reflectance(dtype: str, sample: np.ndarray, what: str) -> None:
+    """Reject float reflectance in 0–1 where Sentinel-2 digital numbers (× 10000) are expected."""
+    if np.dtype(dtype).kind == "f":
+        v = sample[np.isfinite(sample)]
+        if v.size and float(np.nanmax(v)) <= 2.0:
+            raise InputError(f"{what} holds float reflectance in 0–1; sarkit expects Sentinel-2 digital numbers "
+                             f"(reflectance × 10000): multiply by 10000 and save as uint16")
