@@ -1,0 +1,314 @@
+"""Shared building blocks, written once: U-Net and ResNet generators, PatchGAN, GAN losses, PatchNCE, image pool.
+
+Architectures follow the papers' reference designs (pix2pix: Isola et al. 2017; CycleGAN: Zhu et al. 2017;
+CUT: Park et al. 2020) so that results are comparable; the code is sarkit's own.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .registry import register_network
+
+
+def norm_layer(kind: str, channels: int) -> nn.Module:
+    """Normalisation layer by name: "batch" (affine, running stats), "instance" (no affine) or "none"."""
+    if kind == "batch":
+        return nn.BatchNorm2d(channels, affine=True, track_running_stats=True)
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown norm layer {kind!r}")
+
+
+def init_weights(net: nn.Module, gain: float = 0.02) -> nn.Module:
+    """Initialise conv/linear weights ~ N(0, gain) and norm scales ~ N(1, gain), biases 0 (pix2pix/CycleGAN)."""
+    for m in net.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0.0, gain)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, gain)
+            nn.init.zeros_(m.bias)
+    return net
+
+
+# --------------------------------------------------------------------------------------------- U-Net
+class _UnetLevel(nn.Module):
+    """One U-Net level: down-conv, the inner levels, up-conv, concatenated with the skip input."""
+
+    def __init__(self, outer: int, inner: int, in_ch: int | None, sub: nn.Module | None, outermost: bool,
+                 innermost: bool, norm: str, dropout: bool, out_ch: int | None = None) -> None:
+        super().__init__()
+        self.outermost = outermost
+        in_ch = outer if in_ch is None else in_ch
+        use_bias = norm == "instance"
+        down = nn.Conv2d(in_ch, inner, 4, 2, 1, bias=use_bias)
+        if outermost:
+            up = nn.ConvTranspose2d(inner * 2, out_ch or outer, 4, 2, 1)
+            layers: list[nn.Module] = [down, sub, nn.ReLU(True), up, nn.Tanh()]
+        elif innermost:
+            up = nn.ConvTranspose2d(inner, outer, 4, 2, 1, bias=use_bias)
+            layers = [nn.LeakyReLU(0.2, True), down, nn.ReLU(True), up, norm_layer(norm, outer)]
+        else:
+            up = nn.ConvTranspose2d(inner * 2, outer, 4, 2, 1, bias=use_bias)
+            layers = [nn.LeakyReLU(0.2, True), down, norm_layer(norm, inner), sub, nn.ReLU(True), up,
+                      norm_layer(norm, outer)]
+            if dropout:
+                layers.append(nn.Dropout(0.5))
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.outermost:
+            return self.model(x)
+        return torch.cat([x, self.model(x)], 1)
+
+
+class UnetGenerator(nn.Module):
+    """pix2pix U-Net: ``num_downs`` stride-2 levels (8 for 256² tiles → 1×1 bottleneck), skips, tanh output."""
+
+    def __init__(self, in_channels: int, out_channels: int, num_downs: int = 8, ngf: int = 64,
+                 norm: str = "batch", dropout: bool = True) -> None:
+        super().__init__()
+        if num_downs < 5:
+            raise ValueError("U-Net needs at least 5 levels")
+        block = _UnetLevel(ngf * 8, ngf * 8, None, None, False, True, norm, False)
+        for _ in range(num_downs - 5):
+            block = _UnetLevel(ngf * 8, ngf * 8, None, block, False, False, norm, dropout)
+        block = _UnetLevel(ngf * 4, ngf * 8, None, block, False, False, norm, False)
+        block = _UnetLevel(ngf * 2, ngf * 4, None, block, False, False, norm, False)
+        block = _UnetLevel(ngf, ngf * 2, None, block, False, False, norm, False)
+        self.model = _UnetLevel(out_channels, ngf, in_channels, block, True, False, norm, False,
+                                out_ch=out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def unet_levels(tile_size: int) -> int:
+    """U-Net depth that brings ``tile_size`` down to a 1×1 bottleneck: log2(tile_size) (8 for 256)."""
+    levels = int(tile_size).bit_length() - 1
+    if 2 ** levels != tile_size or levels < 5:
+        raise ValueError(f"U-Net tile size must be a power of two ≥ 32, got {tile_size}")
+    return levels
+
+
+@register_network("unet")
+def build_unet(in_channels: int, out_channels: int, num_downs: int = 8, ngf: int = 64, norm: str = "batch",
+               dropout: bool = True) -> nn.Module:
+    return UnetGenerator(in_channels, out_channels, num_downs, ngf, norm, dropout)
+
+
+# --------------------------------------------------------------------------------------------- ResNet
+class ResnetBlock(nn.Module):
+    """Residual block: x + [reflect-pad, conv3×3, norm, ReLU, reflect-pad, conv3×3, norm](x)."""
+
+    def __init__(self, channels: int, norm: str) -> None:
+        super().__init__()
+        use_bias = norm == "instance"
+        self.block = nn.Sequential(
+            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3, bias=use_bias), norm_layer(norm, channels),
+            nn.ReLU(True),
+            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3, bias=use_bias), norm_layer(norm, channels),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.block(x)
+
+
+class ResnetGenerator(nn.Module):
+    """CycleGAN/CUT ResNet generator: 7×7 stem, 2 stride-2 downs, ``n_blocks`` residual blocks, 2 ups, tanh.
+
+    ``forward(x, layers=[...], encode_only=True)`` returns the activations after the listed layer indices of
+    ``self.model`` (used by PatchNCE and the semantic contrastive loss).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, ngf: int = 64, n_blocks: int = 9,
+                 norm: str = "instance") -> None:
+        super().__init__()
+        use_bias = norm == "instance"
+        layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(in_channels, ngf, 7, bias=use_bias),
+                                   norm_layer(norm, ngf), nn.ReLU(True)]
+        for i in range(2):
+            mult = 2 ** i
+            layers += [nn.Conv2d(ngf * mult, ngf * mult * 2, 3, 2, 1, bias=use_bias),
+                       norm_layer(norm, ngf * mult * 2), nn.ReLU(True)]
+        for _ in range(n_blocks):
+            layers.append(ResnetBlock(ngf * 4, norm))
+        for i in range(2):
+            mult = 2 ** (2 - i)
+            layers += [nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 3, 2, 1, output_padding=1, bias=use_bias),
+                       norm_layer(norm, ngf * mult // 2), nn.ReLU(True)]
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, 7), nn.Tanh()]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor, layers: Sequence[int] | None = None,
+                encode_only: bool = False) -> Any:
+        if not layers:
+            return self.model(x)
+        feats: list[torch.Tensor] = []
+        last = max(layers)
+        h = x
+        for i, layer in enumerate(self.model):
+            h = layer(h)
+            if i in layers:
+                feats.append(h)
+            if encode_only and i == last:
+                return feats
+        return h, feats
+
+
+#: Encoder layer indices of ``ResnetGenerator.model`` used for PatchNCE, as in CUT: 0 the padded input, 4 the
+#: first stride-2 conv, 8 the second down-sampling block's norm, 12 and 16 the 3rd and 7th residual blocks.
+NCE_LAYERS: tuple[int, ...] = (0, 4, 8, 12, 16)
+
+
+@register_network("resnet")
+def build_resnet(in_channels: int, out_channels: int, ngf: int = 64, n_blocks: int = 9,
+                 norm: str = "instance") -> nn.Module:
+    return ResnetGenerator(in_channels, out_channels, ngf, n_blocks, norm)
+
+
+# --------------------------------------------------------------------------------------------- PatchGAN
+class PatchGAN(nn.Module):
+    """70×70 PatchGAN discriminator (3 layers): a map of real/fake logits, one per overlapping patch."""
+
+    def __init__(self, in_channels: int, ndf: int = 64, n_layers: int = 3, norm: str = "batch") -> None:
+        super().__init__()
+        use_bias = norm == "instance"
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        mult = 1
+        for n in range(1, n_layers):
+            prev, mult = mult, min(2 ** n, 8)
+            layers += [nn.Conv2d(ndf * prev, ndf * mult, 4, 2, 1, bias=use_bias), norm_layer(norm, ndf * mult),
+                       nn.LeakyReLU(0.2, True)]
+        prev, mult = mult, min(2 ** n_layers, 8)
+        layers += [nn.Conv2d(ndf * prev, ndf * mult, 4, 1, 1, bias=use_bias), norm_layer(norm, ndf * mult),
+                   nn.LeakyReLU(0.2, True), nn.Conv2d(ndf * mult, 1, 4, 1, 1)]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+class GANLoss(nn.Module):
+    """GAN objective on discriminator logits: "vanilla" (BCE with logits) or "lsgan" (MSE to 1/0)."""
+
+    def __init__(self, mode: str = "vanilla") -> None:
+        super().__init__()
+        if mode not in ("vanilla", "lsgan"):
+            raise ValueError(f"unknown GAN mode {mode!r}")
+        self.mode = mode
+
+    def forward(self, logits: torch.Tensor, real: bool) -> torch.Tensor:
+        logits = logits.float()
+        target = torch.ones_like(logits) if real else torch.zeros_like(logits)
+        if self.mode == "lsgan":
+            return F.mse_loss(logits, target)
+        return F.binary_cross_entropy_with_logits(logits, target)
+
+
+# --------------------------------------------------------------------------------------------- PatchNCE
+class PatchSampler(nn.Module):
+    """Samples feature locations and projects them with a 2-layer MLP head per layer (256-d), L2-normalised.
+
+    The heads are created lazily at the first call (their input widths come from the features), so call it once
+    on a real batch before building the optimizer.
+    """
+
+    def __init__(self, nc: int = 256) -> None:
+        super().__init__()
+        self.nc = nc
+        self.heads = nn.ModuleList()
+        self.ready = False
+
+    def _create(self, feats: Sequence[torch.Tensor]) -> None:
+        for f in feats:
+            c = f.shape[1]
+            head = nn.Sequential(nn.Linear(c, self.nc), nn.ReLU(), nn.Linear(self.nc, self.nc))
+            init_weights(head)
+            self.heads.append(head.to(f.device))
+        self.ready = True
+
+    def forward(self, feats: Sequence[torch.Tensor], num_patches: int = 256,
+                patch_ids: Sequence[torch.Tensor] | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Return per layer (N·P, nc) projected samples and the flat location ids used (reuse them for keys)."""
+        if not self.ready:
+            self._create(feats)
+        out, ids = [], []
+        for i, f in enumerate(feats):
+            n, c, h, w = f.shape
+            flat = f.permute(0, 2, 3, 1).reshape(n, h * w, c)
+            if patch_ids is not None:
+                pid = patch_ids[i]
+            else:
+                pid = torch.randperm(h * w, device=f.device)[: min(num_patches, h * w)]
+            x = flat[:, pid, :].reshape(-1, c)
+            x = self.heads[i](x.float())
+            out.append(F.normalize(x, dim=1))
+            ids.append(pid)
+        return out, ids
+
+
+def patch_nce_loss(q: torch.Tensor, k: torch.Tensor, batch: int, tau: float = 0.07) -> torch.Tensor:
+    """PatchNCE (InfoNCE over locations): for each query, the key at the same location is the positive and the
+    other sampled locations of the same image are negatives; −log softmax of the positive, mean over queries.
+
+    ``q``, ``k``: (batch·P, d) L2-normalised, grouped by image.
+    """
+    k = k.detach()
+    d = q.shape[1]
+    qb = q.view(batch, -1, d)
+    kb = k.view(batch, -1, d)
+    logits = torch.bmm(qb, kb.transpose(1, 2)) / tau          # (B, P, P): diagonal = positives
+    p = logits.shape[1]
+    target = torch.arange(p, device=q.device).expand(batch, p)
+    return F.cross_entropy(logits.reshape(batch * p, p), target.reshape(-1))
+
+
+# --------------------------------------------------------------------------------------------- image pool
+class ImagePool:
+    """History of generated images (Shrivastava et al. 2017): with probability ½ return a stored image and
+    store the new one in its place, so the discriminator sees older fakes too. Size 0 disables it."""
+
+    def __init__(self, size: int = 50, seed: int = 0) -> None:
+        self.size = size
+        self.images: list[torch.Tensor] = []
+        self.rng = random.Random(seed)
+
+    def query(self, images: torch.Tensor) -> torch.Tensor:
+        """Images for the discriminator, drawn half from history once the pool is full."""
+        if self.size == 0:
+            return images
+        out = []
+        for img in images.detach():
+            img = img.unsqueeze(0)
+            if len(self.images) < self.size:
+                self.images.append(img.clone())
+                out.append(img)
+            elif self.rng.random() > 0.5:
+                j = self.rng.randrange(self.size)
+                out.append(self.images[j].clone())
+                self.images[j] = img.clone()
+            else:
+                out.append(img)
+        return torch.cat(out, 0)
+
+    def state(self) -> dict[str, Any]:
+        """Pool contents and RNG state, for checkpoints (tensors and plain values only)."""
+        return {"images": [i.cpu() for i in self.images], "rng": list(self.rng.getstate()[1]),
+                "rng_version": self.rng.getstate()[0],
+                "rng_gauss": self.rng.getstate()[2]}
+
+    def load_state(self, state: dict[str, Any], device: torch.device) -> None:
+        """Restore ``state()``."""
+        self.images = [i.to(device) for i in state.get("images", [])]
+        if "rng" in state:
+            self.rng.setstate((state["rng_version"], tuple(int(x) for x in state["rng"]), state["rng_gauss"]))
