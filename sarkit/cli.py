@@ -75,8 +75,23 @@ def _version(value: bool) -> None:
 def _root(
     ctx: typer.Context,
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    config: Optional[Path] = typer.Option(
+        None, "--config", envvar="SARKIT_CONFIG",
+        help="TOML file with default options per command ([tile], [train], ...); the command line wins."),
 ) -> None:
     """Sentinel-1 SAR ⇄ optical translation toolkit."""
+    if config is not None:
+        from .config import load_config
+        from .progress import print_error
+
+        group = ctx.command
+        commands = {name: {p.name for p in cmd.params if p.name}
+                    for name, cmd in getattr(group, "commands", {}).items()}
+        try:
+            ctx.default_map = load_config(config, commands)
+        except SarkitError as exc:
+            print_error(str(exc))
+            raise typer.Exit(exc.exit_code) from None
 
 
 # ----------------------------------------------------------------------------------------------- commands
@@ -84,13 +99,340 @@ def _root(
 
 # === synth ===
 
+
+@app.command("synth")
+@_handle_errors
+def synth_cmd(
+    out_dir: Path = typer.Argument(..., help="Folder to write s1.tif, s2.tif and labels.tif into."),
+    size: int = typer.Option(2048, "--size", help="Scene width and height in pixels (at least 64)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives the same bytes."),
+    crs: str = typer.Option("EPSG:32633", "--crs", help="Projected CRS of the scene grid (e.g. a UTM zone)."),
+    pixel_size: float = typer.Option(10.0, "--pixel-size", help="Pixel size in metres."),
+    overwrite: bool = OverwriteOpt,
+    quiet: bool = QuietOpt,
+    log_format: str = LogFormatOpt,
+) -> None:
+    """Generate a deterministic Sentinel-1 (VV, VH dB) + Sentinel-2 (13-band L1C) scene with land-cover labels.
+
+    Example: sarkit synth scene --size 1024 --seed 7
+    """
+    from .synth import SynthOptions, synth_scene
+
+    reporter = _reporter(quiet, log_format)
+    opts = SynthOptions(size=size, seed=seed, crs=crs, pixel_size=pixel_size)
+    result = synth_scene(out_dir, opts, overwrite=overwrite, reporter=reporter)
+    if not quiet:
+        typer.echo(f"wrote {result.out_dir}/{{s1,s2,labels}}.tif: {result.size}×{result.size} px, "
+                   f"{opts.pixel_size:g} m, {result.crs}, seed {opts.seed}, {len(result.class_names)} classes "
+                   f"in {result.seconds:.1f} s")
+
 # === tile ===
+
+
+@app.command("tile")
+@_handle_errors
+def tile(
+    s1: Path = typer.Argument(..., help="Sentinel-1 GeoTIFF (dB or linear power); with --layout, the dataset root."),
+    optical: Optional[Path] = typer.Option(None, "--optical", help="Sentinel-2 GeoTIFF (digital numbers)."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Label GeoTIFF (class ids)."),
+    out: Path = typer.Option(..., "--out", help="Output tile directory."),
+    size: int = typer.Option(256, "--size", help="Tile size in pixels."),
+    stride: Optional[int] = typer.Option(
+        None, "--stride", help="Step between tiles in pixels (default: --size; smaller: overlapping tiles)."),
+    aoi: Optional[Path] = typer.Option(None, "--aoi", help="GeoJSON polygons: keep only tiles that intersect."),
+    max_nodata: float = typer.Option(0.05, "--max-nodata", help="Skip tiles with a larger nodata fraction."),
+    split: str = typer.Option("0.7,0.2,0.1", "--split", help="train,val,test fractions (spatially blocked)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the split assignment."),
+    overwrite: bool = OverwriteOpt,
+    pad_edges: bool = typer.Option(False, "--pad-edges", help="Pad edge remainders with nodata (default: skip)."),
+    s1_units: str = typer.Option("auto", "--s1-units", help="auto, db or linear (linear power → dB)."),
+    s1_range: str = typer.Option("-25,0", "--s1-range", help="SAR dB range mapped to [-1, 1]."),
+    s2_range: str = typer.Option("0,0.3", "--s2-range", help="Optical reflectance range mapped to [-1, 1]."),
+    s2_offset: bool = typer.Option(False, "--s2-offset", help="Apply the −1000 DN offset of baseline 04.00+."),
+    layout: Optional[str] = typer.Option(None, "--layout", help="sen12ms or sen1floods11: S1 is the dataset root."),
+    cloudy: bool = typer.Option(False, "--cloudy", help="SEN12MS-CR: take s2_cloudy instead of s2_cloudfree."),
+    quiet: bool = QuietOpt,
+    log_format: str = LogFormatOpt,
+) -> None:
+    """Cut co-registered S1 / S2 / label scenes into tiles with manifest.csv and tiling.json.
+
+    Example: sarkit tile scene/s1.tif --optical scene/s2.tif --labels scene/labels.tif --out tiles
+    """
+    from .norm import parse_range
+    from .progress import print_table
+    from .tiling import TileOptions, parse_split, tile_layout, tile_scene
+
+    opts = TileOptions(size=size, stride=stride, aoi=aoi, max_nodata=max_nodata, split=parse_split(split),
+                       seed=seed, overwrite=overwrite, pad_edges=pad_edges, s1_units=s1_units,
+                       s1_range=parse_range(s1_range, "--s1-range"), s2_range=parse_range(s2_range, "--s2-range"),
+                       s2_offset=s2_offset, cloudy=cloudy)
+    rep = _reporter(quiet, log_format)
+    if layout is not None:
+        if optical is not None or labels is not None:
+            from .errors import InputError
+
+            raise InputError("--layout reads optical and labels from the dataset folders: drop --optical/--labels")
+        summary = tile_layout(s1, layout, out, opts, rep)
+    else:
+        summary = tile_scene(s1, optical, labels, out, opts, rep)
+    rows = [["written", summary.written]] + [[f"skipped: {k}", v] for k, v in sorted(summary.skipped.items())]
+    rows += [[f"split: {k}", v] for k, v in summary.splits.items()]
+    if log_format == "json":
+        rep.info("tiling done", out=str(summary.out), written=summary.written, skipped=summary.skipped,
+                 splits=summary.splits)
+    print_table(f"Tiles in {summary.out}", ["", "tiles"], rows, quiet=quiet or log_format == "json")
 
 # === train ===
 
+
+@app.command("train")
+@_handle_errors
+def train_cmd(
+    model: str = typer.Option(..., "--model", help="pix2pix, pix2pix-clip, cyclegan, cut, cyclegan-sc, segmenter."),
+    data: Path = typer.Option(..., "--data", help="Tile directory written by sarkit tile."),
+    out: Path = typer.Option(..., "--out", help="Run directory (config.json, checkpoints/, metrics.jsonl)."),
+    direction: str = typer.Option("sar2opt", "--direction", help="sar2opt or opt2sar (translators)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (default: 200 epochs)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs (instead of --steps)."),
+    batch_size: int = typer.Option(1, "--batch-size", help="Tiles per step per process (papers: 1)."),
+    lr: float = typer.Option(2e-4, "--lr", help="Adam learning rate (constant, then linear decay to 0)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    amp: str = typer.Option("off", "--amp", help="Mixed precision: bf16, fp16 (CUDA) or off."),
+    seed: int = typer.Option(0, "--seed", help="Seed of weights, data order and augmentation."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    workers: int = typer.Option(0, "--workers", help="Data-loading worker processes."),
+    val_every: int = typer.Option(1000, "--val-every", help="Validate every N steps (0: never)."),
+    save_every: int = typer.Option(1000, "--save-every", help="Checkpoint every N steps (and at the end)."),
+    log_every: int = typer.Option(10, "--log-every", help="Write averaged losses every N steps."),
+    stop_at: Optional[int] = typer.Option(None, "--stop-at", help="Save and stop at this step (continue: --resume)."),
+    sar_bands: Optional[str] = typer.Option(None, "--sar-bands", help="SAR bands, e.g. VV,VH (default: all)."),
+    optical_bands: str = typer.Option("B4,B3,B2", "--optical-bands", help="Optical bands, names or 1-based."),
+    modality: Optional[str] = typer.Option(None, "--modality", help="Segmenter input: sar or optical."),
+    augment: bool = typer.Option(False, "--augment", help="Random flips / rot90 of training tiles."),
+    lambda_clip: Optional[float] = typer.Option(None, "--lambda-clip", help="pix2pix-clip: weight of L_CLIP."),
+    clip_model: Optional[str] = typer.Option(None, "--clip-model", help="pix2pix-clip: open_clip model."),
+    clip_pretrained: Optional[str] = typer.Option(None, "--clip-pretrained", help="pix2pix-clip: weights tag."),
+    clip_weights: Optional[Path] = typer.Option(None, "--clip-weights",
+                                                help="pix2pix-clip: CLIP weights file (or $SARKIT_CLIP_WEIGHTS)."),
+    sar_segmenter: Optional[Path] = typer.Option(None, "--sar-segmenter", help="cyclegan-sc: SAR segmenter RUN."),
+    optical_segmenter: Optional[Path] = typer.Option(None, "--optical-segmenter",
+                                                     help="cyclegan-sc: optical segmenter RUN."),
+    model_opt: Optional[List[str]] = typer.Option(None, "--model-opt", help="Model option key=value (repeatable)."),
+    overwrite: bool = OverwriteOpt,
+    quiet: bool = QuietOpt,
+    log_format: str = LogFormatOpt,
+) -> None:
+    """Train a model on tiles; resumable (--resume), multi-GPU under torchrun.
+
+    Example: sarkit train --model pix2pix --data tiles --out runs/p2p --steps 20000
+    """
+    from .norm import parse_band_list
+    from .train import TrainOptions, model_option_values, train
+
+    named = {"lambda_clip": lambda_clip, "clip_model": clip_model, "clip_pretrained": clip_pretrained,
+             "clip_weights": clip_weights, "sar_segmenter": sar_segmenter, "optical_segmenter": optical_segmenter}
+    opts = TrainOptions(
+        model=model, data=data, out=out, direction=direction, steps=steps, epochs=epochs, batch_size=batch_size,
+        lr=lr, device=device, amp=amp, seed=seed, resume=resume, overwrite=overwrite, workers=workers,
+        val_every=val_every, save_every=save_every, log_every=log_every, stop_at=stop_at,
+        sar_bands=tuple(parse_band_list(sar_bands)) if sar_bands else None,
+        optical_bands=tuple(parse_band_list(optical_bands)), modality=modality, augment=augment,
+        model_options=model_option_values(model_opt or [], named))
+    train(opts, _reporter(quiet, log_format))
+
+
 # === translate / stitch ===
 
+
+@app.command("translate")
+@_handle_errors
+def translate_cmd(
+    scenes: List[Path] = typer.Argument(..., help="Scene GeoTIFF(s) with the checkpoint's input bands."),
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="Training RUN directory or generator .safetensors."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output COG (one scene)."),
+    out_dir: Optional[Path] = typer.Option(
+        None, "--out-dir", help="Output folder for several scenes (<stem>_translated.tif each)."),
+    tile: Optional[int] = typer.Option(None, "--tile", help="Tile size in pixels (default: the checkpoint's)."),
+    overlap: int = typer.Option(64, "--overlap", help="Pixels shared by neighbouring tiles (blended)."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Tiles per generator call."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    amp: str = typer.Option("auto", "--amp", help="bf16, fp16 or off (auto: bf16 on CUDA, off on the CPU)."),
+    fmt: str = typer.Option(
+        "native", "--format",
+        help="native (dB float32 for SAR, uint16 reflectance×10000 for optical) or rgb8 (8-bit, nodata 0)."),
+    scheduler: Optional[str] = typer.Option(
+        None, "--scheduler", help="dask.distributed scheduler address, or 'local' for a 2-worker LocalCluster."),
+    allow_ungeoreferenced: bool = typer.Option(
+        False, "--allow-ungeoreferenced",
+        help="Translate a scene without a CRS (refused otherwise); the output keeps its pixel grid, no CRS."),
+    overwrite: bool = OverwriteOpt,
+    quiet: bool = QuietOpt,
+    log_format: str = LogFormatOpt,
+) -> None:
+    """Translate whole scenes with a trained generator into Cloud-Optimized GeoTIFFs (overlapping tiles, blended).
+
+    The output has the input's grid, CRS and nodata mask; scenes without a CRS are refused unless
+    --allow-ungeoreferenced is given.
+
+    Example: sarkit translate scene/s1.tif --checkpoint runs/pix2pix --out s1_as_optical.tif
+    """
+    from .errors import InputError
+    from .translate import TranslateOptions, translate_many, translate_scene
+
+    reporter = _reporter(quiet, log_format)
+    opts = TranslateOptions(tile=tile, overlap=overlap, batch_size=batch_size, device=device, amp=amp, format=fmt,
+                            overwrite=overwrite, allow_ungeoreferenced=allow_ungeoreferenced)
+    if out is not None and out_dir is not None:
+        raise InputError("give either --out (one scene) or --out-dir (several scenes), not both")
+    if out is not None:
+        if len(scenes) != 1:
+            raise InputError(f"--out takes one scene, got {len(scenes)}; use --out-dir for several")
+        if scheduler:
+            raise InputError("--scheduler spreads several scenes; use it with --out-dir")
+        summary = translate_scene(scenes[0], checkpoint, out, opts, reporter)
+        if not quiet:
+            typer.echo(summary.line())
+        return
+    if out_dir is None:
+        raise InputError("give --out OUT.tif (one scene) or --out-dir DIR (several scenes)")
+    results = translate_many(scenes, checkpoint, out_dir, opts, reporter, scheduler=scheduler)
+    failed = [r for r in results if not r.ok]
+    if not quiet:
+        for r in results:
+            typer.echo(r.summary.line() if r.summary else f"FAILED {r.scene}: {r.error}")
+        typer.echo(f"{len(results) - len(failed)} of {len(results)} scenes translated into {out_dir}")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("stitch")
+@_handle_errors
+def stitch_cmd(
+    inputs: List[Path] = typer.Argument(..., help="Georeferenced tiles, or folders of *.tif tiles."),
+    out: Path = typer.Option(..., "--out", help="Output mosaic COG."),
+    crs: Optional[str] = typer.Option(None, "--crs", help="Mosaic CRS, e.g. EPSG:32631 (default: the first tile's)."),
+    overwrite: bool = OverwriteOpt,
+    quiet: bool = QuietOpt,
+    log_format: str = LogFormatOpt,
+) -> None:
+    """Mosaic georeferenced tiles into one COG, blending overlaps with cosine ramps (nodata gets no weight).
+
+    Tiles in other CRSs are reprojected; mixed band counts or data types are refused.
+
+    Example: sarkit stitch translated_tiles/ --out mosaic.tif
+    """
+    from .stitch import StitchOptions, stitch
+
+    reporter = _reporter(quiet, log_format)
+    summary = stitch(inputs, out, StitchOptions(crs=crs, overwrite=overwrite), reporter)
+    if not quiet:
+        typer.echo(summary.line())
+
+
 # === eval ===
+
+
+@app.command("eval")
+@_handle_errors
+def eval_cmd(
+    reports: Optional[List[Path]] = typer.Argument(None, help="With --compare: report directories or report.json files."),
+    pred: Optional[Path] = typer.Option(None, "--pred", help="Predicted scene (GeoTIFF) or directory of tiles."),
+    target: Optional[Path] = typer.Option(None, "--target", help="Target scene or directory of tiles (same ids)."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Land-cover labels: scene or directory (255 = ignore)."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Training RUN (or generator file) to run on --data."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Tile directory written by sarkit tile (with --checkpoint)."),
+    split: str = typer.Option("test", "--split", help="Split of --data to evaluate: train, val or test."),
+    metrics: Optional[str] = typer.Option(
+        None, "--metrics", help="Comma list of psnr,ssim,mae,fid,fid-clip,pa,sms,lpips (pa brings miou). "
+        "Default psnr,ssim,mae (+pa,sms with --segmenter)."),
+    segmenter: Optional[Path] = typer.Option(None, "--segmenter", help="Segmenter RUN of the prediction's modality (PA, mIoU, SMS)."),
+    fid_weights: Optional[Path] = typer.Option(None, "--fid-weights", envvar="SARKIT_FID_WEIGHTS",
+                                               help="torchvision inception_v3 state dict (.pt/.safetensors) for FID."),
+    clip_weights: Optional[Path] = typer.Option(None, "--clip-weights", help="open_clip weights file for fid-clip "
+                                                "(or $SARKIT_CLIP_WEIGHTS)."),
+    clip_model: str = typer.Option("ViT-B-32", "--clip-model", help="open_clip model name or model-config JSON."),
+    s1_range: Optional[str] = typer.Option(None, "--s1-range", help="SAR dB range 'lo,hi' for scenes (default -25,0)."),
+    s2_range: Optional[str] = typer.Option(None, "--s2-range", help="Optical reflectance range 'lo,hi' (default 0,0.3)."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write report.json/.md, tiles.csv, report.html here "
+                                          "(with --compare: compare.md)."),
+    compare: bool = typer.Option(False, "--compare", help="Print the given reports side by side, best marked with *."),
+    fail_under: Optional[str] = typer.Option(None, "--fail-under", help="Exit 1 if a higher-is-better metric is "
+                                             "below, e.g. psnr=18,ssim=0.3."),
+    fail_over: Optional[str] = typer.Option(None, "--fail-over", help="Exit 1 if a lower-is-better metric is "
+                                            "above, e.g. fid=50,mae=0.1."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Tiles per generator batch (--checkpoint)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    overwrite: bool = OverwriteOpt,
+    quiet: bool = QuietOpt,
+    log_format: str = LogFormatOpt,
+) -> None:
+    """Evaluate predictions: PSNR, SSIM, MAE, FID, PA/mIoU, SMS, in normalised [0, 1] space; write reports.
+
+    Inputs: two scenes, two tile directories (matched by file name), or --checkpoint RUN --data TILES --split.
+    Nodata of either image is excluded. --fail-under (↑ metrics) / --fail-over (↓ metrics) exit 1 when the
+    quality gate fails (the report is still written); bad input exits 2.
+
+    Example: sarkit eval --pred pred.tif --target s2.tif --metrics psnr,ssim,mae --report eval-out
+    """
+    from .progress import print_table
+
+    rep = _reporter(quiet, log_format)
+    if compare:
+        from .errors import InputError
+        from .eval.report import compare_markdown, compare_terminal
+
+        if not reports:
+            raise InputError("--compare needs report directories or report.json files, e.g. --compare runA runB")
+        cols, rows = compare_terminal(reports)
+        md = compare_markdown(reports)
+        if report is not None:
+            from .io import atomic_dir
+
+            with atomic_dir(report, overwrite) as tmp:
+                (tmp / "compare.md").write_text(md)
+        print_table("sarkit eval --compare (* = best)", cols, rows, quiet=quiet)
+        return
+    if reports:
+        from .errors import InputError
+
+        raise InputError(f"unexpected argument {reports[0]}; use --pred/--target, --checkpoint, or --compare")
+    from .devices import resolve_device
+    from .eval.report import (SUMMARY_COLUMNS, gate_failures, parse_thresholds, summary_rows, to_json_value,
+                              write_report)
+    from .eval.runner import SEG_METRICS, EvalOptions, parse_metrics, run_eval
+    from .io import check_output
+    from .norm import parse_range
+
+    under, over = parse_thresholds(fail_under, True), parse_thresholds(fail_over, False)
+    names = parse_metrics(metrics)
+    if metrics is None and segmenter is not None:
+        names = names + tuple(m for m in SEG_METRICS if m not in names)
+    if missing := [m for m in (*under, *over) if m not in names]:
+        from .errors import InputError
+
+        raise InputError(f"quality gate on {missing[0]}, which is not computed: add it to --metrics")
+    if report is not None:
+        check_output(report, overwrite)
+    opts = EvalOptions(
+        metrics=names,
+        s1_range=parse_range(s1_range, "--s1-range") if s1_range else None,
+        s2_range=parse_range(s2_range, "--s2-range") if s2_range else None,
+        segmenter=segmenter, fid_weights=fid_weights, clip_weights=clip_weights, clip_model=clip_model,
+        batch_size=batch_size, device=str(resolve_device(device)),
+    )
+    result = run_eval(opts, rep, pred=pred, target=target, labels=labels, checkpoint=checkpoint, data=data,
+                      split=split)
+    if report is not None:
+        write_report(report, result, overwrite)
+        rep.info(f"report written to {report}")
+    rec = to_json_value(result.report)
+    print_table("sarkit eval (normalised [0, 1] space)", SUMMARY_COLUMNS, summary_rows(rec), quiet=quiet)
+    fails = gate_failures(result.report["summary"], under, over)
+    if fails:
+        from .errors import WorkError
+
+        raise WorkError("quality gate failed: " + "; ".join(fails))
+
 
 # === demo ===
 

@@ -144,6 +144,10 @@ class TrainableModel(nn.Module):
             return batch["optical"], batch["sar"]
         return batch["sar"], batch["optical"]
 
+    def validation_metrics(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Model-specific validation metrics of one batch (e.g. a segmenter's pixel accuracy and mIoU); {} if none."""
+        return {}
+
 
 def parse_options(cls: type, values: dict[str, Any]) -> Any:
     """Build a model's ``Options`` dataclass from strings/values, coercing types; unknown keys are an error."""

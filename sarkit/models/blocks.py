@@ -169,6 +169,35 @@ class ResnetGenerator(nn.Module):
 #: first stride-2 conv, 8 the second down-sampling block's norm, 12 and 16 the 3rd and 7th residual blocks.
 NCE_LAYERS: tuple[int, ...] = (0, 4, 8, 12, 16)
 
+#: Index of the first residual block in ``ResnetGenerator.model`` (after the 4 stem and 6 down-sampling layers).
+RESNET_FIRST_BLOCK = 10
+
+
+def encoder_layers(n_blocks: int, layers: Sequence[int] = NCE_LAYERS) -> tuple[int, ...]:
+    """The ``layers`` that lie in the encoder of a ResNet generator with ``n_blocks`` blocks (index < 10 + n)."""
+    return tuple(i for i in layers if i < RESNET_FIRST_BLOCK + n_blocks)
+
+
+def channel_map_matrix(in_channels: int, out_channels: int) -> torch.Tensor:
+    """The fixed linear map between channel counts: identity when equal, else every output channel is the mean
+    of the input channels (M[o, i] = 1/C_in), e.g. RGB → the grey level in both SAR channels, VV/VH → their
+    mean in R, G and B. Rows sum to 1, so the model range [-1, 1] (and nodata = -1) is preserved."""
+    if in_channels == out_channels:
+        return torch.eye(in_channels)
+    return torch.full((out_channels, in_channels), 1.0 / in_channels)
+
+
+def channel_map(x: torch.Tensor, out_channels: int) -> torch.Tensor:
+    """Apply ``channel_map_matrix`` to (N, C_in, H, W): y[:, o] = Σ_i M[o, i]·x[:, i] (identity if C_in = C_out).
+
+    Used to feed an image of one domain to a network whose input has the other domain's channel count
+    (CycleGAN identity terms, CUT/cyclegan-sc encoder features of generated images)."""
+    c = x.shape[1]
+    if c == out_channels:
+        return x
+    m = channel_map_matrix(c, out_channels).to(device=x.device, dtype=x.dtype)
+    return torch.einsum("oc,nchw->nohw", m, x)
+
 
 @register_network("resnet")
 def build_resnet(in_channels: int, out_channels: int, ngf: int = 64, n_blocks: int = 9,
@@ -271,6 +300,27 @@ def patch_nce_loss(q: torch.Tensor, k: torch.Tensor, batch: int, tau: float = 0.
     p = logits.shape[1]
     target = torch.arange(p, device=q.device).expand(batch, p)
     return F.cross_entropy(logits.reshape(batch * p, p), target.reshape(-1))
+
+
+def semantic_contrastive_loss(q: torch.Tensor, k: torch.Tensor, q_labels: torch.Tensor, k_labels: torch.Tensor,
+                              tau: float = 0.07) -> torch.Tensor:
+    """Semantic-guided contrastive loss (Du et al.): for query i the positives are key i (same location) and
+    every key j of the same class (k_labels[j] = q_labels[i]), the negatives the keys of other classes;
+    ℓ_i = −log(Σ_pos e^{q_i·k_j/τ} / Σ_all e^{q_i·k_j/τ}), mean over queries.
+
+    ``q``, ``k``: (B, P, d) or (P, d) already projected (L2-normalised) features at the same P locations of each
+    image (keys are detached, as in PatchNCE); ``q_labels``, ``k_labels``: (B, P) or (P,) class ids. Only keys
+    of the same image are compared. With all classes distinct it equals ``patch_nce_loss``.
+    """
+    if q.dim() == 2:
+        q, k, q_labels, k_labels = q[None], k[None], q_labels[None], k_labels[None]
+    k = k.detach()
+    logits = torch.bmm(q.float(), k.float().transpose(1, 2)) / tau                 # (B, P, P)
+    p = logits.shape[1]
+    same = q_labels[:, :, None] == k_labels[:, None, :]
+    pos = same | torch.eye(p, dtype=torch.bool, device=q.device)[None]
+    pos_lse = torch.logsumexp(logits.masked_fill(~pos, float("-inf")), dim=2)
+    return (torch.logsumexp(logits, dim=2) - pos_lse).mean()
 
 
 # --------------------------------------------------------------------------------------------- image pool

@@ -1,0 +1,192 @@
+"""Frozen open_clip image encoders, loaded without touching the network, and the RGB view fed to them.
+
+Weights come from, in order: an explicit file (``--clip-weights PATH`` or ``$SARKIT_CLIP_WEIGHTS``), a file path
+given as the ``pretrained`` tag, or open_clip's own download cache for the tag (the Hugging Face cache or
+``~/.cache/clip``), looked up locally only. When none is there a one-line ``WeightsNotFoundError`` says how to
+provide them. ``model`` is an open_clip architecture name (``ViT-B-32``) or a path to an open_clip model config
+JSON (``{"embed_dim", "vision_cfg", "text_cfg"}``), which is registered under its file stem.
+
+CLIP preprocessing is applied inside ``clip_preprocess`` on differentiable tensors: values in [0, 1] are resized
+(bicubic, antialiased) to the encoder's input size and standardised with its mean/std.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, NamedTuple, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .errors import WeightsNotFoundError
+
+#: Environment variable naming a CLIP weights file for machines without network.
+CLIP_WEIGHTS_ENV = "SARKIT_CLIP_WEIGHTS"
+DEFAULT_CLIP_MODEL = "ViT-B-32"
+DEFAULT_CLIP_PRETRAINED = "laion2b_s34b_b79k"
+_OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+_OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class ClipImageEncoder(NamedTuple):
+    """A frozen image encoder: ``encode(images)`` on preprocessed (N, 3, S, S) → (N, D) embeddings."""
+
+    encode: Callable[[torch.Tensor], torch.Tensor]
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+def _missing(model: str, pretrained: str, why: str) -> WeightsNotFoundError:
+    return WeightsNotFoundError(
+        f"CLIP weights for {model}/{pretrained} not available locally ({why}); pass --clip-weights PATH or set "
+        f"{CLIP_WEIGHTS_ENV}=PATH to an open_clip checkpoint file")
+
+
+def _model_name(model: str) -> str:
+    """open_clip architecture name; a JSON config file is registered with open_clip under its stem."""
+    import open_clip
+
+    p = Path(model)
+    if p.suffix == ".json":
+        if not p.is_file():
+            raise WeightsNotFoundError(f"CLIP model config not found: {p}; pass an open_clip model name or a JSON "
+                                       f"config, and --clip-weights PATH or {CLIP_WEIGHTS_ENV}")
+        open_clip.add_model_config(p)
+        return p.stem
+    return model
+
+
+def cached_pretrained_file(model: str, pretrained: str, cache_dir: str | None = None) -> Path | None:
+    """The locally cached weights file of an open_clip (model, tag), or None; never downloads."""
+    from open_clip.pretrained import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(model, pretrained)
+    if not cfg:
+        return None
+    if cfg.get("file"):
+        return Path(cfg["file"]) if Path(cfg["file"]).is_file() else None
+    hub = cfg.get("hf_hub", "")
+    if hub:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:  # pragma: no cover - huggingface_hub ships with open_clip
+            try_to_load_from_cache = None
+        if try_to_load_from_cache is not None:
+            repo, filename = os.path.split(hub.rstrip("/")) if not hub.endswith("/") else (hub.rstrip("/"), "")
+            names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+            if filename.endswith((".bin", ".pth")):
+                names.insert(0, filename[:-4] + ".safetensors")
+            for name in names:
+                found = try_to_load_from_cache(repo_id=repo, filename=name, cache_dir=cache_dir)
+                if isinstance(found, str) and os.path.isfile(found):
+                    return Path(found)
+    url = cfg.get("url", "")
+    if url:
+        target = Path(cache_dir or os.path.expanduser("~/.cache/clip")) / os.path.basename(url)
+        if target.is_file():
+            return target
+    return None
+
+
+def _preprocess_stats(model: Any) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
+    """Input size and mean/std of an open_clip model's image preprocessing."""
+    visual = model.visual
+    cfg = getattr(visual, "preprocess_cfg", {}) or {}
+    size = cfg.get("size", getattr(visual, "image_size", 224))
+    if isinstance(size, (tuple, list)):
+        size = size[0]
+    mean = tuple(float(v) for v in cfg.get("mean", _OPENAI_MEAN))
+    std = tuple(float(v) for v in cfg.get("std", _OPENAI_STD))
+    return int(size), mean, std
+
+
+def load_clip_image_encoder(model: str = DEFAULT_CLIP_MODEL, pretrained: str = DEFAULT_CLIP_PRETRAINED,
+                            weights_path: str | os.PathLike | None = None, cache_dir: str | None = None,
+                            device: str | torch.device = "cpu") -> ClipImageEncoder:
+    """Load a frozen open_clip image tower: (encode_fn, image_size, mean, std). Offline only."""
+    import open_clip
+    from open_clip.pretrained import get_pretrained_cfg
+
+    name = _model_name(model)
+    if name not in open_clip.list_models():
+        raise WeightsNotFoundError(f"unknown CLIP model {model!r}; use an open_clip name such as "
+                                   f"{DEFAULT_CLIP_MODEL} or a model config JSON")
+    weights = weights_path or os.environ.get(CLIP_WEIGHTS_ENV) or None
+    force_pp: dict[str, Any] = {}
+    if weights:
+        file = Path(weights)
+        if not file.is_file():
+            raise WeightsNotFoundError(f"CLIP weights file not found: {file}; fix --clip-weights or "
+                                       f"{CLIP_WEIGHTS_ENV}")
+    elif pretrained and Path(pretrained).is_file():
+        file = Path(pretrained)
+    else:
+        found = cached_pretrained_file(name, pretrained, cache_dir)
+        if found is None:
+            why = "not in the open_clip cache" if get_pretrained_cfg(name, pretrained) else "unknown tag"
+            raise _missing(model, pretrained, why)
+        file = found
+        tag_cfg = get_pretrained_cfg(name, pretrained)
+        force_pp = {k: tag_cfg[k] for k in ("mean", "std") if k in tag_cfg}
+    try:
+        clip = open_clip.create_model(name, pretrained=str(file), device="cpu", cache_dir=cache_dir,
+                                      force_preprocess_cfg=force_pp or None)
+    except Exception as exc:  # open_clip raises RuntimeError/KeyError/... for foreign or truncated files
+        msg = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise WeightsNotFoundError(f"cannot load CLIP weights {file} for {model} ({msg}); pass a matching "
+                                   f"--clip-weights PATH or {CLIP_WEIGHTS_ENV}") from None
+    visual = clip.visual.to(device).eval()
+    for p in visual.parameters():
+        p.requires_grad_(False)
+    size, mean, std = _preprocess_stats(clip)
+    return ClipImageEncoder(visual, size, mean[:3], std[:3])  # type: ignore[arg-type]
+
+
+def clip_preprocess(images01: torch.Tensor, image_size: int, mean: Sequence[float],
+                    std: Sequence[float]) -> torch.Tensor:
+    """CLIP's input transform on (N, 3, H, W) in [0, 1]: bicubic antialiased resize to S×S, (x − mean)/std."""
+    x = images01.float()
+    if x.shape[-2:] != (image_size, image_size):
+        x = F.interpolate(x, size=(image_size, image_size), mode="bicubic", align_corners=False, antialias=True)
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x - m) / s
+
+
+def rgb_indices(bands: Sequence[str]) -> list[int] | None:
+    """Indices of B4, B3, B2 (true colour) in ``bands`` when all three are present, else None."""
+    upper = [b.upper() for b in bands]
+    if all(b in upper for b in ("B4", "B3", "B2")):
+        return [upper.index("B4"), upper.index("B3"), upper.index("B2")]
+    return None
+
+
+def rgb_view(x: torch.Tensor, bands: Sequence[str]) -> torch.Tensor:
+    """Three-channel view of (N, C, H, W) images for display and CLIP.
+
+    Mapping: B4,B3,B2 when present (true colour); 3 channels as they are; 1 channel repeated to grey; 2 channels
+    (dual-pol SAR VV, VH) as the false colour (c0, c1, (c0 + c1)/2); more than 3 other channels: the first 3.
+    """
+    idx = rgb_indices(bands)
+    c = x.shape[1]
+    if idx is not None and c == len(bands):
+        return x[:, idx]
+    if c == 3:
+        return x
+    if c == 1:
+        return x.expand(-1, 3, -1, -1)
+    if c == 2:
+        return torch.cat([x, x.mean(1, keepdim=True)], 1)
+    return x[:, :3]
+
+
+def clip_cosine_loss(encoder: ClipImageEncoder, fake01: torch.Tensor, real01: torch.Tensor) -> torch.Tensor:
+    """1 − cos(f(fake), f(real)) averaged over the batch, f the frozen encoder; no gradient through ``real``."""
+    pf = clip_preprocess(fake01, encoder.image_size, encoder.mean, encoder.std)
+    with torch.no_grad():
+        pr = clip_preprocess(real01, encoder.image_size, encoder.mean, encoder.std)
+        er = encoder.encode(pr).float()
+    ef = encoder.encode(pf).float()
+    return (1.0 - F.cosine_similarity(ef, er, dim=1)).mean()

@@ -1,0 +1,8 @@
+"""Evaluation: pixel metrics (PSNR, SSIM, MAE), FID / FID-CLIP, segmentation metrics (PA, mIoU, SMS), the
+streaming runner over scenes, tile sets and a model on a split, and the reports it writes."""
+
+from .metrics import mae, psnr, ssim
+from .runner import EvalOptions, EvalResult, evaluate, open_source, parse_metrics, run_eval
+
+__all__ = ["EvalOptions", "EvalResult", "evaluate", "mae", "open_source", "parse_metrics", "psnr", "run_eval",
+           "ssim"]

@@ -1,0 +1,132 @@
+"""CUT, contrastive unpaired translation (Park et al. 2020): one generator, PatchNCE instead of a cycle.
+
+Domain A is the input domain of ``io.direction``, B the other. As in the reference: ResNet generator (9 blocks,
+instance norm), 70×70 PatchGAN with instance norm, least-squares GAN loss, PatchNCE on the generator encoder
+layers ``NCE_LAYERS`` (those inside the encoder for the chosen ``n_blocks``) with a 2-layer 256-d MLP head per
+layer (``PatchSampler``), τ = 0.07, 256 sampled locations per layer, identity NCE (λ_NCE = 1 for both):
+
+    L_G = λ_GAN·LSGAN(D(G(a))) + λ_NCE·½·(NCE(a → G(a)) + NCE(b → G(b)))
+
+NCE(x → y) compares the encoder features E(y) (queries) with E(x) (keys) at the same sampled locations.
+
+Channel counts differ between domains (SAR 2, RGB 3), but G's encoder only accepts A's channel count. Images of
+domain B (the real b fed for the identity image, the generated G(a) and G(b) whose features are queries) are
+therefore passed through the fixed linear ``channel_map`` of ``sarkit.models.blocks`` first (identity when the
+counts agree, otherwise each channel = mean of the source channels). This mirrors the reference, which feeds
+``G(fake_B, layers, encode_only)`` directly because its domains share a channel count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .base import StepTools, TrainableModel, set_requires_grad
+from .blocks import (GANLoss, PatchGAN, PatchSampler, ResnetGenerator, channel_map, encoder_layers, init_weights,
+                     patch_nce_loss)
+from .cyclegan import domains
+from .registry import register_model
+
+
+@dataclass
+class CUTOptions:
+    """CUT hyper-parameters (paper defaults)."""
+
+    lambda_gan: float = 1.0       # weight of the adversarial term
+    lambda_nce: float = 1.0       # weight of PatchNCE (and of the identity NCE)
+    nce_idt: bool = True          # also NCE between real B and G(real B)
+    nce_t: float = 0.07           # PatchNCE temperature τ
+    num_patches: int = 256        # sampled locations per layer
+    ngf: int = 64
+    ndf: int = 64
+    n_blocks: int = 9
+
+
+@register_model("cut")
+class CUT(TrainableModel):
+    """Generator G (A→B), discriminator D (domain B) and PatchNCE heads F."""
+
+    paired = False
+    needs_labels = False
+    Options = CUTOptions
+
+    def build(self) -> None:
+        """Create G, D and F; a dummy encoder pass creates F's heads so state dicts are complete."""
+        o, io = self.opts, self.io
+        self.key_a, self.key_b = domains(io)
+        self.ch_a, self.ch_b = io.in_channels, io.out_channels
+        self.layers = encoder_layers(o.n_blocks)
+        self.nets["G"] = init_weights(ResnetGenerator(self.ch_a, self.ch_b, o.ngf, o.n_blocks, "instance"))
+        self.nets["D"] = init_weights(PatchGAN(self.ch_b, o.ndf, 3, norm="instance"))
+        self.nets["F"] = PatchSampler(256)
+        with torch.no_grad():
+            feats = self.nets["G"](torch.zeros(1, self.ch_a, 32, 32), self.layers, encode_only=True)
+            self.nets["F"](feats, 1)
+        self.gan_loss = GANLoss("lsgan")
+
+    def configure_optimizers(self, lr: float, betas: tuple[float, float]) -> dict[str, torch.optim.Optimizer]:
+        """Adam for G, D and the MLP heads F (as in the reference)."""
+        self.optimizers = {name: torch.optim.Adam(self.nets[name].parameters(), lr=lr, betas=betas)
+                           for name in ("G", "D", "F")}
+        return self.optimizers
+
+    def nce_loss(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        """PatchNCE(src → tgt) averaged over layers: queries from E(map(tgt)), keys from E(src) (src in A's
+        channels), at the same sampled locations."""
+        g, f = self.nets["G"], self.nets["F"]
+        feat_q = g(channel_map(tgt, self.ch_a), self.layers, encode_only=True)
+        feat_k = g(src, self.layers, encode_only=True)
+        k_pool, ids = f(feat_k, self.opts.num_patches)
+        q_pool, _ = f(feat_q, self.opts.num_patches, ids)
+        n = src.shape[0]
+        total = sum(patch_nce_loss(q, k, n, self.opts.nce_t) for q, k in zip(q_pool, k_pool))
+        return total / len(self.layers)
+
+    def train_step(self, batch: dict[str, torch.Tensor], tools: StepTools) -> dict[str, float]:
+        """Discriminator update, then generator + heads update (the reference order)."""
+        o = self.opts
+        real_a, real_b = batch[self.key_a], batch[self.key_b]
+        n = real_a.shape[0]
+        g, d = self.nets["G"], self.nets["D"]
+        with tools.autocast():
+            if o.nce_idt and o.lambda_nce > 0:
+                fake = g(torch.cat([real_a, channel_map(real_b, self.ch_a)], 0))
+                fake_b, idt_b = fake[:n], fake[n:]
+            else:
+                fake_b, idt_b = g(real_a), None
+
+        set_requires_grad(d, True)
+        with tools.autocast():
+            loss_d = 0.5 * (self.gan_loss(d(fake_b.detach()), False) + self.gan_loss(d(real_b), True))
+        tools.backward(loss_d)
+        tools.step(self.optimizers["D"])
+
+        set_requires_grad(d, False)
+        with tools.autocast():
+            loss_gan = o.lambda_gan * self.gan_loss(d(fake_b), True) if o.lambda_gan > 0 else fake_b.new_zeros(())
+            nce = self.nce_loss(real_a, fake_b) if o.lambda_nce > 0 else fake_b.new_zeros(())
+            nce_y = self.nce_loss(channel_map(real_b, self.ch_a), idt_b) if idt_b is not None else None
+            nce_all = 0.5 * (nce + nce_y) if nce_y is not None else nce
+            loss_g = loss_gan + o.lambda_nce * nce_all
+        tools.backward(loss_g)
+        tools.step(self.optimizers["G"])
+        tools.step(self.optimizers["F"])
+        set_requires_grad(d, True)
+        logs = {"G": float(loss_g.detach()), "G_gan": float(loss_gan.detach()), "NCE": float(nce.detach()),
+                "D": float(loss_d.detach())}
+        if nce_y is not None:
+            logs["NCE_Y"] = float(nce_y.detach())
+        return logs
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """G(x)."""
+        return self.nets["G"](x)
+
+    def export(self) -> list[tuple[str, nn.Module, str, dict[str, Any]]]:
+        """The generator as kind "generator", arch "resnet"."""
+        kwargs = {"in_channels": self.ch_a, "out_channels": self.ch_b, "ngf": self.opts.ngf,
+                  "n_blocks": self.opts.n_blocks, "norm": "instance"}
+        return [("generator", self.nets["G"], "resnet", kwargs)]

@@ -1,0 +1,304 @@
+"""Mosaic georeferenced tiles into one Cloud-Optimized GeoTIFF, blending their overlaps without seams.
+
+The output grid is the union of the inputs' bounds (in the first input's CRS, or ``crs``) at the first input's
+resolution, aligned to the first input's pixel grid, so tiles cut from one scene land on whole pixels and are
+read directly. Inputs in another CRS (or off that grid) are warped onto it (``WarpedVRT``, nearest neighbour by
+default). Each input pixel is weighted by ``sarkit.blend`` ramps: a cosine ramp over the width it shares with
+overlapping tiles on each side, full weight on the mosaic's outer border, and 0 on its nodata pixels; the
+mosaic is ``Σ w·v / Σ w``. Pixels no valid input covers are nodata.
+
+Memory is bounded: the output is built in strips of rows, reading only the tiles that intersect each strip.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import rasterio
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.errors import CRSError, NotGeoreferencedWarning
+from rasterio.transform import Affine
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import calculate_default_transform, transform_bounds
+
+from . import __version__
+from .blend import axis_weights, edge_overlaps, normalise
+from .errors import InputError
+from .grid import Bounds, PixelWindow
+from .io import GTIFF_PROFILE, atomic_file, check_output, open_raster, output_lock, require_crs, temp_sibling, write_cog
+from .reporting import NULL_REPORTER, Reporter
+
+#: Output rows built at once (a multiple of the temporary GeoTIFF's 256-row blocks).
+STRIP_ROWS = 512
+#: Tolerance (in pixels) under which an input counts as aligned with the output grid.
+ALIGN_TOL = 1e-6
+
+
+@dataclass(frozen=True)
+class StitchOptions:
+    """Options of ``sarkit stitch``: target CRS (None = the first input's), overwrite, warp resampling."""
+
+    crs: str | None = None
+    overwrite: bool = False
+    resampling: str = "nearest"
+
+
+@dataclass(frozen=True)
+class StitchSummary:
+    """What a stitch produced."""
+
+    out: Path
+    inputs: int
+    width: int
+    height: int
+    seconds: float
+
+    def line(self) -> str:
+        """One-line summary for people."""
+        return f"stitched {self.inputs} tiles into {self.width}×{self.height} pixels in {self.seconds:.1f} s → {self.out}"
+
+
+@dataclass
+class _Source:
+    """One input placed on the output grid: its footprint window and its blend ramps along rows and columns."""
+
+    path: Path
+    footprint: PixelWindow
+    aligned: bool
+    nodata: float | None
+    row_w: np.ndarray | None = None
+    col_w: np.ndarray | None = None
+
+
+def collect_inputs(inputs: Sequence[str | Path]) -> list[Path]:
+    """Input files: each argument a GeoTIFF, or a directory whose ``*.tif``/``*.tiff`` files are taken (sorted)."""
+    paths: list[Path] = []
+    for a in inputs:
+        p = Path(a)
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.suffix.lower() in (".tif", ".tiff") and q.is_file())
+            if not found:
+                raise InputError(f"directory {p} holds no .tif files")
+            paths.extend(found)
+        elif p.exists():
+            paths.append(p)
+        else:
+            raise InputError(f"input not found: {p}")
+    if not paths:
+        raise InputError("no input tiles given")
+    return paths
+
+
+def _target_crs(text: str | None, first: rasterio.DatasetReader) -> CRS:
+    """The mosaic CRS: ``--crs`` parsed (EPSG:XXXX, WKT, PROJ) or the first input's."""
+    if not text:
+        return first.crs
+    try:
+        return CRS.from_user_input(text)
+    except CRSError:
+        raise InputError(f"--crs {text!r} is not a CRS rasterio understands (e.g. EPSG:32631)") from None
+
+
+def _bounds_in(src: rasterio.DatasetReader, crs: CRS) -> Bounds:
+    """An input's bounds in ``crs`` (densified transform of its edges when the CRS differs)."""
+    if src.crs == crs:
+        return Bounds(*src.bounds)
+    return Bounds(*transform_bounds(src.crs, crs, *src.bounds, densify_pts=21))
+
+
+def _resolution(src: rasterio.DatasetReader, crs: CRS) -> tuple[float, float]:
+    """Pixel size (x, y > 0) of an input in ``crs`` (GDAL's suggested warp resolution when the CRS differs)."""
+    if src.crs == crs:
+        return abs(src.transform.a), abs(src.transform.e)
+    t, _, _ = calculate_default_transform(src.crs, crs, src.width, src.height, *src.bounds)
+    return abs(t.a), abs(t.e)
+
+
+def _snap(value: float, origin: float, step: float, up: bool) -> float:
+    """``origin + k·step`` nearest to ``value`` from below (or above with ``up``), tolerant to rounding."""
+    k = (value - origin) / step
+    k = math.ceil(k - ALIGN_TOL) if up else math.floor(k + ALIGN_TOL)
+    return origin + k * step
+
+
+def _output_grid(bounds: list[Bounds], anchor: Bounds, res: tuple[float, float]) -> tuple[Affine, int, int]:
+    """Transform and size of the union of ``bounds``, on the pixel grid through ``anchor``'s top-left corner."""
+    xres, yres = res
+    left = _snap(min(b.left for b in bounds), anchor.left, xres, up=False)
+    top = _snap(max(b.top for b in bounds), anchor.top, yres, up=True)
+    right, bottom = max(b.right for b in bounds), min(b.bottom for b in bounds)
+    width = max(1, math.ceil((right - left) / xres - ALIGN_TOL))
+    height = max(1, math.ceil((top - bottom) / yres - ALIGN_TOL))
+    return Affine(xres, 0.0, left, 0.0, -yres, top), width, height
+
+
+def _place(src: rasterio.DatasetReader, crs: CRS, b: Bounds, transform: Affine, width: int,
+           height: int) -> tuple[PixelWindow, bool]:
+    """Footprint window of an input on the output grid, and whether it sits on whole output pixels."""
+    t = src.transform
+    col = (t.c - transform.c) / transform.a
+    row = (t.f - transform.f) / transform.e
+    aligned = (src.crs == crs and t.b == 0 and t.d == 0 and abs(t.a - transform.a) <= ALIGN_TOL * abs(transform.a)
+               and abs(t.e - transform.e) <= ALIGN_TOL * abs(transform.e)
+               and abs(col - round(col)) < ALIGN_TOL * 1e3 and abs(row - round(row)) < ALIGN_TOL * 1e3)
+    if aligned:
+        return PixelWindow(int(round(row)), int(round(col)), src.height, src.width), True
+    c0 = math.floor((b.left - transform.c) / transform.a + ALIGN_TOL)
+    c1 = math.ceil((b.right - transform.c) / transform.a - ALIGN_TOL)
+    r0 = math.floor((transform.f - b.top) / -transform.e + ALIGN_TOL)
+    r1 = math.ceil((transform.f - b.bottom) / -transform.e - ALIGN_TOL)
+    c0, r0 = max(c0, 0), max(r0, 0)
+    c1, r1 = min(c1, width), min(r1, height)
+    return PixelWindow(r0, c0, max(r1 - r0, 0), max(c1 - c0, 0)), False
+
+
+def _invalid(data: np.ndarray, nodata: float | None) -> np.ndarray:
+    """Nodata mask (h, w) of (C, h, w) data: any band NaN or equal to ``nodata``."""
+    bad = np.zeros(data.shape[1:], dtype=bool)
+    if data.dtype.kind == "f":
+        bad |= np.isnan(data).any(axis=0)
+    if nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata)):
+        bad |= (data == nodata).any(axis=0)
+    return bad
+
+
+class _Reader:
+    """Reads an input's pixels for a window of the output grid (directly when aligned, else warped)."""
+
+    def __init__(self, crs: CRS, transform: Affine, width: int, height: int, resampling: Resampling,
+                 dtype: str) -> None:
+        self.crs, self.transform, self.width, self.height = crs, transform, width, height
+        self.resampling, self.dtype = resampling, dtype
+
+    def vrt_nodata(self, s: _Source) -> float:
+        """Fill value of warped reads outside the input: its nodata, else NaN (float) or 0 (integers)."""
+        if s.nodata is not None:
+            return s.nodata
+        return float("nan") if np.dtype(self.dtype).kind == "f" else 0
+
+    def read(self, s: _Source, win: PixelWindow) -> tuple[np.ndarray, np.ndarray]:
+        """(data float64 (C, h, w) with 0 at nodata, validity (h, w)) of ``s`` over output window ``win``."""
+        with rasterio.open(s.path) as src:
+            if s.aligned:
+                local = PixelWindow(win.row_off - s.footprint.row_off, win.col_off - s.footprint.col_off,
+                                    win.height, win.width)
+                data = src.read(window=local.to_rasterio())
+                nodata = s.nodata
+            else:
+                nodata = self.vrt_nodata(s)
+                with WarpedVRT(src, crs=self.crs, transform=self.transform, width=self.width, height=self.height,
+                               resampling=self.resampling, nodata=nodata) as vrt:
+                    data = vrt.read(window=win.to_rasterio())
+        valid = ~_invalid(data, nodata)
+        out = data.astype(np.float64)
+        out[:, ~valid] = 0.0
+        return out, valid
+
+
+def _to_dtype(y: np.ndarray, dtype: str, nodata: float) -> np.ndarray:
+    """Blended float rows → output dtype (integers rounded and clipped to the dtype range); NaN → ``nodata``."""
+    bad = np.isnan(y)
+    if np.dtype(dtype).kind == "f":
+        out = y.astype(dtype)
+    else:
+        info = np.iinfo(dtype)
+        out = np.clip(np.rint(np.nan_to_num(y, nan=0.0)), info.min, info.max).astype(dtype)
+    out[bad] = nodata
+    return out
+
+
+def stitch(inputs: Sequence[str | Path], out: str | Path, opts: StitchOptions = StitchOptions(),
+           reporter: Reporter = NULL_REPORTER) -> StitchSummary:
+    """Mosaic georeferenced tiles (files or directories of ``*.tif``) into the COG ``out``.
+
+    ``InputError`` for missing inputs, inputs without a CRS, mixed band counts or data types, or a bad ``crs``;
+    ``OutputExistsError`` when ``out`` exists without ``opts.overwrite``. Nothing is left behind on failure.
+    """
+    t0 = time.perf_counter()
+    out = Path(out)
+    paths = collect_inputs(inputs)
+    if any(p.resolve() == out.resolve() for p in paths):
+        raise InputError(f"output {out} is also an input; choose another --out")
+    check_output(out, opts.overwrite)
+    try:
+        resampling = Resampling[opts.resampling]
+    except KeyError:
+        raise InputError(f"unknown resampling {opts.resampling!r} (e.g. nearest, bilinear)") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        srcs = [open_raster(p, "input tile") for p in paths]
+    try:
+        first = srcs[0]
+        for s in srcs:
+            require_crs(s, "input tile")
+            if s.count != first.count:
+                raise InputError(f"mixed band counts: {s.name} has {s.count} bands, {first.name} has {first.count}; "
+                                 f"stitch tiles of one kind at a time")
+            if s.dtypes[0] != first.dtypes[0]:
+                raise InputError(f"mixed data types: {s.name} is {s.dtypes[0]}, {first.name} is {first.dtypes[0]}; "
+                                 f"stitch tiles of one kind at a time")
+        crs = _target_crs(opts.crs, first)
+        bounds = [_bounds_in(s, crs) for s in srcs]
+        transform, width, height = _output_grid(bounds, bounds[0], _resolution(first, crs))
+        sources = []
+        for s, b in zip(srcs, bounds):
+            fp, aligned = _place(s, crs, b, transform, width, height)
+            sources.append(_Source(Path(s.name), fp, aligned, s.nodata))
+        dtype, count, descriptions = first.dtypes[0], first.count, first.descriptions
+        nodata = first.nodata if first.nodata is not None else (float("nan") if np.dtype(dtype).kind == "f" else 0)
+    finally:
+        for s in srcs:
+            s.close()
+    sources = [s for s in sources if s.footprint.height > 0 and s.footprint.width > 0]
+    for s in sources:
+        top, bottom, left, right = edge_overlaps(s.footprint, [o.footprint for o in sources if o is not s])
+        s.row_w = axis_weights(s.footprint.height, top, bottom)
+        s.col_w = axis_weights(s.footprint.width, left, right)
+    profile = {**GTIFF_PROFILE, "zlevel": 1, "dtype": dtype, "count": count, "width": width, "height": height,
+               "crs": crs, "transform": transform, "nodata": nodata, "BIGTIFF": "IF_SAFER"}
+    reader = _Reader(crs, transform, width, height, resampling, dtype)
+    with output_lock(out), atomic_file(out, overwrite=opts.overwrite) as cog_tmp:
+        tmp = temp_sibling(out, ".tif")
+        try:
+            with rasterio.Env(GDAL_CACHEMAX=64 << 20), rasterio.open(tmp, "w", **profile) as dst:
+                if descriptions and all(descriptions):
+                    dst.descriptions = descriptions
+                dst.update_tags(sarkit_version=__version__, stitched_inputs=str(len(paths)))
+                _stitch_strips(dst, sources, reader, width, height, count, dtype, nodata, reporter)
+            write_cog(tmp, cog_tmp, overview_resampling="average" if np.dtype(dtype).kind == "f" else "nearest")
+        finally:
+            tmp.unlink(missing_ok=True)
+    summary = StitchSummary(out, len(paths), width, height, time.perf_counter() - t0)
+    return summary
+
+
+def _stitch_strips(dst: Any, sources: list[_Source], reader: _Reader, width: int, height: int, count: int,
+                   dtype: str, nodata: float, reporter: Reporter) -> None:
+    """Build the mosaic strip by strip: Σ w·v and Σ w over the inputs that intersect each strip."""
+    starts = range(0, height, STRIP_ROWS)
+    with reporter.task("Stitching", total=len(starts)) as task:
+        for r0 in starts:
+            strip = PixelWindow(r0, 0, min(STRIP_ROWS, height - r0), width)
+            acc = np.zeros((count, strip.height, width), dtype=np.float64)
+            wsum = np.zeros((strip.height, width), dtype=np.float64)
+            for s in sources:
+                inter = s.footprint.intersect(strip)
+                if inter is None:
+                    continue
+                data, valid = reader.read(s, inter)
+                fr, fc = inter.row_off - s.footprint.row_off, inter.col_off - s.footprint.col_off
+                w = np.outer(s.row_w[fr:fr + inter.height], s.col_w[fc:fc + inter.width]) * valid
+                rows = slice(inter.row_off - r0, inter.row_off - r0 + inter.height)
+                cols = slice(inter.col_off, inter.col_end)
+                acc[:, rows, cols] += data * w
+                wsum[rows, cols] += w
+            y = normalise(acc, wsum, np.float64)
+            dst.write(_to_dtype(y, dtype, nodata), window=strip.to_rasterio())
+            task.advance(1)

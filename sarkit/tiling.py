@@ -1,0 +1,612 @@
+"""``sarkit tile``: cut co-registered Sentinel-1 / Sentinel-2 / label scenes into training tiles.
+
+Writes ``DIR/s1``, ``DIR/s2``, ``DIR/labels`` GeoTIFF tiles, ``DIR/manifest.csv`` and ``DIR/tiling.json``
+(the contract in docs: SAR float32 dB with NaN nodata, optical DN in the source dtype with nodata 0, labels
+uint8 with nodata 255). Splits are assigned to spatial blocks of tiles, never to single tiles, and tiles that
+would overlap a tile of another split are dropped, so no pixel is shared between train, val and test.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import rasterio
+import rasterio.windows
+from rasterio.enums import Resampling
+from rasterio.warp import transform_geom
+
+from . import __version__
+from .coreg import AlignedReader, GridSpec, overlap_bounds, read_padded
+from .errors import InputError
+from .grid import Bounds, PixelWindow, window_grid
+from .io import GTIFF_PROFILE, atomic_dir, check_output, open_raster, require_crs
+from .layouts import LABEL_NODATA, SEN1FLOODS11_CLASSES, Scene, find_layout, map_labels
+from .norm import (
+    DEFAULT_OPTICAL_RANGE,
+    DEFAULT_SAR_RANGE,
+    RGB_BANDS,
+    S1_BANDS,
+    band_names,
+    check_integer_reflectance,
+    detect_s1_units,
+    optical_normalization,
+    resolve_bands,
+    sar_normalization,
+    sar_to_db,
+)
+from .reporting import NULL_REPORTER, Reporter
+
+SPLITS = ("train", "val", "test")
+MANIFEST_COLUMNS = ["tile_id", "split", "s1_path", "s2_path", "labels_path", "row_off", "col_off", "height",
+                    "width", "left", "bottom", "right", "top", "crs", "nodata_fraction", "source_s1",
+                    "source_s2", "source_labels"]
+OPTICAL_NODATA = 0
+
+
+@dataclass
+class TileOptions:
+    """Options of ``sarkit tile`` (see the CLI help for each)."""
+
+    size: int = 256
+    stride: int | None = None  # None: equal to ``size`` (adjacent tiles)
+    aoi: Path | None = None
+    max_nodata: float = 0.05
+    split: tuple[float, float, float] = (0.7, 0.2, 0.1)
+    seed: int = 0
+    overwrite: bool = False
+    pad_edges: bool = False
+    s1_units: str = "auto"
+    s1_range: tuple[float, float] = DEFAULT_SAR_RANGE
+    s2_range: tuple[float, float] = DEFAULT_OPTICAL_RANGE
+    s2_offset: bool = False
+    cloudy: bool = False
+    block_strides: int | None = None  # split block side in strides; None = automatic (see ``block_side``)
+
+    def __post_init__(self) -> None:
+        if self.stride is None:
+            self.stride = self.size
+
+
+@dataclass
+class TileSummary:
+    """What a tiling run wrote: tile counts, skipped tiles by reason, tiles per split."""
+
+    out: Path
+    written: int
+    skipped: dict[str, int] = field(default_factory=dict)
+    splits: dict[str, int] = field(default_factory=dict)
+    scenes: int = 1
+
+
+@dataclass
+class _Candidate:
+    scene: int
+    window: PixelWindow
+    tile_id: str
+    bounds: Bounds
+    nodata_fraction: float = 0.0
+    block: tuple[int, int, int] = (0, 0, 0)
+    split: str = ""
+
+
+# --------------------------------------------------------------------------------------------- options
+
+
+def parse_split(text: str) -> tuple[float, float, float]:
+    """``"0.7,0.2,0.1"`` → three non-negative fractions summing to 1 (train, val, test)."""
+    try:
+        parts = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3 or any(not math.isfinite(p) or p < 0 for p in parts) or abs(sum(parts) - 1.0) > 1e-6:
+        raise InputError(f"--split must be 3 non-negative numbers summing to 1 (train,val,test), got {text!r}")
+    return parts  # type: ignore[return-value]
+
+
+def validate_options(opts: TileOptions) -> None:
+    """Raise ``InputError`` for impossible options."""
+    if opts.size <= 0:
+        raise InputError(f"--size must be positive (pixels), got {opts.size}")
+    if opts.stride <= 0:
+        raise InputError(f"--stride must be positive (pixels), got {opts.stride}")
+    if not 0.0 <= opts.max_nodata <= 1.0:
+        raise InputError(f"--max-nodata must be a fraction in [0, 1], got {opts.max_nodata}")
+    parse_split(",".join(str(x) for x in opts.split))
+    sar_normalization(("VV",), opts.s1_range, opts.s1_units)  # validates units and range
+
+
+def block_side(opts: TileOptions) -> int:
+    """Split block side in strides: 1 tile without overlap, else ≥ 2·⌈size/stride⌉ strides (block ≥ 2·size)."""
+    if opts.block_strides:
+        return max(1, int(opts.block_strides), math.ceil(opts.size / opts.stride))
+    if opts.stride >= opts.size:
+        return 1
+    return 2 * math.ceil(opts.size / opts.stride)
+
+
+# --------------------------------------------------------------------------------------------- inputs
+
+
+@dataclass
+class _Prepared:
+    """An opened, checked scene."""
+
+    scene: Scene
+    grid: GridSpec
+    stem: str
+    sar_bands: list[str]
+    sar_units: str
+    optical_bands: list[str] | None
+    optical_dtype: str | None
+    label_nodata: float | None
+    classes: list[str] | None
+
+
+def _sar_bands(src: Any) -> list[str]:
+    """S1 band names: descriptions, else VV (one band) or VV, VH (two bands)."""
+    desc = [d for d in (src.descriptions or ())]
+    if src.count == 1:
+        return [desc[0].strip() if desc and desc[0] else "VV"]
+    return band_names(src, default=S1_BANDS)
+
+
+def _decimated(src: Any, bands: list[int] | None = None, side: int = 256) -> np.ndarray:
+    """A small decimated read of the whole raster (for unit and dtype checks), NaN where nodata."""
+    bands = bands or list(range(1, src.count + 1))
+    h, w = min(side, src.height), min(side, src.width)
+    a = src.read(bands, out_shape=(len(bands), h, w), resampling=Resampling.nearest).astype(np.float64)
+    if src.nodata is not None and not np.isnan(src.nodata):
+        a[a == src.nodata] = np.nan
+    return a
+
+
+def _optical_names(src: Any) -> list[str]:
+    """Optical band names: descriptions, 13 → Sentinel-2 order, 3 → B4,B3,B2, 4 → B2,B3,B4,B8."""
+    defaults = {3: ("B4", "B3", "B2"), 4: ("B2", "B3", "B4", "B8")}
+    return band_names(src, default=defaults.get(src.count))
+
+
+def _label_classes(src: Any, scene: Scene) -> list[str]:
+    """Class names of a label raster: the scheme's, a ``class_names`` tag, else class_0…class_max."""
+    if scene.classes:
+        return list(scene.classes)
+    tag = src.tags().get("class_names")
+    if tag:
+        try:
+            names = json.loads(tag)
+            if isinstance(names, list) and names:
+                return [str(n) for n in names]
+        except json.JSONDecodeError:
+            pass
+    if scene.labels is not None and scene.labels.stem.endswith("LabelHand"):
+        return list(SEN1FLOODS11_CLASSES)
+    top = -1
+    for _, win in src.block_windows(1):
+        ids = map_labels(src.read(1, window=win), "raw", src.nodata)
+        valid = ids[ids != LABEL_NODATA]
+        if valid.size:
+            top = max(top, int(valid.max()))
+    return [f"class_{i}" for i in range(max(top + 1, 1))]
+
+
+def _prepare(scene: Scene, opts: TileOptions) -> _Prepared:
+    """Open and check the files of one scene; raise ``InputError`` with what to do on any problem."""
+    with open_raster(scene.s1, "Sentinel-1 raster") as s1:
+        require_crs(s1, "Sentinel-1 raster")
+        grid = GridSpec.of(s1)
+        if opts.size > s1.height or opts.size > s1.width:
+            raise InputError(f"--size {opts.size} is larger than the scene ({s1.height}×{s1.width} pixels): "
+                             f"{scene.s1} (use a smaller --size)")
+        sar_bands = _sar_bands(s1)
+        units = opts.s1_units
+        if units == "auto":
+            units = detect_s1_units(_decimated(s1))
+    optical_bands = optical_dtype = None
+    if scene.s2 is not None:
+        with open_raster(scene.s2, "optical raster") as s2:
+            require_crs(s2, "optical raster")
+            optical_bands = _optical_names(s2)
+            try:
+                resolve_bands(optical_bands, list(RGB_BANDS), f"optical raster {scene.s2.name}")
+            except InputError:
+                raise InputError(f"optical raster {scene.s2.name} has no band 'B4', 'B3' or 'B2' (bands: "
+                                 f"{', '.join(optical_bands)}); give a Sentinel-2 stack (13 bands, or band "
+                                 f"descriptions B2, B3, B4, …)") from None
+            optical_dtype = s2.dtypes[0]
+            check_integer_reflectance(optical_dtype, _decimated(s2), f"optical raster {scene.s2.name}")
+            if overlap_bounds(grid, GridSpec.of(s2)) is None:
+                raise InputError(f"Sentinel-1 and optical rasters do not overlap: {scene.s1.name}, {scene.s2.name} "
+                                 f"(give files of the same area)")
+    label_nodata = classes = None
+    if scene.labels is not None:
+        with open_raster(scene.labels, "label raster") as lab:
+            require_crs(lab, "label raster")
+            if overlap_bounds(grid, GridSpec.of(lab)) is None:
+                raise InputError(f"Sentinel-1 and label rasters do not overlap: {scene.s1.name}, "
+                                 f"{scene.labels.name} (give files of the same area)")
+            label_nodata = lab.nodata
+            classes = _label_classes(lab, scene)
+    return _Prepared(scene, grid, scene.s1.stem, sar_bands, units, optical_bands, optical_dtype, label_nodata,
+                     classes)
+
+
+def load_aoi(path: Path) -> tuple[Any, Any]:
+    """Read a GeoJSON FeatureCollection / Feature / geometry: (shapely geometry, its CRS)."""
+    from rasterio.crs import CRS
+    from shapely.geometry import shape
+    from shapely.ops import unary_union
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"AOI file not found: {p}")
+    try:
+        doc = json.loads(p.read_text())
+        kind = doc.get("type")
+        if kind == "FeatureCollection":
+            geoms = [f["geometry"] for f in doc["features"] if f.get("geometry")]
+        elif kind == "Feature":
+            geoms = [doc["geometry"]]
+        else:
+            geoms = [doc]
+        shapes = [shape(g) for g in geoms]
+        crs_name = ((doc.get("crs") or {}).get("properties") or {}).get("name", "EPSG:4326")
+        crs = CRS.from_user_input(crs_name)
+    except Exception as exc:  # any parse problem is the user's file
+        raise InputError(f"AOI is not valid GeoJSON: {p} ({type(exc).__name__}: {exc}); give a Polygon, "
+                         f"Feature or FeatureCollection") from None
+    if not shapes:
+        raise InputError(f"AOI has no geometry: {p}")
+    geom = unary_union([s.buffer(0) if not s.is_valid else s for s in shapes])
+    if geom.is_empty:
+        raise InputError(f"AOI geometry is empty: {p}")
+    return geom, crs
+
+
+def _aoi_in(geom: Any, crs: Any, dst_crs: Any) -> Any:
+    """The AOI geometry reprojected into ``dst_crs``."""
+    from shapely.geometry import mapping, shape
+
+    if crs == dst_crs:
+        return geom
+    return shape(transform_geom(crs, dst_crs, mapping(geom)))
+
+
+# --------------------------------------------------------------------------------------------- windows
+
+
+def _padded_offsets(length: int, size: int, stride: int) -> list[int]:
+    """Offsets 0, stride, … until a window reaches the end (the last one may run past it and be padded)."""
+    offsets = [0]
+    while offsets[-1] + size < length:
+        offsets.append(offsets[-1] + stride)
+    return offsets
+
+
+def tile_windows(height: int, width: int, opts: TileOptions) -> list[PixelWindow]:
+    """The tile windows of a scene: full windows only, or edge windows padded to ``size`` with ``pad_edges``."""
+    if not opts.pad_edges:
+        return [w for w in window_grid(height, width, opts.size, opts.stride, cover=False)
+                if w.height == opts.size and w.width == opts.size]
+    return [PixelWindow(r, c, opts.size, opts.size) for r in _padded_offsets(height, opts.size, opts.stride)
+            for c in _padded_offsets(width, opts.size, opts.stride)]
+
+
+def tile_id(stem: str, window: PixelWindow) -> str:
+    """Deterministic tile id from the source file stem and the window offsets."""
+    return f"{stem}_r{window.row_off:05d}_c{window.col_off:05d}"
+
+
+def window_bounds(grid: GridSpec, window: PixelWindow) -> Bounds:
+    """Bounds of a pixel window in the grid's CRS."""
+    return Bounds(*rasterio.windows.bounds(window.to_rasterio(), grid.transform))
+
+
+# --------------------------------------------------------------------------------------------- splits
+
+
+def assign_splits(cands: list[_Candidate], fractions: Sequence[float], seed: int) -> None:
+    """Give whole blocks to splits: shuffle blocks (seeded), then each to the split where it most reduces
+    ``Σ |count − fraction·total|`` (splits with fraction 0 get nothing)."""
+    blocks: dict[tuple[int, int, int], list[_Candidate]] = {}
+    for c in cands:
+        blocks.setdefault(c.block, []).append(c)
+    keys = sorted(blocks)
+    order = np.random.default_rng(seed).permutation(len(keys))
+    targets = [f * len(cands) for f in fractions]
+    counts = [0, 0, 0]
+    for k in order:
+        members = blocks[keys[k]]
+        n = len(members)
+        gain = [abs(targets[s] - counts[s]) - abs(targets[s] - counts[s] - n) if fractions[s] > 0 else -math.inf
+                for s in range(3)]
+        s = int(np.argmax(gain))
+        counts[s] += n
+        for c in members:
+            c.split = SPLITS[s]
+
+
+def drop_split_overlaps(cands: list[_Candidate], size: int, stride: int) -> list[_Candidate]:
+    """Drop tiles overlapping a kept tile of another split (blocks in order; earlier blocks keep theirs).
+
+    Tiles sit on a grid of ``stride``; two tiles overlap when both offsets differ by less than ``size``, so only
+    the grid cells within ⌈size/stride⌉ steps are checked.
+    """
+    reach = math.ceil(size / stride)
+    kept: dict[tuple[int, int, int], _Candidate] = {}
+    dropped: list[_Candidate] = []
+    for c in sorted(cands, key=lambda c: (c.block, c.window)):
+        r, q = c.window.row_off // stride, c.window.col_off // stride
+        clash = False
+        for dr in range(-reach, reach + 1):
+            for dq in range(-reach, reach + 1):
+                o = kept.get((c.scene, r + dr, q + dq))
+                if o is not None and o.split != c.split and o.window.intersect(c.window) is not None:
+                    clash = True
+        if clash:
+            dropped.append(c)
+        else:
+            kept[(c.scene, r, q)] = c
+    return dropped
+
+
+# --------------------------------------------------------------------------------------------- writing
+
+
+def _profile(window: PixelWindow, grid: GridSpec, count: int, dtype: str, nodata: float) -> dict[str, Any]:
+    """GeoTIFF profile of one tile with its window transform."""
+    prof: dict[str, Any] = dict(GTIFF_PROFILE)
+    if window.height % 16 or window.width % 16:
+        prof = {"driver": "GTiff", "compress": "deflate"}
+    else:
+        prof["blockxsize"] = min(256, window.width)
+        prof["blockysize"] = min(256, window.height)
+    prof.update(height=window.height, width=window.width, count=count, dtype=dtype, nodata=nodata,
+                crs=grid.crs, transform=rasterio.windows.transform(window.to_rasterio(), grid.transform))
+    return prof
+
+
+def _write_tile(path: Path, data: np.ndarray, prof: dict[str, Any], names: list[str],
+                tags: dict[str, str] | None = None) -> None:
+    with rasterio.open(path, "w", **prof) as dst:
+        dst.write(data)
+        for i, n in enumerate(names, start=1):
+            dst.set_band_description(i, n)
+        if tags:
+            dst.update_tags(**tags)
+
+
+def _check_consistent(prepared: list[_Prepared]) -> None:
+    """All scenes of one tiling must share band names and the presence of optical and labels."""
+    first = prepared[0]
+    for p in prepared[1:]:
+        if p.sar_bands != first.sar_bands:
+            raise InputError(f"Sentinel-1 bands differ between scenes ({first.sar_bands} vs {p.sar_bands} in "
+                             f"{p.scene.s1.name}): tile them into separate folders")
+        if p.optical_bands != first.optical_bands:
+            raise InputError(f"optical bands differ between scenes ({p.scene.s2}): tile them into separate folders")
+        if (p.classes is None) != (first.classes is None):
+            raise InputError(f"some scenes have labels and others not ({p.scene.s1.name}): tile them separately")
+
+
+def _read_scene_tile(p: _Prepared, w: PixelWindow, s1: Any, opt: AlignedReader | None,
+                     lab: AlignedReader | None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, float]:
+    """SAR dB, optical DN and label ids of one window on the S1 grid, and the nodata fraction."""
+    raw = read_padded(s1, w, list(range(1, s1.count + 1)), np.nan, np.float32)
+    sar = sar_to_db(raw, p.sar_units, s1.nodata)
+    invalid = ~np.isfinite(sar).all(axis=0)
+    optical = labels = None
+    if opt is not None:
+        optical = opt.read(w)
+        invalid |= (optical == OPTICAL_NODATA).all(axis=0)
+    if lab is not None:
+        scheme = p.scene.label_scheme
+        raw_lab = lab.read(w, [1])[0]
+        labels = map_labels(raw_lab, scheme, None if scheme == "igbp" else p.label_nodata)
+        invalid |= labels == LABEL_NODATA
+    return sar, optical, labels, float(invalid.mean())
+
+
+def _label_fill(path: Path) -> float:
+    """Fill value for label pixels outside the label raster (maps to 255 after ``map_labels``)."""
+    with rasterio.open(path) as src:
+        if src.nodata is not None:
+            return src.nodata
+        return -1 if np.dtype(src.dtypes[0]).kind in "if" else 255
+
+
+def _candidates(prepared: list[_Prepared], opts: TileOptions, skipped: Counter) -> list[_Candidate]:
+    """Every tile window of every scene that intersects the AOI, with its id, bounds and split block."""
+    from shapely.geometry import box
+
+    aoi = load_aoi(opts.aoi) if opts.aoi else None
+    side = block_side(opts) * int(opts.stride or opts.size)
+    cands: list[_Candidate] = []
+    aoi_hits = 0
+    for si, p in enumerate(prepared):
+        geom = _aoi_in(aoi[0], aoi[1], p.grid.crs) if aoi is not None else None
+        if geom is not None and geom.intersects(box(*p.grid.bounds)):
+            aoi_hits += 1
+        for w in tile_windows(p.grid.height, p.grid.width, opts):
+            b = window_bounds(p.grid, w)
+            if geom is not None and not geom.intersects(box(*b)):
+                skipped["outside_aoi"] += 1
+                continue
+            cands.append(_Candidate(si, w, tile_id(p.stem, w), b, block=(si, w.row_off // side, w.col_off // side)))
+    if aoi is not None and aoi_hits == 0:
+        raise InputError(f"AOI {opts.aoi} does not intersect the scene(s): check its coordinates and CRS")
+    return cands
+
+
+def _open_partners(p: _Prepared, reporter: Reporter) -> tuple[AlignedReader | None, AlignedReader | None]:
+    """Readers of the optical and label rasters on the scene's S1 grid (None where absent)."""
+    opt = lab = None
+    if p.scene.s2 is not None:
+        opt = AlignedReader(p.scene.s2, p.grid, Resampling.bilinear, OPTICAL_NODATA, what="optical raster")
+        if opt.resampled:
+            reporter.info(f"reprojecting {p.scene.s2.name} onto the Sentinel-1 grid (bilinear)")
+    if p.scene.labels is not None:
+        lab = AlignedReader(p.scene.labels, p.grid, Resampling.nearest, _label_fill(p.scene.labels),
+                            what="label raster")
+        if lab.resampled:
+            reporter.info(f"reprojecting {p.scene.labels.name} onto the Sentinel-1 grid (nearest)")
+    return opt, lab
+
+
+def _write_scene(p: _Prepared, mine: list[_Candidate], tmp: Path, opts: TileOptions, reporter: Reporter,
+                 task: Any, skipped: Counter) -> list[_Candidate]:
+    """Read, check and write the tiles ``mine`` of one scene into ``tmp``; return those written."""
+    written: list[_Candidate] = []
+    with rasterio.open(p.scene.s1) as s1:
+        opt, lab = _open_partners(p, reporter)
+        try:
+            for c in mine:
+                sar, optical, labels, c.nodata_fraction = _read_scene_tile(p, c.window, s1, opt, lab)
+                task.advance(1)
+                if c.nodata_fraction > opts.max_nodata:
+                    skipped["nodata"] += 1
+                    continue
+                name = f"{c.tile_id}.tif"
+                _write_tile(tmp / "s1" / name, sar, _profile(c.window, p.grid, sar.shape[0], "float32",
+                                                             float("nan")), p.sar_bands)
+                if optical is not None:
+                    _write_tile(tmp / "s2" / name, optical, _profile(c.window, p.grid, optical.shape[0],
+                                                                     optical.dtype.name, OPTICAL_NODATA),
+                                p.optical_bands or [])
+                if labels is not None:
+                    _write_tile(tmp / "labels" / name, labels[None],
+                                _profile(c.window, p.grid, 1, "uint8", LABEL_NODATA), ["labels"],
+                                {"class_names": json.dumps(p.classes)})
+                written.append(c)
+        finally:
+            for r in (opt, lab):
+                if r is not None:
+                    r.close()
+    return written
+
+
+def _finish_splits(kept: list[_Candidate], tmp: Path, opts: TileOptions, skipped: Counter) -> list[_Candidate]:
+    """Assign splits by block, delete tiles that would overlap another split; return the kept tiles in order."""
+    assign_splits(kept, opts.split, opts.seed)
+    dropped = drop_split_overlaps(kept, opts.size, int(opts.stride or opts.size))
+    gone = {c.tile_id for c in dropped}
+    for c in dropped:
+        skipped["split_overlap"] += 1
+        for sub in ("s1", "s2", "labels"):
+            (tmp / sub / f"{c.tile_id}.tif").unlink(missing_ok=True)
+    return sorted((c for c in kept if c.tile_id not in gone), key=lambda c: (c.scene, c.window))
+
+
+def _tile_scenes(scenes: list[Scene], out: Path, opts: TileOptions, reporter: Reporter,
+                 params: dict[str, Any]) -> TileSummary:
+    """Tile every scene into ``out`` (the shared engine of ``tile_scene`` and ``tile_layout``)."""
+    validate_options(opts)
+    out = Path(out)
+    check_output(out, opts.overwrite)
+    prepared = [_prepare(s, opts) for s in scenes]
+    _check_consistent(prepared)
+    stems = Counter(p.stem for p in prepared)
+    for p in prepared:
+        if stems[p.stem] > 1:
+            p.stem = f"{p.scene.s1.parent.name}_{p.stem}"
+    skipped: Counter[str] = Counter()
+    cands = _candidates(prepared, opts, skipped)
+    has_opt = prepared[0].optical_bands is not None
+    has_lab = prepared[0].classes is not None
+    kept: list[_Candidate] = []
+    with atomic_dir(out, opts.overwrite) as tmp:
+        for sub in ("s1",) + (("s2",) if has_opt else ()) + (("labels",) if has_lab else ()):
+            (tmp / sub).mkdir()
+        with reporter.task("Tiling", total=len(cands)) as task:
+            for si, p in enumerate(prepared):
+                mine = [c for c in cands if c.scene == si]
+                if mine:
+                    kept += _write_scene(p, mine, tmp, opts, reporter, task, skipped)
+        if not kept:
+            raise InputError(f"no tile passed the filters ({dict(skipped)}): lower --size, raise --max-nodata "
+                             f"or check the AOI")
+        kept = _finish_splits(kept, tmp, opts, skipped)
+        _write_manifest(tmp / "manifest.csv", kept, prepared, has_opt, has_lab)
+        split_counts = {s: sum(c.split == s for c in kept) for s in SPLITS}
+        record = _tiling_record(prepared, opts, params, len(kept), dict(skipped), split_counts)
+        (tmp / "tiling.json").write_text(json.dumps(record, indent=2) + "\n")
+    return TileSummary(out, len(kept), dict(skipped), split_counts, len(prepared))
+
+
+def _write_manifest(path: Path, kept: list[_Candidate], prepared: list[_Prepared], has_opt: bool,
+                    has_lab: bool) -> None:
+    with open(path, "w", newline="") as f:
+        wr = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS)
+        wr.writeheader()
+        for c in kept:
+            p = prepared[c.scene]
+            wr.writerow({
+                "tile_id": c.tile_id, "split": c.split,
+                "s1_path": f"s1/{c.tile_id}.tif",
+                "s2_path": f"s2/{c.tile_id}.tif" if has_opt else "",
+                "labels_path": f"labels/{c.tile_id}.tif" if has_lab else "",
+                "row_off": c.window.row_off, "col_off": c.window.col_off,
+                "height": c.window.height, "width": c.window.width,
+                "left": repr(c.bounds.left), "bottom": repr(c.bounds.bottom),
+                "right": repr(c.bounds.right), "top": repr(c.bounds.top),
+                "crs": p.grid.crs.to_string(), "nodata_fraction": f"{c.nodata_fraction:.6f}",
+                "source_s1": str(p.scene.s1.resolve()),
+                "source_s2": str(p.scene.s2.resolve()) if p.scene.s2 else "",
+                "source_labels": str(p.scene.labels.resolve()) if p.scene.labels else "",
+            })
+
+
+def _tiling_record(prepared: list[_Prepared], opts: TileOptions, params: dict[str, Any], written: int,
+                   skipped: dict[str, int], splits: dict[str, int]) -> dict[str, Any]:
+    """The ``tiling.json`` record (contract in docs)."""
+    first = prepared[0]
+    sar = sar_normalization(first.sar_bands, tuple(opts.s1_range), opts.s1_units)
+    optical = (optical_normalization(first.optical_bands, tuple(opts.s2_range), opts.s2_offset)
+               if first.optical_bands else None)
+    p = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}
+    p["split"] = list(opts.split)
+    p["s1_range"], p["s2_range"] = list(opts.s1_range), list(opts.s2_range)
+    p["block_strides"] = block_side(opts)
+    p.update(params)
+    return {
+        "sarkit_version": __version__,
+        "params": p,
+        "normalization": {"sar": sar.to_dict(), "optical": optical.to_dict() if optical else None},
+        "sar_bands": list(first.sar_bands),
+        "optical_bands": list(first.optical_bands) if first.optical_bands else None,
+        "classes": list(first.classes) if first.classes else None,
+        "sources": {
+            "s1": [str(x.scene.s1.resolve()) for x in prepared],
+            "s2": [str(x.scene.s2.resolve()) if x.scene.s2 else None for x in prepared],
+            "labels": [str(x.scene.labels.resolve()) if x.scene.labels else None for x in prepared],
+            "s1_units_detected": [x.sar_units for x in prepared],
+            "optical_dtype": first.optical_dtype,
+        },
+        "counts": {"written": written, "skipped": skipped, **splits},
+    }
+
+
+# --------------------------------------------------------------------------------------------- public API
+
+
+def tile_scene(s1: Path, optical: Path | None, labels: Path | None, out: Path, opts: TileOptions,
+               reporter: Reporter = NULL_REPORTER) -> TileSummary:
+    """Tile one Sentinel-1 scene (with optional optical and label rasters, co-registered onto it) into ``out``."""
+    scene = Scene(Path(s1), Path(optical) if optical else None, Path(labels) if labels else None)
+    return _tile_scenes([scene], Path(out), opts, reporter, {"layout": None})
+
+
+def tile_layout(root: Path, layout: str, out: Path, opts: TileOptions,
+                reporter: Reporter = NULL_REPORTER) -> TileSummary:
+    """Tile every triplet of a dataset folder layout ("sen12ms" or "sen1floods11") into ``out``."""
+    validate_options(opts)
+    check_output(Path(out), opts.overwrite)
+    scenes = find_layout(Path(root), layout, opts.cloudy)
+    reporter.info(f"{len(scenes)} {layout} scene(s) found under {root}")
+    return _tile_scenes(scenes, Path(out), opts, reporter, {"layout": layout, "root": str(Path(root).resolve())})

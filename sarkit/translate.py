@@ -1,0 +1,550 @@
+"""Whole-scene translation: run an exported generator over a scene tile by tile and write one COG.
+
+The scene is read in strips of one tile row (``tile`` rows, the full width) and never held whole. Tiles of a
+strip go through the generator in batches; each prediction is added, times its blend weights
+(``sarkit.blend``), to an accumulator that covers only the rows still open. Rows that no later tile row
+reaches are final: they are normalised (weighted sum / weight sum), decoded to physical units and written to a
+tiled temporary GeoTIFF next to the output, which is finally converted to a Cloud-Optimized GeoTIFF and renamed
+into place. Memory is therefore bounded by a few strips whatever the scene size. The next strip is read in a
+background thread while the generator runs, and finished rows are written in another one.
+
+Nodata is carried, never hallucinated: an output pixel is nodata exactly where the input pixel is (SAR: any
+band NaN or equal to the file's nodata; optical: any band's DN equal to the file's nodata, 0 when unset).
+
+Scenes without a CRS are refused (``InputError`` naming ``--allow-ungeoreferenced``); with
+``allow_ungeoreferenced`` the output is a GeoTIFF on the same pixel grid without a CRS.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.enums import ColorInterp
+from rasterio.errors import NotGeoreferencedWarning
+
+from . import __version__
+from .blend import BlendGrid, blend_grid, check_overlap, normalise
+from .checkpoint import LoadedNetwork, load_network, read_export_record, resolve_export
+from .devices import resolve_amp, resolve_device
+from .errors import CheckpointError, InputError, SarkitError, WorkError
+from .io import GTIFF_PROFILE, atomic_file, check_output, open_raster, output_lock, temp_sibling, write_cog
+from .norm import (S1_BANDS, S2_BANDS, Normalization, band_names, detect_s1_units, dn_to_reflectance,
+                   reflectance_to_dn, sar_to_db)
+from .reporting import NULL_REPORTER, Reporter
+
+FORMATS = ("native", "rgb8")
+#: GDAL block cache while translating (bytes): bounds the memory GDAL may keep for dirty output blocks.
+GDAL_CACHE_BYTES = 64 << 20
+#: Rows per block of the temporary GeoTIFF; finished rows are written in whole block rows.
+TEMP_BLOCK = 256
+
+
+@dataclass(frozen=True)
+class TranslateOptions:
+    """Options of ``sarkit translate``.
+
+    ``tile`` None = the checkpoint's tile size; ``amp`` "auto" = bf16 on CUDA (where supported), off on the CPU;
+    ``format`` "native" (physical units) or "rgb8" (8-bit of the model range); ``prefetch`` reads the next strip
+    in a background thread.
+    """
+
+    tile: int | None = None
+    overlap: int = 64
+    batch_size: int = 8
+    device: str = "auto"
+    amp: str = "auto"
+    format: str = "native"
+    overwrite: bool = False
+    allow_ungeoreferenced: bool = False
+    prefetch: bool = True
+
+
+@dataclass(frozen=True)
+class TranslateSummary:
+    """What one translation did: tiles run, wall time, throughput."""
+
+    scene: Path
+    out: Path
+    tiles: int
+    seconds: float
+
+    @property
+    def tiles_per_s(self) -> float:
+        """Tiles per second: tiles / seconds."""
+        return self.tiles / self.seconds if self.seconds > 0 else float("inf")
+
+    def line(self) -> str:
+        """One-line summary for people."""
+        return (f"translated {self.scene.name}: {self.tiles} tiles in {self.seconds:.1f} s "
+                f"({self.tiles_per_s:.2f} tiles/s) → {self.out}")
+
+
+@dataclass
+class SceneResult:
+    """Outcome of one scene of ``translate_many``: a summary, or the one-line error that stopped it."""
+
+    scene: Path
+    out: Path
+    summary: TranslateSummary | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+# ------------------------------------------------------------------------------------------------ validation
+def _check_options(opts: TranslateOptions) -> None:
+    """``InputError`` for impossible option values (before any work)."""
+    if opts.format not in FORMATS:
+        raise InputError(f"--format must be one of {', '.join(FORMATS)}, got {opts.format!r}")
+    if opts.batch_size < 1:
+        raise InputError(f"--batch-size must be ≥ 1, got {opts.batch_size}")
+    if opts.tile is not None:
+        check_overlap(opts.tile, opts.overlap)
+    elif opts.overlap < 0:
+        raise InputError(f"--overlap must be ≥ 0, got {opts.overlap}")
+
+
+def _check_out(scene: Path, out: Path, overwrite: bool) -> None:
+    """Existing output without overwrite → ``OutputExistsError``; output = input or unwritable dir → InputError."""
+    if out.resolve() == scene.resolve():
+        raise InputError(f"output would replace the input scene {scene}; choose another --out")
+    check_output(out, overwrite)
+    if out.exists() and out.is_dir():
+        raise InputError(f"output is a directory: {out}; give a .tif file name")
+    parent = out.parent if str(out.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create output directory {parent}: {exc.strerror}") from None
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"cannot write to {parent}: permission denied")
+
+
+def resolve_amp_auto(amp: str, device: torch.device) -> torch.dtype | None:
+    """``auto`` → bf16 on a CUDA device that supports it, else off; other values as ``resolve_amp``."""
+    if (amp or "auto").lower() == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return None
+    return resolve_amp(amp, device)
+
+
+def _generator_norms(net: LoadedNetwork) -> tuple[Normalization, Normalization]:
+    """Input and output normalisations recorded in a generator checkpoint."""
+    meta = net.meta
+    if "in_norm" not in meta or "out_norm" not in meta:
+        raise CheckpointError(f"{net.path} lacks in_norm/out_norm metadata; re-export it with sarkit train")
+    return Normalization.from_dict(meta["in_norm"]), Normalization.from_dict(meta["out_norm"])
+
+
+# ------------------------------------------------------------------------------------------------ reading
+class SceneReader:
+    """Reads strips of the generator's input bands in physical units and model range, with the nodata mask."""
+
+    def __init__(self, src: rasterio.DatasetReader, norm: Normalization) -> None:
+        self.src = src
+        self.norm = norm
+        names = band_names(src, default=S1_BANDS if norm.modality == "sar" else S2_BANDS)
+        upper = [n.upper() for n in names]
+        missing = [b for b in norm.bands if b.upper() not in upper]
+        if missing:
+            raise InputError(f"scene {Path(src.name).name} lacks band(s) {', '.join(missing)} the checkpoint needs "
+                             f"(needs {', '.join(norm.bands)}; scene has {', '.join(names)})")
+        self.indexes = [upper.index(b.upper()) + 1 for b in norm.bands]
+        self.nodata = src.nodata
+        self.units = self._sar_units() if norm.modality == "sar" else ""
+
+    def _sar_units(self) -> str:
+        """SAR input units decided once per scene (from in_norm, or detected on a decimated read when auto)."""
+        if self.norm.units in ("db", "linear"):
+            return self.norm.units
+        h, w = min(self.src.height, 512), min(self.src.width, 512)
+        sample = self.src.read(self.indexes, out_shape=(len(self.indexes), h, w)).astype(np.float32)
+        if self.nodata is not None and not np.isnan(self.nodata):
+            sample[sample == self.nodata] = np.nan
+        return detect_s1_units(sample)
+
+    def physical(self, row: int, height: int) -> np.ndarray:
+        """Rows ``[row, row+height)`` of the input bands in physical units (dB or reflectance), NaN = nodata."""
+        win = rasterio.windows.Window(0, row, self.src.width, height)
+        data = self.src.read(self.indexes, window=win)
+        if self.norm.modality == "sar":
+            return sar_to_db(data, self.units, nodata=self.nodata)
+        nodata = self.nodata if self.nodata is not None else 0
+        return dn_to_reflectance(data, offset=self.norm.offset, nodata=nodata)
+
+    def strip(self, row: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+        """Model-range strip (C, h, W) with nodata filled by −1, and its validity mask (h, W)."""
+        phys = self.physical(row, height)
+        valid = ~np.isnan(phys).any(axis=0)
+        x = self.norm.encode(phys)
+        x[np.isnan(x)] = -1.0
+        return x, valid
+
+
+# ------------------------------------------------------------------------------------------------ output
+def _encode_output(y: np.ndarray, invalid: np.ndarray, out_norm: Normalization, fmt: str) -> np.ndarray:
+    """Blended model-range rows (C, h, W) → output pixels: dB float32 (NaN nodata), uint16 DN (0) or rgb8 (0)."""
+    if fmt == "rgb8":
+        v = np.rint((np.clip(y, -1.0, 1.0) + 1.0) * 0.5 * 255.0)
+        v = np.clip(np.nan_to_num(v, nan=0.0), 1, 255).astype(np.uint8)
+        v[:, invalid] = 0
+        return v
+    phys = out_norm.decode(y)
+    phys[:, invalid] = np.nan
+    if out_norm.modality == "optical":
+        return reflectance_to_dn(phys, offset=out_norm.offset, dtype="uint16", nodata=0)
+    return phys.astype(np.float32)
+
+
+def _output_profile(src: rasterio.DatasetReader, out_norm: Normalization, fmt: str) -> dict[str, Any]:
+    """Profile of the temporary tiled GeoTIFF: the input's grid, the output dtype and nodata."""
+    if fmt == "rgb8":
+        dtype, nodata = "uint8", 0
+    elif out_norm.modality == "optical":
+        dtype, nodata = "uint16", 0
+    else:
+        dtype, nodata = "float32", float("nan")
+    prof: dict[str, Any] = {**GTIFF_PROFILE, "blockxsize": TEMP_BLOCK, "blockysize": TEMP_BLOCK, "zlevel": 1,
+                            "dtype": dtype, "nodata": nodata, "count": out_norm.channels,
+                            "width": src.width, "height": src.height, "transform": src.transform,
+                            "BIGTIFF": "IF_SAFER"}
+    if src.crs is not None:
+        prof["crs"] = src.crs
+    if fmt == "rgb8" and out_norm.channels == 3:
+        prof["photometric"] = "RGB"
+    return prof
+
+
+class _RowWriter:
+    """Writes finished rows to the temporary GeoTIFF in whole block rows, from a background thread."""
+
+    def __init__(self, dst: rasterio.io.DatasetWriter, pool: ThreadPoolExecutor | None) -> None:
+        self.dst = dst
+        self.pool = pool
+        self.pending: list[np.ndarray] = []
+        self.pending_rows = 0
+        self.next_row = 0
+        self.futures: list[Future] = []
+
+    def _write(self, row: int, data: np.ndarray) -> None:
+        self.dst.write(data, window=rasterio.windows.Window(0, row, data.shape[2], data.shape[1]))
+
+    def _submit(self, data: np.ndarray) -> None:
+        row = self.next_row
+        self.next_row += data.shape[1]
+        if self.pool is None:
+            self._write(row, data)
+            return
+        while self.futures and (self.futures[0].done() or len(self.futures) >= 2):
+            self.futures.pop(0).result()  # at most 2 writes queued (bounded memory); re-raise write errors
+        self.futures.append(self.pool.submit(self._write, row, data))
+
+    def add(self, rows: np.ndarray) -> None:
+        """Queue rows (C, h, W); write every whole block row collected so far."""
+        self.pending.append(rows)
+        self.pending_rows += rows.shape[1]
+        if self.pending_rows >= TEMP_BLOCK:
+            data = np.concatenate(self.pending, axis=1)
+            n = (data.shape[1] // TEMP_BLOCK) * TEMP_BLOCK
+            self._submit(np.ascontiguousarray(data[:, :n]))
+            rest = data[:, n:]
+            self.pending = [rest] if rest.shape[1] else []
+            self.pending_rows = rest.shape[1]
+
+    def finish(self) -> None:
+        """Write what is left and wait for every queued write (re-raising a write error)."""
+        if self.pending_rows:
+            self._submit(np.concatenate(self.pending, axis=1))
+            self.pending, self.pending_rows = [], 0
+        for f in self.futures:
+            f.result()
+
+
+# ------------------------------------------------------------------------------------------------ the loop
+def _pad_tile(x: np.ndarray, tile: int) -> np.ndarray:
+    """Pad a (C, h, w) window to (C, tile, tile) by mirror reflection (scenes smaller than one tile)."""
+    c, h, w = x.shape
+    if h == tile and w == tile:
+        return x
+    return np.pad(x, ((0, 0), (0, tile - h), (0, tile - w)), mode="symmetric")
+
+
+class _Generator:
+    """Runs batches through the network: eval mode, inference mode, optional autocast; returns float32 numpy."""
+
+    def __init__(self, net: LoadedNetwork, device: torch.device, amp: torch.dtype | None, out_channels: int) -> None:
+        self.module = net.module.to(device).eval()
+        self.device = device
+        self.amp = amp
+        self.out_channels = out_channels
+        self.path = net.path
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """(N, C_in, T, T) model-range tiles → (N, C_out, T, T) model-range predictions."""
+        ctx = (torch.autocast(self.device.type, dtype=self.amp) if self.amp is not None
+               else contextlib.nullcontext())
+        with torch.inference_mode(), ctx:
+            xb = torch.from_numpy(batch).to(self.device, non_blocking=True)
+            yb = self.module(xb)
+        if not isinstance(yb, torch.Tensor) or tuple(yb.shape) != (batch.shape[0], self.out_channels,
+                                                                     batch.shape[2], batch.shape[3]):
+            shape = tuple(yb.shape) if isinstance(yb, torch.Tensor) else type(yb).__name__
+            raise CheckpointError(f"generator {self.path} returned {shape} for input {tuple(batch.shape)}; expected "
+                                  f"{self.out_channels} channels of the same size (check --tile)")
+        return yb.float().cpu().numpy()
+
+
+def _run_scene(reader: SceneReader, grid: BlendGrid, gen: _Generator, writer: _RowWriter, out_norm: Normalization,
+               fmt: str, batch_size: int, read_pool: ThreadPoolExecutor | None, task: Any) -> int:
+    """The strip loop: returns the number of valid input pixels seen (0 = all nodata)."""
+    tile, width, cout = grid.tile, grid.width, out_norm.channels
+    n_rows = len(grid.row_offsets)
+    acc = np.zeros((cout, tile, width), dtype=np.float64)
+    wsum = np.zeros((tile, width), dtype=np.float64)
+    base = 0  # scene row of acc[:, 0]
+    valid_pixels = 0
+
+    def read(i: int) -> tuple[np.ndarray, np.ndarray]:
+        r = grid.row_offsets[i]
+        return reader.strip(r, min(tile, grid.height - r))
+
+    pending = read_pool.submit(read, 0) if read_pool else None
+    for i in range(n_rows):
+        r = grid.row_offsets[i]
+        x, valid = pending.result() if pending is not None else read(i)
+        if read_pool is not None and i + 1 < n_rows:
+            pending = read_pool.submit(read, i + 1)
+        shift = r - base
+        if shift:  # slide the accumulator down to start at row r
+            keep = tile - shift
+            acc[:, :keep] = acc[:, shift:]
+            acc[:, keep:] = 0.0
+            wsum[:keep] = wsum[shift:]
+            wsum[keep:] = 0.0
+            base = r
+        h = x.shape[1]
+        jobs: list[int] = []
+        skipped = 0
+        for j, c in enumerate(grid.col_offsets):
+            w = min(tile, width - c)
+            if valid[:, c:c + w].any():
+                jobs.append(j)
+            else:
+                skipped += 1  # an all-nodata tile: its pixels are nodata in the output whatever it predicts
+        if skipped:
+            task.advance(skipped)
+        for k in range(0, len(jobs), batch_size):
+            chunk = jobs[k:k + batch_size]
+            batch = np.stack([_pad_tile(x[:, :, grid.col_offsets[j]:grid.col_offsets[j] + min(tile, width -
+                                                                                            grid.col_offsets[j])],
+                                        tile) for j in chunk])
+            pred = gen(batch)
+            for j, y in zip(chunk, pred):
+                c = grid.col_offsets[j]
+                w = min(tile, width - c)
+                wts = np.outer(grid.row_weights[i], grid.col_weights[j])
+                acc[:, :h, c:c + w] += y[:, :h, :w] * wts
+                wsum[:h, c:c + w] += wts
+            task.advance(len(chunk))
+        end = grid.row_offsets[i + 1] if i + 1 < n_rows else grid.height
+        n = end - r
+        y = normalise(acc[:, :n], wsum[:n])
+        ok = valid[:n]
+        valid_pixels += int(ok.sum())
+        writer.add(_encode_output(y, ~ok | np.isnan(y).any(axis=0), out_norm, fmt))
+    return valid_pixels
+
+
+def _open_scene(scene: Path, allow_ungeoreferenced: bool) -> rasterio.DatasetReader:
+    """Open the scene; refuse one without a CRS unless ``allow_ungeoreferenced``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        src = open_raster(scene, "scene")
+    if src.crs is None and not allow_ungeoreferenced:
+        src.close()
+        raise InputError(f"scene {scene} has no CRS; assign one (gdal_edit.py -a_srs EPSG:XXXX) or pass "
+                         f"--allow-ungeoreferenced to write an output on the same pixel grid without a CRS")
+    if src.height == 0 or src.width == 0:
+        src.close()
+        raise InputError(f"scene {scene} is empty")
+    return src
+
+
+def translate_scene(scene: str | Path, checkpoint: str | Path | LoadedNetwork, out: str | Path,
+                    opts: TranslateOptions = TranslateOptions(), reporter: Reporter = NULL_REPORTER
+                    ) -> TranslateSummary:
+    """Translate one scene with a generator checkpoint (a RUN directory, a file, or a loaded network) into a COG.
+
+    Raises ``OutputExistsError`` before any work when ``out`` exists without ``opts.overwrite``; ``InputError``
+    for unusable input (missing bands, all nodata, no CRS without ``allow_ungeoreferenced``, bad options).
+    On any failure (Ctrl-C included) neither ``out`` nor temporary files are left behind.
+    """
+    t0 = time.perf_counter()
+    scene, out = Path(scene), Path(out)
+    _check_options(opts)
+    _check_out(scene, out, opts.overwrite)
+    device = resolve_device(opts.device)
+    amp = resolve_amp_auto(opts.amp, device)
+    src = _open_scene(scene, opts.allow_ungeoreferenced)
+    try:
+        net = checkpoint if isinstance(checkpoint, LoadedNetwork) else load_network(checkpoint, "generator", device)
+        in_norm, out_norm = _generator_norms(net)
+        tile = opts.tile or int(net.meta.get("tile_size", 256))
+        grid = blend_grid(src.height, src.width, tile, opts.overlap)
+        reader = SceneReader(src, in_norm)
+        gen = _Generator(net, device, amp, out_norm.channels)
+        with output_lock(out), atomic_file(out, overwrite=opts.overwrite) as cog_tmp:
+            tmp = temp_sibling(out, ".tif")
+            try:
+                _write_translation(src, reader, grid, gen, tmp, net, in_norm, out_norm, opts, reporter, scene)
+                write_cog(tmp, cog_tmp, overview_resampling="nearest" if opts.format == "native" and
+                          out_norm.modality == "optical" else "average")
+            finally:
+                tmp.unlink(missing_ok=True)
+    finally:
+        src.close()
+    summary = TranslateSummary(scene, out, grid.n_tiles, time.perf_counter() - t0)
+    return summary
+
+
+def _write_translation(src: rasterio.DatasetReader, reader: SceneReader, grid: BlendGrid, gen: _Generator,
+                       tmp: Path, net: LoadedNetwork, in_norm: Normalization, out_norm: Normalization,
+                       opts: TranslateOptions, reporter: Reporter, scene: Path) -> None:
+    """Run the strip loop into the temporary tiled GeoTIFF ``tmp`` with descriptions and provenance tags."""
+    profile = _output_profile(src, out_norm, opts.format)
+    pools = [ThreadPoolExecutor(1, thread_name_prefix="sarkit-read"),
+             ThreadPoolExecutor(1, thread_name_prefix="sarkit-write")] if opts.prefetch else [None, None]
+    try:
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(tmp, "w", **profile) as dst:
+                dst.descriptions = tuple(out_norm.bands)
+                dst.update_tags(model=str(net.meta.get("model", net.arch)), arch=net.arch,
+                                checkpoint=str(net.path), checkpoint_sha256=net.sha256,
+                                direction=str(net.meta.get("direction", "")), sarkit_version=__version__,
+                                source=scene.name, format=opts.format, tile=str(grid.tile),
+                                overlap=str(grid.overlap), out_modality=out_norm.modality,
+                                in_bands=",".join(in_norm.bands))
+                if opts.format == "rgb8" and out_norm.channels == 3:
+                    dst.colorinterp = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
+                writer = _RowWriter(dst, pools[1])
+                try:
+                    with reporter.task("Translating", total=grid.n_tiles) as task:
+                        valid = _run_scene(reader, grid, gen, writer, out_norm, opts.format, opts.batch_size,
+                                           pools[0], task)
+                finally:
+                    writer.finish()
+    finally:
+        for p in pools:
+            if p is not None:
+                p.shutdown(wait=True, cancel_futures=True)
+    if valid == 0:
+        raise InputError(f"scene {scene} holds only nodata pixels; nothing to translate")
+
+
+# ------------------------------------------------------------------------------------------------ many scenes
+def output_name(scene: Path, out_dir: Path) -> Path:
+    """Output path of a scene in ``translate_many``: ``out_dir/<stem>_translated.tif``."""
+    return out_dir / f"{scene.stem}_translated.tif"
+
+
+def _translate_task(scene: str, checkpoint: str, out: str, opts: TranslateOptions) -> TranslateSummary:
+    """One scene on a dask worker: the worker loads the checkpoint itself."""
+    return translate_scene(scene, checkpoint, out, opts, NULL_REPORTER)
+
+
+def _check_many(scenes: Sequence[Path], out_dir: Path, opts: TranslateOptions) -> list[Path]:
+    """Validate every scene and output before starting (``InputError`` → exit 2); returns the outputs."""
+    if not scenes:
+        raise InputError("no scenes given")
+    _check_options(opts)
+    outs = [output_name(s, out_dir) for s in scenes]
+    dupes = sorted({o.name for o in outs if outs.count(o) > 1})
+    if dupes:
+        raise InputError(f"several scenes would write the same output ({', '.join(dupes)}); rename them")
+    for s, o in zip(scenes, outs):
+        open_raster(s, "scene").close()
+        _check_out(s, o, opts.overwrite)
+    return outs
+
+
+def translate_many(scenes: Sequence[str | Path], checkpoint: str | Path, out_dir: str | Path,
+                   opts: TranslateOptions = TranslateOptions(), reporter: Reporter = NULL_REPORTER,
+                   scheduler: str | None = None) -> list[SceneResult]:
+    """Translate several scenes into ``out_dir/<stem>_translated.tif``.
+
+    ``scheduler`` None runs them one after the other in this process (one checkpoint load); "local" starts a
+    dask LocalCluster of 2 single-threaded worker processes; any other value is a dask.distributed scheduler
+    address. Every scene and output is checked before starting (``InputError``); a scene that fails while
+    working is reported in its ``SceneResult.error`` and the others go on.
+    """
+    paths = [Path(s) for s in scenes]
+    out_dir = Path(out_dir)
+    outs = _check_many(paths, out_dir, opts)
+    if scheduler:
+        read_export_record(resolve_export(checkpoint, "generator"))  # a bad checkpoint fails before starting
+        return _translate_dask(paths, Path(checkpoint), outs, opts, reporter, scheduler)
+    net = load_network(checkpoint, "generator", resolve_device(opts.device))
+    results: list[SceneResult] = []
+    for s, o in zip(paths, outs):
+        try:
+            results.append(SceneResult(s, o, summary=translate_scene(s, net, o, opts, reporter)))
+        except (SarkitError, OSError, RuntimeError) as exc:
+            reporter.warn(f"{s.name} failed: {exc}")
+            results.append(SceneResult(s, o, error=str(exc)))
+    return results
+
+
+@contextlib.contextmanager
+def _dask_client(scheduler: str) -> Iterator[Any]:
+    """A distributed Client: a fresh LocalCluster for "local", else connected to the given address."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise InputError("--scheduler needs the 'distributed' package (pip install distributed)") from None
+    if scheduler == "local":
+        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+                Client(cluster) as client:
+            yield client
+        return
+    try:
+        client = Client(scheduler, timeout="20s")
+    except (OSError, TimeoutError) as exc:
+        raise InputError(f"cannot reach dask scheduler {scheduler}: {exc}") from None
+    with client:
+        yield client
+
+
+def _translate_dask(paths: list[Path], checkpoint: Path, outs: list[Path], opts: TranslateOptions,
+                    reporter: Reporter, scheduler: str) -> list[SceneResult]:
+    """One dask task per scene; results gathered in input order, failures kept per scene."""
+    from distributed import as_completed
+
+    results = {p: SceneResult(p, o) for p, o in zip(paths, outs)}
+    with _dask_client(scheduler) as client:
+        futures = {client.submit(_translate_task, str(p), str(checkpoint.resolve()), str(o.resolve()), opts,
+                                 key=f"sarkit-translate-{i}-{p.name}", pure=False): p
+                   for i, (p, o) in enumerate(zip(paths, outs))}
+        with reporter.task("Scenes", total=len(paths)) as task:
+            for fut in as_completed(futures):
+                p = futures[fut]
+                try:
+                    results[p].summary = fut.result()
+                except Exception as exc:  # a worker's failure stays that scene's failure
+                    results[p].error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, SarkitError) else str(exc)
+                    reporter.warn(f"{p.name} failed: {results[p].error}")
+                task.advance(1)
+    return [results[p] for p in paths]

@@ -1,0 +1,88 @@
+"""Tests of the CUT model (sarkit/models/cut.py)."""
+
+from __future__ import annotations
+
+import torch
+
+from sarkit.checkpoint import load_network, save_network
+from sarkit.models.base import ModelIO, StepTools, parse_options
+from sarkit.models.blocks import channel_map
+from sarkit.models.cut import CUT, CUTOptions
+from sarkit.models.registry import get_model
+from sarkit.norm import optical_normalization, sar_normalization
+
+TINY = dict(ngf=8, ndf=8, n_blocks=2, num_patches=64)
+
+
+def make_io() -> ModelIO:
+    return ModelIO(2, 3, "sar2opt", 32, sar_normalization().to_dict(), optical_normalization().to_dict())
+
+
+def noise_batch(seed: int = 1) -> dict[str, torch.Tensor]:
+    """A fixed random batch of 2 SAR and 2 optical tiles in [-1, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    return {"sar": torch.rand(2, 2, 32, 32, generator=g) * 2 - 1,
+            "optical": torch.rand(2, 3, 32, 32, generator=g) * 2 - 1}
+
+
+def tools() -> StepTools:
+    return StepTools(device=torch.device("cpu"))
+
+
+def test_registered_unpaired_with_paper_defaults():
+    assert get_model("cut") is CUT and CUT.paired is False
+    o = CUTOptions()
+    assert (o.lambda_gan, o.lambda_nce, o.nce_idt, o.nce_t, o.num_patches) == (1.0, 1.0, True, 0.07, 256)
+    o2 = parse_options(CUTOptions, {"nce-idt": "false", "num_patches": "64"})
+    assert o2.nce_idt is False and o2.num_patches == 64
+
+
+def test_heads_exist_after_construction_so_state_dicts_are_complete():
+    torch.manual_seed(0)
+    a = CUT(make_io(), CUTOptions(**TINY))
+    assert len(a.nets["F"].heads) == len(a.layers) == 3
+    assert a.nets["F"].heads[0][0].in_features == 2            # layer 0 = padded input (SAR channels)
+    b = CUT(make_io(), CUTOptions(**TINY))
+    b.load_state_dict(a.state_dict())                             # strict: same keys
+    opts = a.configure_optimizers(2e-4, (0.5, 0.999))
+    assert set(opts) == {"G", "D", "F"}
+    assert len(opts["F"].param_groups[0]["params"]) == 4 * len(a.layers)
+
+
+def test_few_steps_lower_the_nce_losses():
+    torch.manual_seed(0)
+    model = CUT(make_io(), CUTOptions(**TINY))
+    model.configure_optimizers(1e-3, (0.5, 0.999))
+    batch = noise_batch()
+    first = model.train_step(batch, tools())
+    for _ in range(19):
+        last = model.train_step(batch, tools())
+    assert last["NCE"] < 0.7 * first["NCE"], (first["NCE"], last["NCE"])
+    assert last["NCE_Y"] < 0.7 * first["NCE_Y"], (first["NCE_Y"], last["NCE_Y"])
+
+
+def test_nce_is_low_for_an_image_against_itself_and_high_against_another():
+    torch.manual_seed(0)
+    model = CUT(make_io(), CUTOptions(**TINY))
+    batch = noise_batch()
+    with torch.no_grad():
+        torch.manual_seed(3)
+        same = model.nce_loss(channel_map(batch["optical"], 2), batch["optical"])   # queries = keys
+        torch.manual_seed(3)
+        other = model.nce_loss(batch["sar"], batch["optical"])
+    assert float(same) < float(other)
+
+
+def test_export_load_network_round_trip_gives_identical_outputs(tmp_path):
+    torch.manual_seed(0)
+    model = CUT(make_io(), CUTOptions(**TINY))
+    model.configure_optimizers(1e-3, (0.5, 0.999))
+    model.train_step(noise_batch(), tools())
+    (kind, net, arch, kwargs), = model.export()
+    save_network(tmp_path / "g.safetensors", net, kind, arch, kwargs, {"model": "cut"})
+    loaded = load_network(tmp_path / "g.safetensors", kind="generator")
+    x = noise_batch(5)["sar"]
+    with torch.no_grad():
+        y = model.predict(x)
+        assert y.shape == (2, 3, 32, 32)
+        assert torch.equal(y, loaded.module(x))

@@ -1,0 +1,115 @@
+"""Tests of sarkit.io: raster opening errors, atomic outputs, output locks and COG writing."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+
+from sarkit.errors import InputError, LockedError, OutputExistsError
+from sarkit.io import atomic_dir, atomic_file, check_output, open_raster, output_lock, require_crs, write_cog
+
+
+def _raster(path, crs="EPSG:32631"):
+    prof = dict(driver="GTiff", height=64, width=64, count=1, dtype="float32",
+                transform=from_origin(500000, 5600000, 10, 10))
+    if crs:
+        prof["crs"] = crs
+    with rasterio.open(path, "w", **prof) as dst:
+        dst.write(np.arange(64 * 64, dtype=np.float32).reshape(1, 64, 64))
+    return path
+
+
+def test_open_raster_errors(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        open_raster(tmp_path / "x.tif")
+    with pytest.raises(InputError, match="directory"):
+        open_raster(tmp_path)
+    (tmp_path / "t.tif").write_text("text")
+    with pytest.raises(InputError, match="not a readable raster"):
+        open_raster(tmp_path / "t.tif")
+    with open_raster(_raster(tmp_path / "ok.tif")) as src:
+        require_crs(src)
+    with open_raster(_raster(tmp_path / "nocrs.tif", crs=None)) as src, pytest.raises(InputError, match="no CRS"):
+        require_crs(src)
+
+
+def test_atomic_file_leaves_nothing_on_exception(tmp_path):
+    dest = tmp_path / "out.txt"
+    with pytest.raises(RuntimeError):
+        with atomic_file(dest) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+    with atomic_file(dest) as tmp:
+        tmp.write_text("whole")
+    assert dest.read_text() == "whole" and list(tmp_path.iterdir()) == [dest]
+
+
+def test_atomic_file_without_overwrite_refuses_existing(tmp_path):
+    dest = tmp_path / "out.txt"
+    dest.write_text("old")
+    with pytest.raises(OutputExistsError):
+        with atomic_file(dest, overwrite=False):
+            pass
+    assert dest.read_text() == "old"
+
+
+def test_atomic_dir_failure_keeps_old_and_success_replaces(tmp_path):
+    dest = tmp_path / "d"
+    dest.mkdir()
+    (dest / "old").write_text("1")
+    with pytest.raises(OutputExistsError):
+        with atomic_dir(dest, overwrite=False):
+            pass
+    with pytest.raises(RuntimeError):
+        with atomic_dir(dest, overwrite=True) as tmp:
+            (tmp / "new").write_text("2")
+            raise RuntimeError("boom")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"] and (dest / "old").exists()
+    with atomic_dir(dest, overwrite=True) as tmp:
+        (tmp / "new").write_text("2")
+    assert [p.name for p in dest.iterdir()] == ["new"] and sorted(p.name for p in tmp_path.iterdir()) == ["d"]
+
+
+def test_check_output_accepts_empty_dir(tmp_path):
+    (tmp_path / "e").mkdir()
+    assert check_output(tmp_path / "e", overwrite=False) == tmp_path / "e"
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(OutputExistsError):
+        check_output(tmp_path / "f", overwrite=False)
+
+
+def test_output_lock_blocks_second_holder(tmp_path):
+    dest = tmp_path / "out.tif"
+    with output_lock(dest) as lock:
+        assert lock.exists()
+        with pytest.raises(LockedError, match=str(os.getpid())):
+            with output_lock(dest):
+                pass
+    assert not lock.exists()
+
+
+def test_output_lock_takes_over_a_dead_pid(tmp_path):
+    dest = tmp_path / "out.tif"
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    lock = tmp_path / "out.tif.lock"
+    lock.write_text(f"{socket.gethostname()} {proc.pid}")
+    with output_lock(dest) as held:
+        assert held.read_text() == f"{socket.gethostname()} {os.getpid()}"
+    assert not lock.exists()
+
+
+def test_write_cog(tmp_path):
+    src = _raster(tmp_path / "src.tif")
+    write_cog(src, tmp_path / "cog.tif")
+    with rasterio.open(tmp_path / "cog.tif") as cog, rasterio.open(src) as s:
+        np.testing.assert_array_equal(cog.read(), s.read())
+        assert cog.crs == s.crs and cog.transform == s.transform

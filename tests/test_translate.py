@@ -1,0 +1,484 @@
+"""Tests of whole-scene translation (sarkit/translate.py) and the ``sarkit translate`` command."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from rasterio.enums import ColorInterp
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.transform import from_origin
+from rio_cogeo.cogeo import cog_validate
+from torch import nn
+from typer.testing import CliRunner
+
+from sarkit import translate as tr
+from sarkit.checkpoint import LoadedNetwork, file_sha256, load_network, save_network
+from sarkit.cli import app
+from sarkit.grid import grid_offsets
+from sarkit.models.registry import NETWORKS, Identity, register_network
+from sarkit.norm import Normalization, optical_normalization, sar_normalization
+from sarkit.translate import TranslateOptions, translate_many, translate_scene
+
+runner = CliRunner()
+CRS = "EPSG:32631"
+TRANSFORM = from_origin(500000.0, 4800000.0, 10.0, 10.0)
+
+
+class FixedConv(nn.Module):
+    """A fixed random 3×3 convolution (zero padding, so tile edges differ from the interior) and tanh."""
+
+    def __init__(self, in_channels: int = 2, out_channels: int = 2, seed: int = 0) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        with torch.no_grad():
+            w = torch.rand(out_channels, in_channels, 3, 3, generator=g)
+            self.conv.weight.copy_(w / w.sum(dim=(1, 2, 3), keepdim=True))
+            self.conv.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(1.5 * self.conv(x))
+
+
+if "test-translate-conv" not in NETWORKS:
+    register_network("test-translate-conv")(lambda in_channels=2, out_channels=2, seed=0:
+                                            FixedConv(in_channels, out_channels, seed))
+
+
+# ------------------------------------------------------------------------------------------------ fixtures
+def write_sar(path: Path, height: int, width: int, data: np.ndarray | None = None, crs: str | None = CRS,
+              bands: tuple[str, ...] = ("VV", "VH"), seed: int = 0) -> np.ndarray:
+    """Write a float32 dB scene inside [-25, 0] (NaN nodata); returns its pixels."""
+    if data is None:
+        rng = np.random.default_rng(seed)
+        data = rng.uniform(-24.5, -0.5, size=(len(bands), height, width)).astype(np.float32)
+    prof = dict(driver="GTiff", width=width, height=height, count=len(bands), dtype="float32",
+                transform=TRANSFORM, nodata=float("nan"), tiled=True, blockxsize=256, blockysize=256)
+    if crs:
+        prof["crs"] = crs
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path, "w", **prof) as dst:
+            dst.write(data)
+            dst.descriptions = bands
+    return data
+
+
+def smooth_sar(height: int, width: int) -> np.ndarray:
+    """A smooth 2-band dB pattern inside [-25, 0]."""
+    r, c = np.mgrid[0:height, 0:width].astype(np.float32)
+    vv = -12.0 + 8.0 * np.sin(r / 37.0) * np.cos(c / 23.0)
+    vh = -18.0 + 5.0 * np.cos((r + c) / 41.0)
+    return np.stack([vv, vh]).astype(np.float32)
+
+
+def save_identity(path: Path, norm: Normalization | None = None, tile: int = 256) -> Path:
+    n = (norm or sar_normalization()).to_dict()
+    return save_network(path, Identity(len(n["bands"])), kind="generator", arch="identity",
+                        arch_kwargs={"channels": len(n["bands"])},
+                        meta={"model": "identity", "direction": "identity", "in_norm": n, "out_norm": n,
+                              "tile_size": tile, "run": "test"})
+
+
+def save_conv(path: Path, in_norm: Normalization, out_norm: Normalization, tile: int = 64) -> Path:
+    kw = {"in_channels": in_norm.channels, "out_channels": out_norm.channels, "seed": 0}
+    return save_network(path, FixedConv(**kw), kind="generator", arch="test-translate-conv", arch_kwargs=kw,
+                        meta={"model": "test", "direction": "sar2opt", "in_norm": in_norm.to_dict(),
+                              "out_norm": out_norm.to_dict(), "tile_size": tile, "run": "test"})
+
+
+@pytest.fixture()
+def identity_ckpt(tmp_path: Path) -> Path:
+    return save_identity(tmp_path / "ckpt" / "identity.safetensors")
+
+
+def files_in(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir()}
+
+
+def read(path: Path) -> np.ndarray:
+    with rasterio.open(path) as src:
+        return src.read()
+
+
+# ------------------------------------------------------------------------------------------------ identity
+def test_identity_returns_input_on_odd_scene_with_nodata_and_valid_cog(tmp_path, identity_ckpt):
+    scene = tmp_path / "scene.tif"
+    data = write_sar(scene, 777, 1000)
+    rr, cc = np.mgrid[0:777, 0:1000]
+    wedge = (cc < 300 - rr) & (rr < 250)  # a NaN wedge in the top-left corner
+    data[0][wedge] = np.nan
+    data[1][(rr > 700) & (cc > 900)] = np.nan  # and nodata in one band only at the bottom right
+    write_sar(scene, 777, 1000, data=data)
+    out = tmp_path / "out.tif"
+    summary = translate_scene(scene, identity_ckpt, out, TranslateOptions(overlap=64, device="cpu"))
+    assert summary.tiles == 4 * 5 and summary.tiles_per_s > 0
+    got = read(out)
+    in_nodata = np.isnan(data).any(axis=0)
+    assert np.array_equal(np.isnan(got).all(axis=0), in_nodata)
+    assert np.array_equal(np.isnan(got).any(axis=0), in_nodata)
+    diff = np.abs(got - data)[:, ~in_nodata]
+    assert diff.max() < 2e-5  # float32 encode/decode only: no seams, no rims
+    valid, errors, _ = cog_validate(str(out))
+    assert valid, errors
+    with rasterio.open(scene) as s, rasterio.open(out) as o:
+        assert o.crs == s.crs and o.transform == s.transform and (o.width, o.height) == (s.width, s.height)
+        assert o.dtypes[0] == "float32" and np.isnan(o.nodata)
+        assert o.descriptions == ("VV", "VH")
+        assert o.overviews(1)  # internal overviews
+        assert o.profile["blockxsize"] == 512
+    assert files_in(tmp_path) == {"scene.tif", "out.tif", "ckpt"}
+
+
+def test_progress_counts_every_tile(tmp_path, identity_ckpt):
+    class Rec:
+        def __init__(self):
+            self.tasks = []
+
+        @contextmanager
+        def task(self, description, total):
+            rec = {"description": description, "total": total, "done": 0}
+            self.tasks.append(rec)
+
+            class T:
+                def advance(self, n=1, **fields):
+                    rec["done"] += n
+            yield T()
+
+        def info(self, message, **fields):
+            pass
+
+        def warn(self, message, **fields):
+            pass
+
+    scene = tmp_path / "scene.tif"
+    data = write_sar(scene, 300, 500)
+    data[:, :, :200] = np.nan  # all-nodata tiles are skipped but still counted
+    write_sar(scene, 300, 500, data=data)
+    rep = Rec()
+    s = translate_scene(scene, identity_ckpt, tmp_path / "o.tif", TranslateOptions(tile=128, overlap=32), rep)
+    assert rep.tasks == [{"description": "Translating", "total": s.tiles, "done": s.tiles}]
+    assert s.tiles == len(grid_offsets(300, 128, 96, True)) * len(grid_offsets(500, 128, 96, True))
+
+
+def test_scene_smaller_than_one_tile(tmp_path, identity_ckpt):
+    scene = tmp_path / "small.tif"
+    data = write_sar(scene, 70, 100)
+    out = tmp_path / "out.tif"
+    r = runner.invoke(app, ["translate", str(scene), "--checkpoint", str(identity_ckpt), "--out", str(out),
+                            "--quiet", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    got = read(out)
+    assert got.shape == (2, 70, 100)
+    assert np.abs(got - data).max() < 2e-5
+
+
+# ------------------------------------------------------------------------------------------------ seams
+def boundary_vs_interior(img: np.ndarray, offsets: list[int], tile: int, size: int, axis: int) -> tuple[float, float]:
+    """Mean |difference between neighbouring pixels| across tile edges and over the whole image along ``axis``."""
+    d = np.abs(np.diff(img, axis=axis))  # d[k] = |x[k+1] − x[k]|
+    edges = sorted({o for o in offsets if o > 0} | {o + tile for o in offsets if o + tile < size})
+    sel = np.take(d, [e - 1 for e in edges], axis=axis)
+    return float(sel.mean()), float(d.mean())
+
+
+@pytest.mark.parametrize("overlap,seamless", [(16, True), (0, False)])
+def test_no_seams_with_conv_net(tmp_path, overlap, seamless):
+    scene = tmp_path / "scene.tif"
+    write_sar(scene, 300, 340, data=smooth_sar(300, 340))
+    ckpt = save_conv(tmp_path / "conv.safetensors", sar_normalization(), sar_normalization(), tile=64)
+    out = tmp_path / "out.tif"
+    translate_scene(scene, ckpt, out, TranslateOptions(overlap=overlap, batch_size=5))
+    img = read(out).astype(np.float64)
+    stride = 64 - overlap
+    ratios = []
+    for axis, size in ((2, 340), (1, 300)):
+        offsets = grid_offsets(size, 64, stride, cover=True)
+        across, inside = boundary_vs_interior(img, offsets, 64, size, axis)
+        ratios.append(across / inside)
+    if seamless:
+        assert max(ratios) <= 1.1, ratios
+    else:  # the control: without overlap the zero-padded edges show as seams, so the measure can fail
+        assert max(ratios) > 1.1, ratios
+
+
+# ------------------------------------------------------------------------------------------------ optical output
+def test_optical_native_output(tmp_path):
+    scene = tmp_path / "scene.tif"
+    data = write_sar(scene, 200, 230)
+    data[:, 50:60, :] = np.nan
+    write_sar(scene, 200, 230, data=data)
+    ckpt = save_conv(tmp_path / "conv.safetensors", sar_normalization(), optical_normalization(), tile=64)
+    out = tmp_path / "opt.tif"
+    r = runner.invoke(app, ["translate", str(scene), "--checkpoint", str(ckpt), "--out", str(out), "--overlap", "16",
+                            "--quiet"])
+    assert r.exit_code == 0, r.output
+    with rasterio.open(out) as o:
+        assert o.dtypes == ("uint16",) * 3 and o.nodata == 0
+        assert o.descriptions == ("B4", "B3", "B2")
+        tags = o.tags()
+        assert tags["checkpoint_sha256"] == file_sha256(ckpt)
+        assert tags["checkpoint"] == str(ckpt) and tags["model"] == "test" and tags["direction"] == "sar2opt"
+        assert tags["sarkit_version"]
+        got = o.read()
+    nodata = np.isnan(data).any(axis=0)
+    assert np.all(got[:, nodata] == 0)
+    assert np.all(got[:, ~nodata] >= 1) and got[:, ~nodata].max() <= 3000  # reflectance range [0, 0.3]
+    assert cog_validate(str(out))[0]
+
+
+def write_optical(path: Path, dn: np.ndarray) -> None:
+    prof = dict(driver="GTiff", width=dn.shape[2], height=dn.shape[1], count=dn.shape[0], dtype="uint16", crs=CRS,
+                transform=TRANSFORM, nodata=0)
+    with rasterio.open(path, "w", **prof) as dst:
+        dst.write(dn)
+        dst.descriptions = ("B2", "B3", "B4")  # stored in another order than the checkpoint's B4, B3, B2
+
+
+def test_rgb8_output_values_and_nodata(tmp_path):
+    rng = np.random.default_rng(1)
+    dn = rng.integers(1, 4000, size=(3, 150, 180)).astype(np.uint16)
+    dn[:, :20, :20] = 0
+    scene = tmp_path / "opt.tif"
+    write_optical(scene, dn)
+    norm = optical_normalization()
+    ckpt = save_identity(tmp_path / "id.safetensors", norm, tile=64)
+    out = tmp_path / "rgb.tif"
+    r = runner.invoke(app, ["translate", str(scene), "--checkpoint", str(ckpt), "--out", str(out), "--format", "rgb8",
+                            "--overlap", "16", "--quiet"])
+    assert r.exit_code == 0, r.output
+    with rasterio.open(out) as o:
+        assert o.dtypes == ("uint8",) * 3 and o.nodata == 0
+        assert o.colorinterp == (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
+        got = o.read()
+    x = norm.encode(dn[[2, 1, 0]].astype(np.float32) / 10000.0)
+    expect = np.clip(np.rint((x + 1) / 2 * 255), 1, 255)
+    nodata = (dn == 0).any(axis=0)
+    assert np.all(got[:, nodata] == 0)
+    assert np.abs(got[:, ~nodata].astype(int) - expect[:, ~nodata]).max() <= 1
+    assert np.all(got[:, ~nodata] >= 1)
+    assert cog_validate(str(out))[0]
+
+
+def test_optical_identity_native_roundtrip(tmp_path):
+    rng = np.random.default_rng(2)
+    dn = rng.integers(1, 2900, size=(3, 90, 120)).astype(np.uint16)
+    scene = tmp_path / "opt.tif"
+    write_optical(scene, dn)
+    ckpt = save_identity(tmp_path / "id.safetensors", optical_normalization(), tile=64)
+    translate_scene(scene, ckpt, tmp_path / "o.tif", TranslateOptions(overlap=8))
+    got = read(tmp_path / "o.tif")
+    assert np.abs(got.astype(int) - dn[[2, 1, 0]].astype(int)).max() <= 1
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+def cli(*args: str):
+    return runner.invoke(app, ["translate", *args, "--quiet"])
+
+
+def test_all_nodata_scene_exit_2(tmp_path, identity_ckpt):
+    scene = tmp_path / "empty.tif"
+    write_sar(scene, 100, 120, data=np.full((2, 100, 120), np.nan, np.float32))
+    out = tmp_path / "out.tif"
+    r = cli(str(scene), "--checkpoint", str(identity_ckpt), "--out", str(out))
+    assert r.exit_code == 2, r.output
+    assert "nodata" in r.output
+    assert files_in(tmp_path) == {"empty.tif", "ckpt"}
+
+
+def test_channel_mismatch_exit_2(tmp_path, identity_ckpt):
+    scene = tmp_path / "vv.tif"
+    write_sar(scene, 100, 120, bands=("VV",))
+    r = cli(str(scene), "--checkpoint", str(identity_ckpt), "--out", str(tmp_path / "out.tif"))
+    assert r.exit_code == 2, r.output
+    assert "VH" in r.output
+    assert files_in(tmp_path) == {"vv.tif", "ckpt"}
+
+
+@pytest.mark.parametrize("overlap", ["256", "300", "-1"])
+def test_bad_overlap_exit_2(tmp_path, identity_ckpt, overlap):
+    scene = tmp_path / "s.tif"
+    write_sar(scene, 100, 120)
+    r = cli(str(scene), "--checkpoint", str(identity_ckpt), "--out", str(tmp_path / "out.tif"), "--overlap", overlap)
+    assert r.exit_code == 2, r.output
+    assert "overlap" in r.output
+    assert files_in(tmp_path) == {"s.tif", "ckpt"}
+
+
+def test_existing_out_exit_2_untouched(tmp_path, identity_ckpt):
+    scene = tmp_path / "s.tif"
+    write_sar(scene, 100, 120)
+    out = tmp_path / "out.tif"
+    out.write_bytes(b"precious")
+    r = cli(str(scene), "--checkpoint", str(identity_ckpt), "--out", str(out))
+    assert r.exit_code == 2
+    assert "--overwrite" in r.output
+    assert out.read_bytes() == b"precious"
+    r = cli(str(scene), "--checkpoint", str(identity_ckpt), "--out", str(out), "--overwrite")
+    assert r.exit_code == 0, r.output
+    assert read(out).shape == (2, 100, 120)
+
+
+def test_unwritable_output_dir_exit_2(tmp_path, identity_ckpt):
+    if os.geteuid() == 0:
+        pytest.skip("root can write anywhere")
+    scene = tmp_path / "s.tif"
+    write_sar(scene, 50, 50)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        r = cli(str(scene), "--checkpoint", str(identity_ckpt), "--out", str(ro / "out.tif"))
+        assert r.exit_code == 2, r.output
+    finally:
+        ro.chmod(0o700)
+
+
+def test_cuda_absent_exit_2(tmp_path, identity_ckpt):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    scene = tmp_path / "s.tif"
+    write_sar(scene, 50, 50)
+    r = cli(str(scene), "--checkpoint", str(identity_ckpt), "--out", str(tmp_path / "o.tif"), "--device", "cuda")
+    assert r.exit_code == 2 and "CUDA" in r.output
+    assert not (tmp_path / "o.tif").exists()
+
+
+def test_out_and_out_dir_usage_errors(tmp_path, identity_ckpt):
+    scene = tmp_path / "s.tif"
+    write_sar(scene, 50, 50)
+    assert cli(str(scene), "--checkpoint", str(identity_ckpt)).exit_code == 2
+    assert cli(str(scene), str(scene), "--checkpoint", str(identity_ckpt), "--out", str(tmp_path / "o.tif")
+               ).exit_code == 2
+
+
+@pytest.mark.parametrize("exc,code", [(RuntimeError("boom"), 1), (KeyboardInterrupt(), 130)])
+def test_failure_midway_leaves_no_output_and_no_temp(tmp_path, identity_ckpt, monkeypatch, exc, code):
+    scene = tmp_path / "s.tif"
+    write_sar(scene, 400, 400)
+    calls = {"n": 0}
+
+    class Failing(nn.Module):
+        def forward(self, x):
+            calls["n"] += 1
+            if calls["n"] > 3:
+                raise exc
+            return x
+
+    real = load_network
+
+    def fake_load(path, kind="generator", device="cpu"):
+        net = real(path, kind, device)
+        return LoadedNetwork(Failing(), net.kind, net.arch, net.arch_kwargs, net.meta, net.path, net.sha256)
+
+    monkeypatch.setattr(tr, "load_network", fake_load)
+    out = tmp_path / "out.tif"
+    r = cli(str(scene), "--checkpoint", str(identity_ckpt), "--out", str(out), "--tile", "64", "--overlap", "8",
+            "--batch-size", "2")
+    assert r.exit_code == code, r.output
+    assert calls["n"] == 4
+    assert files_in(tmp_path) == {"s.tif", "ckpt"}
+
+
+# ------------------------------------------------------------------------------------------------ georeferencing
+def test_ungeoreferenced_refused_then_allowed(tmp_path, identity_ckpt):
+    scene = tmp_path / "nocrs.tif"
+    data = write_sar(scene, 80, 90, crs=None)
+    out = tmp_path / "out.tif"
+    r = cli(str(scene), "--checkpoint", str(identity_ckpt), "--out", str(out))
+    assert r.exit_code == 2
+    assert "--allow-ungeoreferenced" in r.output
+    assert not out.exists()
+    r = cli(str(scene), "--checkpoint", str(identity_ckpt), "--out", str(out), "--allow-ungeoreferenced")
+    assert r.exit_code == 0, r.output
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(out) as o:
+            assert o.crs is None and (o.height, o.width) == (80, 90) and o.transform == TRANSFORM
+            assert np.abs(o.read() - data).max() < 2e-5
+
+
+# ------------------------------------------------------------------------------------------------ many scenes
+def test_translate_many_sequential_names_and_per_scene_failure(tmp_path, identity_ckpt):
+    a, b = tmp_path / "a.tif", tmp_path / "b.tif"
+    da = write_sar(a, 60, 70)
+    write_sar(b, 60, 70, data=np.full((2, 60, 70), np.nan, np.float32))  # fails while working: all nodata
+    out_dir = tmp_path / "out"
+    r = runner.invoke(app, ["translate", str(a), str(b), "--checkpoint", str(identity_ckpt), "--out-dir",
+                            str(out_dir)])
+    assert r.exit_code == 1, r.output
+    assert "FAILED" in r.output and "b.tif" in r.output
+    assert files_in(out_dir) == {"a_translated.tif"}
+    assert np.abs(read(out_dir / "a_translated.tif") - da).max() < 2e-5
+
+
+def test_translate_many_bad_input_before_starting(tmp_path, identity_ckpt):
+    a = tmp_path / "a.tif"
+    write_sar(a, 60, 70)
+    out_dir = tmp_path / "out"
+    r = runner.invoke(app, ["translate", str(a), str(tmp_path / "missing.tif"), "--checkpoint", str(identity_ckpt),
+                            "--out-dir", str(out_dir), "--quiet"])
+    assert r.exit_code == 2
+    assert not out_dir.exists() or not any(out_dir.iterdir())
+
+
+@pytest.mark.slow
+def test_translate_many_dask_local_cluster_matches_local_run(tmp_path, identity_ckpt):
+    scenes = []
+    for i in range(2):
+        p = tmp_path / f"s{i}.tif"
+        write_sar(p, 120, 150, seed=i)
+        scenes.append(p)
+    opts = TranslateOptions(tile=64, overlap=16, device="cpu")
+    local = translate_many(scenes, identity_ckpt, tmp_path / "local", opts)
+    dask = translate_many(scenes, identity_ckpt, tmp_path / "dask", opts, scheduler="local")
+    assert all(r.ok for r in local) and all(r.ok for r in dask), [r.error for r in dask]
+    for r1, r2 in zip(local, dask):
+        assert r2.out.name == r1.out.name
+        np.testing.assert_array_equal(read(r1.out), read(r2.out))
+
+
+# ------------------------------------------------------------------------------------------------ real data
+def test_realdata_sen1floods11_chip(tmp_path, realdata, identity_ckpt):
+    scene = realdata / "sen1floods11" / "S1Hand" / "Spain_7370579_S1Hand.tif"
+    if not scene.exists():
+        pytest.skip("Sen1Floods11 chip absent")
+    ckpt = save_conv(tmp_path / "conv.safetensors", sar_normalization(), optical_normalization(), tile=256)
+    for name, ck in (("id.tif", identity_ckpt), ("opt.tif", ckpt)):
+        out = tmp_path / name
+        translate_scene(scene, ck, out, TranslateOptions(overlap=64))
+        with rasterio.open(scene) as s, rasterio.open(out) as o:
+            assert o.crs == s.crs and o.crs.to_epsg() == 4326
+            assert o.transform == s.transform and (o.width, o.height) == (512, 512)
+            src = s.read()
+            got = o.read()
+        nodata = np.isnan(src).any(axis=0)
+        if name == "id.tif":
+            assert np.array_equal(np.isnan(got).any(axis=0), nodata)
+            expect = np.clip(src, -25, 0)
+            assert np.abs(got - expect)[:, ~nodata].max() < 2e-5
+        else:
+            assert np.array_equal((got == 0).all(axis=0), nodata)
+        assert cog_validate(str(out))[0]
+
+
+def test_realdata_sen12mscr_patches(tmp_path, realdata, identity_ckpt):
+    folder = realdata / "sen12mscr_glfcr" / "s1"
+    scenes = sorted(folder.glob("*.tif")) if folder.is_dir() else []
+    if not scenes:
+        pytest.skip("SEN12MS-CR patches absent")
+    results = translate_many(scenes, identity_ckpt, tmp_path / "out", TranslateOptions(overlap=64))
+    for r in results:
+        assert r.ok, r.error
+        with rasterio.open(r.scene) as s, rasterio.open(r.out) as o:
+            assert o.crs == s.crs and o.crs.to_epsg() in (32650, 32631)
+            assert o.transform == s.transform and (o.width, o.height) == (256, 256)
+            assert o.descriptions == ("VV", "VH")  # names from the checkpoint; the input has none
+            assert np.abs(o.read() - np.clip(s.read(), -25, 0)).max() < 2e-5
