@@ -78,9 +78,10 @@ class BackendSettings:
 def configure_backends(device: torch.device, world_size: int = 1, deterministic: bool = False) -> BackendSettings:
     """Speed settings: cuDNN autotuning and TF32 on CUDA; on CPU one thread pool sized to cores per process.
 
-    Channels-last memory layout is chosen on CUDA (tensor cores) and on CPU (oneDNN convolutions), where it
-    measured faster for the U-Net/PatchGAN pair. ``deterministic`` asks torch for deterministic kernels where they
-    exist (CPU runs with a seed are then reproducible).
+    Channels-last memory layout is chosen on CUDA (tensor cores) only: on CPU the fused Adam update copies
+    channels-last parameters, which measured ~10 % slower per pix2pix step than the default layout.
+    Denormal floats are flushed to zero (tiny GAN activations/gradients otherwise hit slow CPU paths).
+    ``deterministic`` asks torch for deterministic kernels where they exist (seeded CPU runs are reproducible).
     """
     torch.set_flush_denormal(True)
     if device.type == "cuda":
@@ -95,4 +96,4 @@ def configure_backends(device: torch.device, world_size: int = 1, deterministic:
         torch.set_num_threads(threads)
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    return BackendSettings(threads, bool(device.type == "cuda" and not deterministic), True)
+    return BackendSettings(threads, bool(device.type == "cuda" and not deterministic), device.type == "cuda")

@@ -86,6 +86,9 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool) -> Iterator[Path]:
     check_output(dest, overwrite)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700; the finished directory gets the usual permissions
     try:
         yield tmp
         if dest.exists():

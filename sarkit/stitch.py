@@ -62,7 +62,8 @@ class StitchSummary:
 
     def line(self) -> str:
         """One-line summary for people."""
-        return f"stitched {self.inputs} tiles into {self.width}×{self.height} pixels in {self.seconds:.1f} s → {self.out}"
+        return (f"stitched {self.inputs} tiles into {self.width}×{self.height} pixels in {self.seconds:.1f} s "
+                f"→ {self.out}")
 
 
 @dataclass
@@ -157,6 +158,23 @@ def _place(src: rasterio.DatasetReader, crs: CRS, b: Bounds, transform: Affine, 
     c0, r0 = max(c0, 0), max(r0, 0)
     c1, r1 = min(c1, width), min(r1, height)
     return PixelWindow(r0, c0, max(r1 - r0, 0), max(c1 - c0, 0)), False
+
+
+def _neighbours(windows: list[PixelWindow]) -> list[list[PixelWindow]]:
+    """For each window, the other windows that intersect it, found through a bucket grid of cell size B = the
+    largest window side (two windows that intersect have origins less than B apart, so adjacent cells)."""
+    if not windows:
+        return []
+    cell = max(max(w.height, w.width) for w in windows)
+    buckets: dict[tuple[int, int], list[int]] = {}
+    for k, w in enumerate(windows):
+        buckets.setdefault((w.row_off // cell, w.col_off // cell), []).append(k)
+    out = []
+    for k, w in enumerate(windows):
+        br, bc = w.row_off // cell, w.col_off // cell
+        near = [m for dr in (-1, 0, 1) for dc in (-1, 0, 1) for m in buckets.get((br + dr, bc + dc), ())]
+        out.append([windows[m] for m in near if m != k and windows[m].intersect(w) is not None])
+    return out
 
 
 def _invalid(data: np.ndarray, nodata: float | None) -> np.ndarray:
@@ -257,8 +275,8 @@ def stitch(inputs: Sequence[str | Path], out: str | Path, opts: StitchOptions = 
         for s in srcs:
             s.close()
     sources = [s for s in sources if s.footprint.height > 0 and s.footprint.width > 0]
-    for s in sources:
-        top, bottom, left, right = edge_overlaps(s.footprint, [o.footprint for o in sources if o is not s])
+    for s, others in zip(sources, _neighbours([s.footprint for s in sources])):
+        top, bottom, left, right = edge_overlaps(s.footprint, others)
         s.row_w = axis_weights(s.footprint.height, top, bottom)
         s.col_w = axis_weights(s.footprint.width, left, right)
     profile = {**GTIFF_PROFILE, "zlevel": 1, "dtype": dtype, "count": count, "width": width, "height": height,

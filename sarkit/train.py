@@ -422,6 +422,10 @@ def _check_run_dir(opts: TrainOptions, config: dict[str, Any]) -> Path | None:
         if not state.exists():
             raise CheckpointError(f"nothing to resume: {state} does not exist (start without --resume)")
         return state
+    if opts.overwrite and run.is_dir() and any(run.iterdir()) and old is None \
+            and not (run / "checkpoints").is_dir():
+        raise InputError(f"{run} is not a sarkit run (no config.json); --overwrite only replaces runs, choose "
+                         f"another --out")
     if run.is_dir() and any(run.iterdir()) and not opts.overwrite:
         if old is not None and old and not _config_diff(old, config):
             raise OutputExistsError(f"{run} already holds this run; pass --resume to continue it or --overwrite "

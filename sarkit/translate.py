@@ -36,7 +36,7 @@ from . import __version__
 from .blend import BlendGrid, blend_grid, check_overlap, normalise
 from .checkpoint import LoadedNetwork, load_network, read_export_record, resolve_export
 from .devices import resolve_amp, resolve_device
-from .errors import CheckpointError, InputError, SarkitError, WorkError
+from .errors import CheckpointError, InputError, SarkitError
 from .io import GTIFF_PROFILE, atomic_file, check_output, open_raster, output_lock, temp_sibling, write_cog
 from .norm import (S1_BANDS, S2_BANDS, Normalization, band_names, detect_s1_units, dn_to_reflectance,
                    reflectance_to_dn, sar_to_db)
@@ -167,11 +167,17 @@ class SceneReader:
         self.units = self._sar_units() if norm.modality == "sar" else ""
 
     def _sar_units(self) -> str:
-        """SAR input units decided once per scene (from in_norm, or detected on a decimated read when auto)."""
+        """SAR input units decided once per scene (from in_norm, or detected on a 3×3 grid of 128-pixel windows
+        spread over the scene when auto: a few blocks read, whatever the scene size)."""
         if self.norm.units in ("db", "linear"):
             return self.norm.units
-        h, w = min(self.src.height, 512), min(self.src.width, 512)
-        sample = self.src.read(self.indexes, out_shape=(len(self.indexes), h, w)).astype(np.float32)
+        h, w = min(self.src.height, 128), min(self.src.width, 128)
+        parts = []
+        for fr in (0.0, 0.5, 1.0):
+            for fc in (0.0, 0.5, 1.0):
+                r, c = int(fr * (self.src.height - h)), int(fc * (self.src.width - w))
+                parts.append(self.src.read(self.indexes, window=rasterio.windows.Window(c, r, w, h)))
+        sample = np.stack(parts).astype(np.float32)
         if self.nodata is not None and not np.isnan(self.nodata):
             sample[sample == self.nodata] = np.nan
         return detect_s1_units(sample)
@@ -264,6 +270,12 @@ class _RowWriter:
             self.pending = [rest] if rest.shape[1] else []
             self.pending_rows = rest.shape[1]
 
+    def abort(self) -> None:
+        """Wait for queued writes after a failure, ignoring their errors (the original error matters)."""
+        for f in self.futures:
+            f.exception()
+        self.futures = []
+
     def finish(self) -> None:
         """Write what is left and wait for every queued write (re-raising a write error)."""
         if self.pending_rows:
@@ -316,6 +328,7 @@ def _run_scene(reader: SceneReader, grid: BlendGrid, gen: _Generator, writer: _R
     wsum = np.zeros((tile, width), dtype=np.float64)
     base = 0  # scene row of acc[:, 0]
     valid_pixels = 0
+    spans = [(c, min(tile, width - c)) for c in grid.col_offsets]  # (first column, width) of each tile column
 
     def read(i: int) -> tuple[np.ndarray, np.ndarray]:
         r = grid.row_offsets[i]
@@ -338,8 +351,7 @@ def _run_scene(reader: SceneReader, grid: BlendGrid, gen: _Generator, writer: _R
         h = x.shape[1]
         jobs: list[int] = []
         skipped = 0
-        for j, c in enumerate(grid.col_offsets):
-            w = min(tile, width - c)
+        for j, (c, w) in enumerate(spans):
             if valid[:, c:c + w].any():
                 jobs.append(j)
             else:
@@ -348,13 +360,10 @@ def _run_scene(reader: SceneReader, grid: BlendGrid, gen: _Generator, writer: _R
             task.advance(skipped)
         for k in range(0, len(jobs), batch_size):
             chunk = jobs[k:k + batch_size]
-            batch = np.stack([_pad_tile(x[:, :, grid.col_offsets[j]:grid.col_offsets[j] + min(tile, width -
-                                                                                            grid.col_offsets[j])],
-                                        tile) for j in chunk])
+            batch = np.stack([_pad_tile(x[:, :, spans[j][0]:spans[j][0] + spans[j][1]], tile) for j in chunk])
             pred = gen(batch)
             for j, y in zip(chunk, pred):
-                c = grid.col_offsets[j]
-                w = min(tile, width - c)
+                c, w = spans[j]
                 wts = np.outer(grid.row_weights[i], grid.col_weights[j])
                 acc[:, :h, c:c + w] += y[:, :h, :w] * wts
                 wsum[:h, c:c + w] += wts
@@ -445,8 +454,10 @@ def _write_translation(src: rasterio.DatasetReader, reader: SceneReader, grid: B
                     with reporter.task("Translating", total=grid.n_tiles) as task:
                         valid = _run_scene(reader, grid, gen, writer, out_norm, opts.format, opts.batch_size,
                                            pools[0], task)
-                finally:
-                    writer.finish()
+                except BaseException:
+                    writer.abort()
+                    raise
+                writer.finish()
     finally:
         for p in pools:
             if p is not None:

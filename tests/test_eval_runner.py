@@ -297,6 +297,7 @@ def test_cli_bad_inputs_exit_2_and_write_nothing(tmp_path):
     assert r.exit_code == 0 and json.loads((out / "report.json").read_text())["schema"] == "sarkit.eval/1"
 
 
+@pytest.mark.slow
 def test_real_sen1floods11_scene_with_labels(tmp_path, realdata):
     """Sen1Floods11 S2 vs a noisy copy, with the hand labels (pixel size differs by 3e-19°: tolerated)."""
     root = realdata / "sen1floods11"
@@ -321,3 +322,17 @@ def test_real_sen1floods11_scene_with_labels(tmp_path, realdata):
     assert res.report["summary"]["mae"]["value"] == pytest.approx(np.abs(a - b).mean(), abs=1e-6)
     assert res.report["summary"]["psnr"]["value"] == pytest.approx(10 * np.log10(1 / ((a - b) ** 2).mean()), abs=1e-4)
     assert {r["id"] for r in res.report["per_class"]} <= {0, 1} and res.report["per_class"]
+
+
+def test_cli_segmenter_adds_segmentation_metrics_and_checkpoint_needs_data(tmp_path):
+    pp, tp, _, _ = _optical_pair(tmp_path, h=48, w=48)
+    seg = _segmenter(tmp_path / "seg.safetensors", "optical", ("B4", "B3", "B2"))
+    runner = CliRunner()
+    r = runner.invoke(app, ["eval", "--pred", str(pp), "--target", str(tp), "--segmenter", str(seg),
+                            "--report", str(tmp_path / "rep"), "-q"])
+    assert r.exit_code == 0, r.output
+    rec = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert {"psnr", "ssim", "mae", "pa", "miou", "sms"} == set(rec["summary"])
+    assert rec["segmentation"]["reference"] == "segmenter(target)"
+    r = runner.invoke(app, ["eval", "--checkpoint", str(seg)])
+    assert r.exit_code == 2 and "--data" in r.output

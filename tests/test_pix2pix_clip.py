@@ -89,4 +89,4 @@ def test_cli_trains_with_clip_weights_file_and_fails_cleanly_without(tmp_path: P
     conf = json.loads((tmp_path / "run" / "config.json").read_text())
     assert conf["model_options"]["lambda_clip"] == 0.5 and conf["helpers"]["clip"]["weights"] == str(weights)
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert all("G_CLIP" in x for x in lines if x["kind"] == "train") and len(lines) == 3  # 2 train + 1 val
+    assert all("G_CLIP" in x for x in lines if x["kind"] == "train") and len(lines) == 2  # train at the end + val

@@ -209,3 +209,15 @@ def test_strips_read_only_intersecting_tiles(tmp_path, monkeypatch):
     assert len(reads) == 12 + 2
     assert all(w.row_off // 512 == (w.row_end - 1) // 512 for _, w in reads)
     np.testing.assert_array_equal(read(tmp_path / "m.tif"), data)
+
+
+def test_neighbour_buckets_match_brute_force():
+    from sarkit.stitch import _neighbours
+
+    rng = np.random.default_rng(5)
+    wins = [PixelWindow(int(r), int(c), int(h), int(w)) for r, c, h, w in
+            zip(rng.integers(0, 500, 60), rng.integers(0, 500, 60), rng.integers(1, 90, 60), rng.integers(1, 90, 60))]
+    got = _neighbours(wins)
+    for k, w in enumerate(wins):
+        brute = [o for m, o in enumerate(wins) if m != k and o.intersect(w) is not None]
+        assert sorted(got[k]) == sorted(brute)

@@ -371,3 +371,36 @@ def test_assign_splits_keeps_blocks_whole_and_scenes_apart():
     assert len(by_block) == 50 and all(len(v) == 1 for v in by_block.values())
     counts = {s: sum(c.split == s for c in cands) for s in ("train", "val", "test")}
     assert counts == {"train": 120, "val": 40, "test": 40}
+
+
+def test_failure_while_writing_leaves_nothing(tmp_path, monkeypatch):
+    import sarkit.tiling as tiling
+
+    sc = make_scene(tmp_path, h=128, w=128)
+    calls = {"n": 0}
+    real = tiling._write_tile
+
+    def failing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError("disk full")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tiling, "_write_tile", failing)
+    work = tmp_path / "work"
+    work.mkdir()
+    res = runner.invoke(app, ["tile", str(sc["s1"]), "--optical", str(sc["s2"]), "--size", "64",
+                              "--out", str(work / "out"), "--quiet"])
+    assert res.exit_code == 1 and "disk full" in res.output
+    assert list(work.iterdir()) == []
+
+
+def test_s1_units_option_overrides_detection(tmp_path):
+    lin = np.full((1, 64, 64), 0.1, dtype=np.float32)
+    s1 = write_raster(tmp_path / "s1.tif", lin)
+    tile_scene(s1, None, None, tmp_path / "db", TileOptions(size=64, s1_units="db"))
+    tile_scene(s1, None, None, tmp_path / "lin", TileOptions(size=64, s1_units="linear"))
+    with rasterio.open(tmp_path / "db" / "s1" / "s1_r00000_c00000.tif") as t:
+        assert np.allclose(t.read(), 0.1)
+    with rasterio.open(tmp_path / "lin" / "s1" / "s1_r00000_c00000.tif") as t:
+        assert np.allclose(t.read(), -10.0, atol=1e-5)

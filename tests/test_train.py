@@ -192,6 +192,12 @@ def test_segmenter_trains_on_one_modality(tmp_path: Path) -> None:
     assert seg.meta["modality"] == "sar" and seg.meta["classes"] == ["low", "high"]
 
 
+def test_worker_processes_give_the_same_weights(tiles: Path, tmp_path: Path) -> None:
+    train(opts(tiles, tmp_path / "w0", steps=3, workers=0, augment=True))
+    train(opts(tiles, tmp_path / "w1", steps=3, workers=1, augment=True))
+    assert_same_weights(nets_of(tmp_path / "w0"), nets_of(tmp_path / "w1"))
+
+
 def test_data_order_shards_and_covers_each_epoch() -> None:
     orders = [DataOrder(n=5, batch=2, world=2, rank=r, seed=1) for r in range(2)]
     assert orders[0].steps_per_epoch == 2
@@ -240,6 +246,11 @@ def test_cli_trains_and_refuses_to_rerun(tiles: Path, tmp_path: Path) -> None:
     assert snapshot(out) == before
     again = cli(*base_args(tiles, out, "--overwrite"))
     assert again.exit_code == 0, again.output
+    other_dir = tmp_path / "not-a-run"
+    other_dir.mkdir()
+    (other_dir / "keep.txt").write_text("precious")
+    refused = cli(*base_args(tiles, other_dir, "--overwrite"))
+    assert refused.exit_code == 2 and (other_dir / "keep.txt").read_text() == "precious"
 
 
 def test_cli_bad_inputs_exit_2_and_write_nothing(tiles: Path, tmp_path: Path) -> None:

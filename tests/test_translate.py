@@ -180,6 +180,31 @@ def test_scene_smaller_than_one_tile(tmp_path, identity_ckpt):
     assert np.abs(got - data).max() < 2e-5
 
 
+def test_reads_scene_strip_by_strip(tmp_path, identity_ckpt, monkeypatch):
+    scene = tmp_path / "scene.tif"
+    data = write_sar(scene, 700, 300)
+    reads = []
+    real = tr.SceneReader.physical
+
+    def spy(self, row, height):
+        reads.append((row, height))
+        return real(self, row, height)
+
+    monkeypatch.setattr(tr.SceneReader, "physical", spy)
+    translate_scene(scene, identity_ckpt, tmp_path / "o.tif", TranslateOptions(tile=128, overlap=32))
+    rows = grid_offsets(700, 128, 96, cover=True)
+    assert reads == [(r, 128) for r in rows]  # one strip of one tile row at a time, never the whole scene
+    assert np.abs(read(tmp_path / "o.tif") - data).max() < 2e-5
+
+
+def test_linear_power_input_is_converted_to_db(tmp_path, identity_ckpt):
+    scene = tmp_path / "linear.tif"
+    db = write_sar(tmp_path / "db.tif", 90, 110)
+    write_sar(scene, 90, 110, data=np.power(10.0, db / 10.0).astype(np.float32))  # units detected: linear
+    translate_scene(scene, identity_ckpt, tmp_path / "o.tif", TranslateOptions(tile=64, overlap=16))
+    assert np.abs(read(tmp_path / "o.tif") - db).max() < 1e-4
+
+
 # ------------------------------------------------------------------------------------------------ seams
 def boundary_vs_interior(img: np.ndarray, offsets: list[int], tile: int, size: int, axis: int) -> tuple[float, float]:
     """Mean |difference between neighbouring pixels| across tile edges and over the whole image along ``axis``."""
@@ -339,6 +364,15 @@ def test_unwritable_output_dir_exit_2(tmp_path, identity_ckpt):
         assert r.exit_code == 2, r.output
     finally:
         ro.chmod(0o700)
+
+
+def test_output_dir_that_cannot_be_created_exit_2(tmp_path, identity_ckpt):
+    scene = tmp_path / "s.tif"
+    write_sar(scene, 50, 50)
+    (tmp_path / "afile").write_text("x")
+    r = cli(str(scene), "--checkpoint", str(identity_ckpt), "--out", str(tmp_path / "afile" / "out.tif"))
+    assert r.exit_code == 2, r.output
+    assert files_in(tmp_path) == {"s.tif", "ckpt", "afile"}
 
 
 def test_cuda_absent_exit_2(tmp_path, identity_ckpt):

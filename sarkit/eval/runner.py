@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -35,9 +36,6 @@ from .segmetrics import IGNORE, confusion_matrix, iou_per_class, mean_iou, pixel
 ALL_METRICS = ("psnr", "ssim", "mae", "fid", "fid-clip", "pa", "miou", "sms", "lpips")
 DEFAULT_METRICS = ("psnr", "ssim", "mae")
 SEG_METRICS = ("pa", "miou", "sms")
-#: True where higher is better.
-HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "mae": False, "fid": False, "fid-clip": False, "pa": True,
-                    "miou": True, "sms": False, "lpips": False}
 HALO = M.SSIM_PAD
 SCHEMA = "sarkit.eval/1"
 
@@ -388,6 +386,8 @@ class ModelSplitSource:
         from ..dataset import TileDataset, read_tiling
 
         self.device = torch.device(opts.device)
+        if opts.s1_range or opts.s2_range:
+            reporter.warn("--s1-range/--s2-range are ignored with --checkpoint: the checkpoint's ranges are used")
         self.net = load_network(checkpoint, kind="generator", device=self.device)
         meta = self.net.meta
         if "in_norm" not in meta or "out_norm" not in meta:
@@ -401,8 +401,6 @@ class ModelSplitSource:
         if "optical" in bands:
             kwargs["optical_bands"] = tuple(bands["optical"])
         self.ds = TileDataset(data, split=split, mode="paired", labels=bool(tiling.get("classes")), **kwargs)
-        if self.input_norm.modality == self.pred_norm.modality:
-            reporter.info(f"input and output are both {self.in_key}: the generator's target is the input domain")
         if len(self.ds) == 0:
             raise InputError(f"split {split!r} of {data} has no tiles")
         self.ds_norm = self.ds.sar_norm if self.out_key == "sar" else self.ds.optical_norm
@@ -503,7 +501,8 @@ class _Accumulator:
         lab = torch.from_numpy(b.labels).unsqueeze(0) if b.labels is not None else None
         if "ssim" in self.metrics:
             smap = M.ssim_map(M.fill_invalid(p, valid), M.fill_invalid(t, valid))
-            wv = M.window_valid(valid) & core[:, HALO:-HALO or None, HALO:-HALO or None][:, : smap.shape[1], : smap.shape[2]]
+            centres = core[:, HALO:HALO + smap.shape[1], HALO:HALO + smap.shape[2]]  # SSIM centres in the core
+            wv = M.window_valid(valid) & centres
             cnt = int(wv.sum())
             s = float(smap[wv].double().sum())
             self.ssim_sum += s
@@ -625,8 +624,7 @@ def evaluate(source: Any, opts: EvalOptions, reporter: Reporter = NULL_REPORTER)
         if segmenter.modality != source.pred_norm.modality:
             raise InputError(f"--segmenter is for {segmenter.modality} images but the prediction is "
                              f"{source.pred_norm.modality}; pass a {source.pred_norm.modality} segmenter")
-    n_blocks = len(source) if source.mode != "scenes" else len(source.windows)
-    extractors = _make_extractors(opts, n_blocks, reporter)
+    extractors = _make_extractors(opts, len(source), reporter)
     feats = {name: {"pred": FeatureStats(ex.dim), "target": FeatureStats(ex.dim)} for name, ex in extractors.items()}
     classes = segmenter.classes if segmenter else source.class_names
     has_labels = source.has_labels
@@ -713,7 +711,7 @@ def _record(source: Any, opts: EvalOptions, acc: _Accumulator, summary: dict[str
     return {
         "schema": SCHEMA,
         "sarkit_version": __version__,
-        "created": __import__("time").strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "inputs": source.inputs,
         "normalization": norm,
         "metrics": list(opts.metrics),

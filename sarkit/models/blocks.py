@@ -362,3 +362,13 @@ class ImagePool:
         self.images = [i.to(device) for i in state.get("images", [])]
         if "rng" in state:
             self.rng.setstate((state["rng_version"], tuple(int(x) for x in state["rng"]), state["rng_gauss"]))
+
+
+# --------------------------------------------------------------------------------------------- optimizer
+def adam(params: Any, lr: float, betas: tuple[float, float]) -> torch.optim.Optimizer:
+    """Adam(lr, betas) with the fused single-kernel update on CPU/CUDA (same algorithm, one pass over the
+    parameters instead of one per elementwise op; a large share of a CPU step for the 54M-parameter U-Net)."""
+    params = list(params)
+    fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.dtype in
+                                 (torch.float32, torch.float16, torch.bfloat16) for p in params)
+    return torch.optim.Adam(params, lr=lr, betas=betas, fused=fused or None)

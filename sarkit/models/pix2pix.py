@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .base import ModelIO, StepTools, TrainableModel, set_requires_grad
-from .blocks import GANLoss, PatchGAN, init_weights, unet_levels
+from .blocks import GANLoss, PatchGAN, adam, init_weights, unet_levels
 from .registry import build_network, register_model
 
 
@@ -73,9 +73,9 @@ class Pix2Pix(TrainableModel):
         self.gan_loss = GANLoss(self.opts.gan_mode)
 
     def configure_optimizers(self, lr: float, betas: tuple[float, float]) -> dict[str, torch.optim.Optimizer]:
-        """Adam for G and for D."""
-        self.optimizers = {"G": torch.optim.Adam(self.nets["G"].parameters(), lr=lr, betas=betas),
-                           "D": torch.optim.Adam(self.nets["D"].parameters(), lr=lr, betas=betas)}
+        """Adam for G and for D (fused update kernel; call after the model is on its device)."""
+        self.optimizers = {"G": adam(self.nets["G"].parameters(), lr, betas),
+                           "D": adam(self.nets["D"].parameters(), lr, betas)}
         return self.optimizers
 
     def generator_extra_loss(self, fake: torch.Tensor, target: torch.Tensor,

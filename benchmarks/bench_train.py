@@ -1,0 +1,128 @@
+"""Training-step time per model on CPU (or another device), at the papers' architectures and tile size.
+
+Each measurement builds the model with its default (paper) options for SAR (VV, VH) → optical (B4, B3, B2) on
+256² tiles, applies the trainer's backend settings (``sarkit.devices.configure_backends``) and memory layout,
+runs ``--warmup`` steps, then times ``--repeats`` calls of ``train_step`` on a fixed random batch and reports the
+median and minimum seconds per step (and per image).
+
+    python benchmarks/bench_train.py --models pix2pix --batch-sizes 1,4 --json bench.json
+    python benchmarks/bench_train.py --models pix2pix,cyclegan,cut --batch-sizes 1 --layout contiguous
+
+``--layout channels_last``, ``--no-flush-denormal`` and ``--unfused-adam`` measure the alternatives (``--unfused-adam
+--no-flush-denormal`` is plain PyTorch, as the reference implementations run). Wall-clock times
+depend on what else runs on the machine; the process CPU time per step is printed too (with one thread,
+``OMP_NUM_THREADS=1``, it is a load-independent way to compare variants).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sarkit.devices import configure_backends  # noqa: E402
+from sarkit.models import get_model, model_names  # noqa: E402
+from sarkit.models.base import ModelIO, StepTools  # noqa: E402
+from sarkit.norm import optical_normalization, sar_normalization  # noqa: E402
+
+
+def make_batch(n: int, size: int, channels_last: bool, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A fixed random SAR/optical batch in [-1, 1] with every pixel valid."""
+    g = torch.Generator().manual_seed(seed)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    sar = (torch.rand(n, 2, size, size, generator=g) * 2 - 1).contiguous(memory_format=fmt)
+    opt = (torch.rand(n, 3, size, size, generator=g) * 2 - 1).contiguous(memory_format=fmt)
+    return {"sar": sar, "optical": opt, "valid": torch.ones(n, size, size, dtype=torch.bool)}
+
+
+def bench_model(name: str, batch: int, size: int, repeats: int, warmup: int, channels_last: bool,
+                device: torch.device, unfused_adam: bool = False) -> dict[str, Any]:
+    """Median/min seconds of one training step of ``name`` at ``batch`` tiles of ``size``²."""
+    cls = get_model(name)
+    io = ModelIO(2, 3, "sar2opt", size, sar_normalization().to_dict(), optical_normalization().to_dict())
+    torch.manual_seed(0)
+    model = cls(io, cls.Options()).to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    model.train()
+    model.configure_optimizers(2e-4, (0.5, 0.999))
+    if unfused_adam:  # the per-op Adam update of torch's default CPU path
+        for opt in model.optimizers.values():
+            for g in opt.param_groups:
+                g["fused"] = None
+    tools = StepTools(device=device)
+    data = {k: v.to(device) for k, v in make_batch(batch, size, channels_last).items()}
+
+    def step() -> tuple[float, float]:
+        t, c = time.perf_counter(), time.process_time()
+        model.train_step(data, tools)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - t, time.process_time() - c
+
+    for _ in range(warmup):
+        step()
+    runs = [step() for _ in range(repeats)]
+    times, cpu = [r[0] for r in runs], [r[1] for r in runs]
+    med, best = statistics.median(times), min(times)
+    return {"model": name, "batch": batch, "size": size, "median_s": med, "min_s": best,
+            "median_per_image_s": med / batch, "min_per_image_s": best / batch, "repeats": repeats,
+            "warmup": warmup, "times_s": times, "cpu_s": cpu, "median_cpu_s": statistics.median(cpu)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="pix2pix,cyclegan,cut", help="comma-separated registered model names")
+    ap.add_argument("--batch-sizes", default="1,4", help="batch sizes for pix2pix-like paired models")
+    ap.add_argument("--unpaired-batch-sizes", default="1", help="batch sizes for unpaired models (papers: 1)")
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--layout", choices=("auto", "channels_last", "contiguous"), default="auto",
+                    help="memory layout (auto: what the trainer picks for the device)")
+    ap.add_argument("--no-flush-denormal", action="store_true", help="leave denormal floats enabled")
+    ap.add_argument("--unfused-adam", action="store_true", help="torch's default per-op Adam update")
+    ap.add_argument("--json", type=Path, default=None, help="write the results here")
+    args = ap.parse_args(argv)
+
+    device = torch.device(args.device)
+    settings = configure_backends(device)
+    if args.no_flush_denormal:
+        torch.set_flush_denormal(False)
+    layout = args.layout if args.layout != "auto" else ("channels_last" if settings.channels_last else "contiguous")
+    known = set(model_names())
+    results = []
+    for name in [m.strip() for m in args.models.split(",") if m.strip()]:
+        if name not in known:
+            print(f"skip {name}: not registered (known: {', '.join(sorted(known))})", file=sys.stderr)
+            continue
+        paired = getattr(get_model(name), "paired", True)
+        sizes = args.batch_sizes if paired else args.unpaired_batch_sizes
+        for b in [int(x) for x in sizes.split(",") if x.strip()]:
+            r = bench_model(name, b, args.size, args.repeats, args.warmup, layout == "channels_last", device,
+                            args.unfused_adam)
+            results.append(r)
+            print(f"{name:10s} batch {b}: median {r['median_s']:.3f} s/step  min {r['min_s']:.3f} s/step  "
+                  f"({r['median_per_image_s']:.3f} s/image median; process CPU {r['median_cpu_s']:.3f} s/step)",
+                  flush=True)
+    record = {"torch": torch.__version__, "threads": settings.threads, "layout": layout,
+              "flush_denormal": not args.no_flush_denormal, "fused_adam": not args.unfused_adam, "device": str(device), "machine": platform.machine(),
+              "cpus": os.cpu_count(), "loadavg_after": os.getloadavg(), "results": results}
+    if args.json:
+        args.json.write_text(json.dumps(record, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
