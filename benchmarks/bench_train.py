@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"({r['median_per_image_s']:.3f} s/image median; process CPU {r['median_cpu_s']:.3f} s/step)",
                   flush=True)
     record = {"torch": torch.__version__, "threads": settings.threads, "layout": layout,
-              "flush_denormal": not args.no_flush_denormal, "fused_adam": not args.unfused_adam, "device": str(device), "machine": platform.machine(),
+              "flush_denormal": not args.no_flush_denormal, "fused_adam": not args.unfused_adam,
+              "device": str(device), "machine": platform.machine(),
               "cpus": os.cpu_count(), "loadavg_after": os.getloadavg(), "results": results}
     if args.json:
         args.json.write_text(json.dumps(record, indent=2) + "\n")

@@ -115,6 +115,7 @@ def load_clip_image_encoder(model: str = DEFAULT_CLIP_MODEL, pretrained: str = D
                                    f"{DEFAULT_CLIP_MODEL} or a model config JSON")
     weights = weights_path or os.environ.get(CLIP_WEIGHTS_ENV) or None
     force_pp: dict[str, Any] = {}
+    quick_gelu = False
     if weights:
         file = Path(weights)
         if not file.is_file():
@@ -130,9 +131,10 @@ def load_clip_image_encoder(model: str = DEFAULT_CLIP_MODEL, pretrained: str = D
         file = found
         tag_cfg = get_pretrained_cfg(name, pretrained)
         force_pp = {k: tag_cfg[k] for k in ("mean", "std") if k in tag_cfg}
+        quick_gelu = bool(tag_cfg.get("quick_gelu", False))  # e.g. OpenAI weights were trained with QuickGELU
     try:
         clip = open_clip.create_model(name, pretrained=str(file), device="cpu", cache_dir=cache_dir,
-                                      force_preprocess_cfg=force_pp or None)
+                                      force_preprocess_cfg=force_pp or None, force_quick_gelu=quick_gelu)
     except Exception as exc:  # open_clip raises RuntimeError/KeyError/... for foreign or truncated files
         msg = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         raise WeightsNotFoundError(f"cannot load CLIP weights {file} for {model} ({msg}); pass a matching "

@@ -65,7 +65,8 @@ def make_tiles(root: Path, n_train: int = 4, n_val: int = 2, size: int = 32, see
                 dst.update_tags(class_names=json.dumps(["low", "high"]))
         left, top = transform.c, transform.f
         rows.append({"tile_id": tid, "split": split, "s1_path": f"s1/{tid}.tif", "s2_path": f"s2/{tid}.tif",
-                     "labels_path": f"labels/{tid}.tif" if labels else "", "row_off": 0, "col_off": k * size, "height": size, "width": size,
+                     "labels_path": f"labels/{tid}.tif" if labels else "", "row_off": 0, "col_off": k * size,
+                     "height": size, "width": size,
                      "left": left, "bottom": top - size * 10, "right": left + size * 10, "top": top,
                      "crs": "EPSG:32633", "nodata_fraction": 0.0, "source_s1": "s1.tif", "source_s2": "s2.tif",
                      "source_labels": ""})

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import ModelIO, StepTools, TrainableModel, set_requires_grad
+from .base import StepTools, TrainableModel, set_requires_grad
 from .blocks import GANLoss, PatchGAN, adam, init_weights, unet_levels
 from .registry import build_network, register_model
 

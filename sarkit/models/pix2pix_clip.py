@@ -65,7 +65,8 @@ class Pix2PixClip(Pix2Pix):
                                       self.opts.clip_weights or None)
         self._clip = _Frozen(enc)
         self.helper_records = {"clip": {"model": self.opts.clip_model, "pretrained": self.opts.clip_pretrained,
-                                        "weights": self.opts.clip_weights or os.environ.get(CLIP_WEIGHTS_ENV) or None, "image_size": enc.image_size}}
+                                        "weights": self.opts.clip_weights or os.environ.get(CLIP_WEIGHTS_ENV) or None,
+                                        "image_size": enc.image_size}}
 
     def generator_extra_loss(self, fake: torch.Tensor, target: torch.Tensor,
                              batch: dict[str, torch.Tensor]) -> dict[str, tuple[float, torch.Tensor]]:
