@@ -437,6 +437,35 @@ def eval_cmd(
 # === demo ===
 
 
+@app.command("demo")
+@_handle_errors
+def demo_cmd(
+    out: Path = typer.Option(Path("sarkit-demo"), "--out", help="Directory for everything the demo writes."),
+    full: bool = typer.Option(False, "--full", help="Also train and compare cyclegan, cut and cyclegan-sc "
+                                                    "(with its segmenters); much longer on CPU."),
+    steps: int = typer.Option(1200, "--steps", help="pix2pix training steps."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the generated scenes and of training."),
+    device: str = typer.Option("auto", "--device", help="auto (a GPU when there is one), cpu, cuda or cuda:N."),
+    overwrite: bool = OverwriteOpt,
+    quiet: bool = QuietOpt,
+    log_format: str = LogFormatOpt,
+) -> None:
+    """Run the whole pipeline on generated data: synth, tile, train pix2pix, translate, eval, HTML report.
+
+    Example: sarkit demo --out sarkit-demo --overwrite
+    """
+    from .demo import DemoOptions, run_demo
+    from .progress import print_table
+
+    res = run_demo(DemoOptions(out=out, full=full, steps=steps, seed=seed, device=device, overwrite=overwrite),
+                   _reporter(quiet, log_format))
+    names = sorted({k for m in res.metrics.values() for k in m})
+    print_table("sarkit demo: evaluation on the test scene (normalised [0, 1] space)", ["model", *names],
+                [[model, *[m.get(k, "") for k in names]] for model, m in res.metrics.items()], quiet=quiet)
+    print_table(f"sarkit demo: outputs ({res.total_seconds:.0f} s in all)", ["output", "path"],
+                [[k, str(v)] for k, v in res.outputs.items()], quiet=quiet)
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="sarkit")

@@ -88,9 +88,11 @@ def test_report_files_schema_and_html(scenes):
     chk.feed((out / "report.html").read_text())
     chk.close()
     assert chk.errors == [] and chk.stack == []
-    assert {"inputs", "summary", "histograms", "tiles"} <= chk.ids
+    assert {"inputs", "summary", "overview", "histograms", "tiles"} <= chk.ids
     assert chk.svgs == 3  # PSNR, SSIM, MAE histograms
-    assert chk.imgs == 3 * len(res.thumbnails) and 3 <= len(res.thumbnails) <= 9  # pred, target, error each
+    assert [o["label"] for o in res.overview] == ["prediction", "target"]  # no input scene given
+    # scene overview (prediction, target) + pred, target and error per best/median/worst tile
+    assert chk.imgs == len(res.overview) + 3 * len(res.thumbnails) and 3 <= len(res.thumbnails) <= 9
     with pytest.raises(Exception, match="exists"):
         write_report(tmp / "rep", res, overwrite=False)
 

@@ -185,6 +185,24 @@ def render_thumbnail(block: Any, pred_norm: Any, input_norm: Any, max_px: int) -
     return out
 
 
+def scene_preview(src: Any, idx: Sequence[int], norm: Any, modality: str, max_px: int) -> dict[str, str]:
+    """A whole scene read at reduced resolution (overviews when present) → base64 PNG in the fixed ranges."""
+    from ..norm import dn_to_reflectance, sar_to_db
+
+    scale = max(src.height, src.width) / max_px
+    h, w = max(1, round(src.height / max(scale, 1))), max(1, round(src.width / max(scale, 1)))
+    from rasterio.enums import Resampling
+
+    data = src.read(list(idx), out_shape=(len(idx), h, w), resampling=Resampling.average)
+    nodata = src.nodata
+    if modality == "sar":
+        phys = sar_to_db(data, "db", nodata)
+    else:
+        phys = dn_to_reflectance(data, norm.offset, nodata if nodata is not None else 0)
+    x01 = (norm.encode(phys) + 1) / 2
+    return {"png": png_base64(_to_uint8_rgb(x01, norm.bands), max_px)}
+
+
 # ----------------------------------------------------------------------------------------------- formatting
 
 def fmt(v: Any, digits: int = 4) -> str:
@@ -290,7 +308,8 @@ def _svg_histogram(values: Sequence[float], title: str, bins: int = 20) -> str:
     return "".join(parts)
 
 
-_CSS = ("body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}"
+_CSS = (".overview{display:flex;gap:1em;flex-wrap:wrap}.overview img{max-width:31vw;image-rendering:pixelated}"
+        "body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}"
         "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}"
         ".grid{display:grid;grid-template-columns:repeat(5,auto);gap:6px;align-items:center}"
         ".grid img{image-rendering:pixelated;width:128px}.hist{display:inline-block;margin:4px}")
@@ -302,7 +321,8 @@ def _html_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def render_html(report: dict[str, Any], thumbnails: Sequence[dict[str, Any]]) -> str:
+def render_html(report: dict[str, Any], thumbnails: Sequence[dict[str, Any]],
+                overview: Sequence[dict[str, str]] = ()) -> str:
     """A self-contained report.html: inputs, tables, metric histograms (SVG), best/median/worst tiles (PNG)."""
     inp = report["inputs"]
     parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
@@ -314,6 +334,11 @@ def render_html(report: dict[str, Any], thumbnails: Sequence[dict[str, Any]]) ->
     parts += [f"<li>metric space: {html.escape(report['normalization']['space'])}</li>", "</ul>", "</section>",
               '<section id="summary">', "<h2>Summary</h2>", _html_table(SUMMARY_COLUMNS, summary_rows(report)),
               "</section>"]
+    if overview:
+        parts += ['<section id="overview">', "<h2>Scene overview</h2>", '<div class="overview">']
+        parts += [f'<figure><img alt="{html.escape(o["label"])}" src="data:image/png;base64,{o["png"]}">'
+                  f"<figcaption>{html.escape(o['label'])}</figcaption></figure>" for o in overview]
+        parts += ["</div>", "</section>"]
     if report["per_class"]:
         cols = per_class_columns(report)
         parts += ['<section id="per-class">', "<h2>Per class</h2>",
@@ -350,7 +375,7 @@ def write_report(out_dir: str | Path, result: Any, overwrite: bool) -> Path:
         (tmp / "report.json").write_text(json.dumps(report, indent=1) + "\n")
         (tmp / "report.md").write_text(render_markdown(report))
         (tmp / "tiles.csv").write_text(render_csv(report))
-        (tmp / "report.html").write_text(render_html(report, result.thumbnails))
+        (tmp / "report.html").write_text(render_html(report, result.thumbnails, getattr(result, "overview", ())))
     return dest
 
 

@@ -27,6 +27,7 @@ import torch
 
 from ..errors import InputError, WorkError
 from ..grid import PixelWindow, window_grid
+from ..io import open_raster
 from ..norm import (DEFAULT_OPTICAL_RANGE, DEFAULT_SAR_RANGE, S1_BANDS, Normalization, band_names,
                     dn_to_reflectance, optical_normalization, sar_normalization)
 from ..reporting import NULL_REPORTER, Reporter
@@ -56,6 +57,8 @@ class EvalOptions:
     tile_size: int = 256
     grid_tiles: int = 3
     thumb_px: int = 128
+    input_scene: Path | None = None  # shown beside prediction and target in the report's scene overview
+    overview_px: int = 512
 
 
 @dataclass
@@ -77,6 +80,7 @@ class EvalResult:
 
     report: dict[str, Any]
     thumbnails: list[dict[str, Any]] = field(default_factory=list)
+    overview: list[dict[str, str]] = field(default_factory=list)
 
 
 def parse_metrics(text: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -116,17 +120,12 @@ class _PairReader:
     """A prediction and a target raster (and optional labels) on the target's grid."""
 
     def __init__(self, pred: Path, target: Path, labels: Path | None, reporter: Reporter) -> None:
-        from ..io import open_raster
-
         self._stack: list[Any] = []
         self.target = self._keep(open_raster(target, "target"))
         self.pred = self._keep(open_raster(pred, "prediction"))
         self.pred_name, self.target_name = str(pred), str(target)
-        if self.pred.count != self.target.count:
-            self.close()
-            raise InputError(f"different band counts: prediction {pred} has {self.pred.count}, "
-                             f"target {target} has {self.target.count}")
         self.modality = _modality_of(self.target)
+        self.target_idx = self._match_bands(pred, target)
         if _modality_of(self.pred) != self.modality:
             self.close()
             raise InputError(f"prediction {pred} is {_modality_of(self.pred)} ({self.pred.dtypes[0]}) but target "
@@ -143,6 +142,21 @@ class _PairReader:
         else:
             self.class_names = None
         self.height, self.width = self.target.height, self.target.width
+
+    def _names(self, src: Any) -> list[str]:
+        return band_names(src, list(S1_BANDS[: src.count]) if _modality_of(src) == "sar" else None)
+
+    def _match_bands(self, pred: Path, target: Path) -> list[int]:
+        """1-based target bands matching the prediction's bands: by name (a 3-band B4,B3,B2 prediction against a
+        13-band Sentinel-2 target), else by position when the counts agree."""
+        pn, tn = self._names(self.pred), self._names(self.target)
+        if pn != tn and set(pn) <= set(tn):
+            return [tn.index(n) + 1 for n in pn]
+        if self.pred.count != self.target.count:
+            self.close()
+            raise InputError(f"different band counts: prediction {pred} has {self.pred.count} "
+                             f"({', '.join(pn)}), target {target} has {self.target.count} ({', '.join(tn)})")
+        return list(range(1, self.target.count + 1))
 
     def _keep(self, src: Any) -> Any:
         self._stack.append(src)
@@ -190,8 +204,8 @@ class _PairReader:
         return self._keep(vrt)
 
     def band_names(self) -> list[str]:
-        default = list(S1_BANDS[: self.target.count]) if self.modality == "sar" else None
-        return band_names(self.target, default)
+        names = self._names(self.target)
+        return [names[i - 1] for i in self.target_idx]
 
     def read(self, win: PixelWindow, pad: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, PixelWindow, int]:
         """Physical pred/target (C, h, w) of ``win`` grown by ``pad`` px (clipped), labels, the core, NaN count."""
@@ -200,7 +214,7 @@ class _PairReader:
         c1 = min(self.width, win.col_end + pad)
         outer = PixelWindow(outer.row_off, outer.col_off, r1 - outer.row_off, c1 - outer.col_off)
         rw = outer.to_rasterio()
-        t = self._physical(self.target.read(window=rw), self.target_nodata)
+        t = self._physical(self.target.read(self.target_idx, window=rw), self.target_nodata)
         raw = self.pred.read(window=rw)
         p = self._physical(raw, self.pred_nodata)
         t_valid = np.isfinite(t).all(axis=0)
@@ -301,6 +315,25 @@ class SceneSource:
         m = re.fullmatch(r"r(\d+)_c(\d+)", tile_id)
         win = next(w for w in self.windows if m and (w.row_off, w.col_off) == (int(m[1]), int(m[2])))
         return self._block(win, tile_id)
+
+    def overview(self, opts: EvalOptions) -> list[dict[str, str]]:
+        """Whole-scene previews (input if given, prediction, target), longer side ``opts.overview_px``."""
+        from .report import scene_preview
+
+        items = []
+        if opts.input_scene is not None:
+            with open_raster(opts.input_scene, "input scene") as src:
+                names = band_names(src, S1_BANDS if src.count <= 2 else None)
+                modality = _modality_of(src)
+                items.append({"label": "input", **scene_preview(src, list(range(1, src.count + 1)),
+                                                                _norm_for(modality, names, opts), modality,
+                                                                opts.overview_px)})
+        pred_idx = list(range(1, self.reader.pred.count + 1))
+        for label, src, idx in (("prediction", self.reader.pred, pred_idx),
+                                ("target", self.reader.target, self.reader.target_idx)):
+            items.append({"label": label, **scene_preview(src, idx, self.norm, self.reader.modality,
+                                                          opts.overview_px)})
+        return items
 
     def close(self) -> None:
         self.reader.close()
@@ -649,7 +682,8 @@ def evaluate(source: Any, opts: EvalOptions, reporter: Reporter = NULL_REPORTER)
     summary = _summary(acc, opts, feats, frechet_distance, reporter)
     report = _record(source, opts, acc, summary, segmenter, classes, use_labels)
     thumbs = _thumbnails(source, acc.tiles, opts)
-    return EvalResult(report, thumbs)
+    overview = source.overview(opts) if hasattr(source, "overview") else []
+    return EvalResult(report, thumbs, overview)
 
 
 def _summary(acc: _Accumulator, opts: EvalOptions, feats: dict[str, Any], fd: Callable[..., float],
