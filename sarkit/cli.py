@@ -5,6 +5,7 @@ Exit codes: 0 success, 1 failure while working, 2 bad usage or bad input.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -29,6 +30,8 @@ app = typer.Typer(
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars or summaries (warnings still shown).")
 LogFormatOpt = typer.Option("text", "--log-format", help="text (people) or json (one JSON event per line on stderr).")
 OverwriteOpt = typer.Option(False, "--overwrite", help="Replace an existing output.")
+SkipExistingOpt = typer.Option(
+    False, "--skip-existing", help="Do nothing (exit 0) when the output is already complete: re-runs are no-ops.")
 
 
 def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -55,6 +58,18 @@ def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+def _skip(output: Path, skip_existing: bool, reporter: Any, complete: Optional[Callable[[Path], bool]] = None) -> bool:
+    """With --skip-existing: True (and say so) when ``output`` is already complete, so the command does nothing."""
+    if not skip_existing:
+        return False
+    from .io import output_complete
+
+    if (complete or output_complete)(output):
+        reporter.info(f"skipped: {output} already exists (--skip-existing)", skipped=str(output))
+        return True
+    return False
 
 
 def _reporter(quiet: bool, log_format: str) -> Any:
@@ -109,6 +124,7 @@ def synth_cmd(
     crs: str = typer.Option("EPSG:32633", "--crs", help="Projected CRS of the scene grid (e.g. a UTM zone)."),
     pixel_size: float = typer.Option(10.0, "--pixel-size", help="Pixel size in metres."),
     overwrite: bool = OverwriteOpt,
+    skip_existing: bool = SkipExistingOpt,
     quiet: bool = QuietOpt,
     log_format: str = LogFormatOpt,
 ) -> None:
@@ -119,6 +135,8 @@ def synth_cmd(
     from .synth import SynthOptions, synth_scene
 
     reporter = _reporter(quiet, log_format)
+    if _skip(out_dir, skip_existing, reporter):
+        return
     opts = SynthOptions(size=size, seed=seed, crs=crs, pixel_size=pixel_size)
     result = synth_scene(out_dir, opts, overwrite=overwrite, reporter=reporter)
     if not quiet:
@@ -151,6 +169,7 @@ def tile(
     s2_offset: bool = typer.Option(False, "--s2-offset", help="Apply the −1000 DN offset of baseline 04.00+."),
     layout: Optional[str] = typer.Option(None, "--layout", help="sen12ms or sen1floods11: S1 is the dataset root."),
     cloudy: bool = typer.Option(False, "--cloudy", help="SEN12MS-CR: take s2_cloudy instead of s2_cloudfree."),
+    skip_existing: bool = SkipExistingOpt,
     quiet: bool = QuietOpt,
     log_format: str = LogFormatOpt,
 ) -> None:
@@ -167,6 +186,8 @@ def tile(
                        s1_range=parse_range(s1_range, "--s1-range"), s2_range=parse_range(s2_range, "--s2-range"),
                        s2_offset=s2_offset, cloudy=cloudy)
     rep = _reporter(quiet, log_format)
+    if _skip(out, skip_existing, rep):
+        return
     if layout is not None:
         if optical is not None or labels is not None:
             from .errors import InputError
@@ -219,6 +240,8 @@ def train_cmd(
                                                      help="cyclegan-sc: optical segmenter RUN."),
     model_opt: Optional[List[str]] = typer.Option(None, "--model-opt", help="Model option key=value (repeatable)."),
     overwrite: bool = OverwriteOpt,
+    skip_existing: bool = typer.Option(
+        False, "--skip-existing", help="Do nothing (exit 0) when --out holds a run that reached its last step."),
     quiet: bool = QuietOpt,
     log_format: str = LogFormatOpt,
 ) -> None:
@@ -227,8 +250,11 @@ def train_cmd(
     Example: sarkit train --model pix2pix --data tiles --out runs/p2p --steps 20000
     """
     from .norm import parse_band_list
-    from .train import TrainOptions, model_option_values, train
+    from .train import TrainOptions, model_option_values, run_finished, train
 
+    reporter = _reporter(quiet, log_format)
+    if _skip(out, skip_existing, reporter, run_finished):
+        return
     named = {"lambda_clip": lambda_clip, "clip_model": clip_model, "clip_pretrained": clip_pretrained,
              "clip_weights": clip_weights, "sar_segmenter": sar_segmenter, "optical_segmenter": optical_segmenter}
     opts = TrainOptions(
@@ -238,7 +264,7 @@ def train_cmd(
         sar_bands=tuple(parse_band_list(sar_bands)) if sar_bands else None,
         optical_bands=tuple(parse_band_list(optical_bands)), modality=modality, augment=augment,
         model_options=model_option_values(model_opt or [], named))
-    train(opts, _reporter(quiet, log_format))
+    train(opts, reporter)
 
 
 # === translate / stitch ===
@@ -266,6 +292,9 @@ def translate_cmd(
         False, "--allow-ungeoreferenced",
         help="Translate a scene without a CRS (refused otherwise); the output keeps its pixel grid, no CRS."),
     overwrite: bool = OverwriteOpt,
+    skip_existing: bool = typer.Option(
+        False, "--skip-existing", help="Leave outputs that already exist as they are (with --out-dir: translate "
+                                       "only the scenes whose output is missing)."),
     quiet: bool = QuietOpt,
     log_format: str = LogFormatOpt,
 ) -> None:
@@ -277,7 +306,7 @@ def translate_cmd(
     Example: sarkit translate scene/s1.tif --checkpoint runs/pix2pix --out s1_as_optical.tif
     """
     from .errors import InputError
-    from .translate import TranslateOptions, translate_many, translate_scene
+    from .translate import TranslateOptions, output_name, translate_many, translate_scene
 
     reporter = _reporter(quiet, log_format)
     opts = TranslateOptions(tile=tile, overlap=overlap, batch_size=batch_size, device=device, amp=amp, format=fmt,
@@ -289,12 +318,17 @@ def translate_cmd(
             raise InputError(f"--out takes one scene, got {len(scenes)}; use --out-dir for several")
         if scheduler:
             raise InputError("--scheduler spreads several scenes; use it with --out-dir")
+        if _skip(out, skip_existing, reporter):
+            return
         summary = translate_scene(scenes[0], checkpoint, out, opts, reporter)
         if not quiet:
             typer.echo(summary.line())
         return
     if out_dir is None:
         raise InputError("give --out OUT.tif (one scene) or --out-dir DIR (several scenes)")
+    scenes = [s for s in scenes if not _skip(output_name(s, out_dir), skip_existing, reporter)]
+    if not scenes:
+        return
     results = translate_many(scenes, checkpoint, out_dir, opts, reporter, scheduler=scheduler)
     failed = [r for r in results if not r.ok]
     if not quiet:
@@ -312,6 +346,7 @@ def stitch_cmd(
     out: Path = typer.Option(..., "--out", help="Output mosaic COG."),
     crs: Optional[str] = typer.Option(None, "--crs", help="Mosaic CRS, e.g. EPSG:32631 (default: the first tile's)."),
     overwrite: bool = OverwriteOpt,
+    skip_existing: bool = SkipExistingOpt,
     quiet: bool = QuietOpt,
     log_format: str = LogFormatOpt,
 ) -> None:
@@ -324,6 +359,8 @@ def stitch_cmd(
     from .stitch import StitchOptions, stitch
 
     reporter = _reporter(quiet, log_format)
+    if _skip(out, skip_existing, reporter):
+        return
     summary = stitch(inputs, out, StitchOptions(crs=crs, overwrite=overwrite), reporter)
     if not quiet:
         typer.echo(summary.line())
@@ -363,6 +400,8 @@ def eval_cmd(
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Tiles per generator batch (--checkpoint)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     overwrite: bool = OverwriteOpt,
+    skip_existing: bool = typer.Option(
+        False, "--skip-existing", help="Do nothing (exit 0) when the --report directory already exists."),
     quiet: bool = QuietOpt,
     log_format: str = LogFormatOpt,
 ) -> None:
@@ -377,6 +416,8 @@ def eval_cmd(
     from .progress import print_table
 
     rep = _reporter(quiet, log_format)
+    if report is not None and _skip(report, skip_existing, rep):
+        return
     if compare:
         from .errors import InputError
         from .eval.report import compare_markdown, compare_terminal
@@ -400,7 +441,7 @@ def eval_cmd(
     from .eval.report import (SUMMARY_COLUMNS, gate_failures, parse_thresholds, summary_rows, to_json_value,
                               write_report)
     from .eval.runner import SEG_METRICS, EvalOptions, parse_metrics, run_eval
-    from .io import check_output
+    from .io import check_output, output_lock
     from .norm import parse_range
 
     under, over = parse_thresholds(fail_under, True), parse_thresholds(fail_over, False)
@@ -420,11 +461,12 @@ def eval_cmd(
         segmenter=segmenter, fid_weights=fid_weights, clip_weights=clip_weights, clip_model=clip_model,
         batch_size=batch_size, device=str(resolve_device(device)),
     )
-    result = run_eval(opts, rep, pred=pred, target=target, labels=labels, checkpoint=checkpoint, data=data,
-                      split=split)
-    if report is not None:
-        write_report(report, result, overwrite)
-        rep.info(f"report written to {report}")
+    with output_lock(report) if report is not None else contextlib.nullcontext():  # a second run fails at once
+        result = run_eval(opts, rep, pred=pred, target=target, labels=labels, checkpoint=checkpoint, data=data,
+                          split=split)
+        if report is not None:
+            write_report(report, result, overwrite)
+            rep.info(f"report written to {report}")
     rec = to_json_value(result.report)
     print_table("sarkit eval (normalised [0, 1] space)", SUMMARY_COLUMNS, summary_rows(rec), quiet=quiet)
     fails = gate_failures(result.report["summary"], under, over)
@@ -447,6 +489,8 @@ def demo_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed of the generated scenes and of training."),
     device: str = typer.Option("auto", "--device", help="auto (a GPU when there is one), cpu, cuda or cuda:N."),
     overwrite: bool = OverwriteOpt,
+    skip_existing: bool = typer.Option(
+        False, "--skip-existing", help="Do nothing (exit 0) when --out holds a finished demo."),
     quiet: bool = QuietOpt,
     log_format: str = LogFormatOpt,
 ) -> None:
@@ -454,11 +498,14 @@ def demo_cmd(
 
     Example: sarkit demo --out sarkit-demo --overwrite
     """
-    from .demo import DemoOptions, run_demo
+    from .demo import DemoOptions, demo_finished, run_demo
     from .progress import print_table
 
+    reporter = _reporter(quiet, log_format)
+    if _skip(out, skip_existing, reporter, demo_finished):
+        return
     res = run_demo(DemoOptions(out=out, full=full, steps=steps, seed=seed, device=device, overwrite=overwrite),
-                   _reporter(quiet, log_format))
+                   reporter)
     names = sorted({k for m in res.metrics.values() for k in m})
     print_table("sarkit demo: evaluation on the test scene (normalised [0, 1] space)", ["model", *names],
                 [[model, *[m.get(k, "") for k in names]] for model, m in res.metrics.items()], quiet=quiet)

@@ -8,6 +8,7 @@ DeepLabV3 segmenters and cyclegan-sc, translates and evaluates each, and writes 
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import InputError
-from .io import check_output, write_atomic_text
+from .io import check_output, output_lock, write_atomic_text
 from .reporting import NULL_REPORTER, Reporter
 
 
@@ -63,8 +64,31 @@ def _summary_values(report: dict[str, Any]) -> dict[str, Any]:
     return {m: v.get("value", v.get("mean")) if isinstance(v, dict) else v for m, v in report["summary"].items()}
 
 
+#: Written last, atomically: its presence says the demo in that folder ran to the end.
+SUMMARY_NAME = "demo.json"
+
+
+def demo_finished(out: str | Path) -> bool:
+    """True when ``out`` holds a demo that ran to the end (its ``demo.json`` exists)."""
+    return (Path(out) / SUMMARY_NAME).is_file()
+
+
 def run_demo(opts: DemoOptions, reporter: Reporter = NULL_REPORTER) -> DemoResult:
-    """Run the demo pipeline into ``opts.out`` (replaced only with ``overwrite``)."""
+    """Run the demo pipeline into ``opts.out`` (replaced only with ``overwrite``); a second run fails at once."""
+    if opts.steps < 1 or opts.full_steps < 1:
+        raise InputError("--steps must be at least 1")
+    out = Path(opts.out)
+    check_output(out, opts.overwrite)
+    with output_lock(out):
+        res = _run_demo(opts, reporter)
+        res.outputs["summary"] = out / SUMMARY_NAME
+        record = {"outputs": {k: str(v) for k, v in res.outputs.items()}, "seconds": res.seconds,
+                  "metrics": res.metrics, "options": {"full": opts.full, "steps": opts.steps, "seed": opts.seed}}
+        write_atomic_text(out / SUMMARY_NAME, json.dumps(record, indent=1, default=str) + "\n")
+    return res
+
+
+def _run_demo(opts: DemoOptions, reporter: Reporter) -> DemoResult:
     from .eval.report import write_report
     from .eval.runner import EvalOptions, run_eval
     from .synth import SynthOptions, synth_scene
@@ -72,10 +96,7 @@ def run_demo(opts: DemoOptions, reporter: Reporter = NULL_REPORTER) -> DemoResul
     from .train import TrainOptions, train
     from .translate import TranslateOptions, translate_scene
 
-    if opts.steps < 1 or opts.full_steps < 1:
-        raise InputError("--steps must be at least 1")
     out = Path(opts.out)
-    check_output(out, opts.overwrite)
     if out.exists() and opts.overwrite:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)

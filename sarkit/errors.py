@@ -1,6 +1,6 @@
 """Typed errors raised by the library; the CLI maps them to messages and exit codes.
 
-Exit codes (documented in docs/cli.md and kept stable):
+Exit codes (documented in docs/pipelines.md and kept stable):
     0  success
     1  failure while working (WorkError, unexpected exceptions)
     2  bad usage or bad input (InputError and subclasses)
@@ -25,8 +25,14 @@ class OutputExistsError(InputError):
     """An output already exists and ``--overwrite`` was not given."""
 
 
-class LockedError(InputError):
-    """Another sarkit run currently writes the same output."""
+class WorkError(SarkitError):
+    """A failure while working (I/O error half-way, numerical failure, ...)."""
+
+    exit_code = 1
+
+
+class LockedError(WorkError):
+    """Another sarkit run currently writes the same output (exit 1: nothing is wrong with the input; retry later)."""
 
 
 class WeightsNotFoundError(InputError):
@@ -36,8 +42,3 @@ class WeightsNotFoundError(InputError):
 class CheckpointError(InputError):
     """A checkpoint is missing, corrupt or does not fit the data."""
 
-
-class WorkError(SarkitError):
-    """A failure while working (I/O error half-way, numerical failure, ...)."""
-
-    exit_code = 1

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import tempfile
+import threading
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -85,6 +87,14 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool) -> Iterator[Path]:
     dest = Path(path)
     check_output(dest, overwrite)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    with output_lock(dest):
+        check_output(dest, overwrite)  # again: a run that held the lock may have finished it meanwhile
+        with _atomic_dir_unlocked(dest) as tmp:
+            yield tmp
+
+
+@contextmanager
+def _atomic_dir_unlocked(dest: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     umask = os.umask(0)
     os.umask(umask)
@@ -119,34 +129,90 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def output_complete(path: str | os.PathLike) -> bool:
+    """True when an output written atomically is in place: a file, or a non-empty directory (``--skip-existing``)."""
+    p = Path(path)
+    return p.is_file() or (p.is_dir() and any(p.iterdir()))
+
+
+def _temp_pattern(name_regex: str) -> re.Pattern[str]:
+    """Names of the temporaries ``temp_sibling`` and ``atomic_dir`` make next to outputs matching ``name_regex``."""
+    return re.compile(rf"^\.{name_regex}\.[A-Za-z0-9_]{{8}}\.tmp(\..*)?$")
+
+
+def remove_stale_temps(dest: str | os.PathLike, any_name: bool = False) -> list[Path]:
+    """Delete temporaries left next to ``dest`` by a killed run; call only while holding ``dest``'s lock.
+
+    ``any_name``: ``dest`` is a directory the caller owns, and every temporary inside it goes.
+    """
+    d = Path(dest)
+    folder = d if any_name else d.parent
+    if not folder.is_dir():
+        return []
+    pattern = _temp_pattern(".+") if any_name else _temp_pattern(re.escape(d.name))
+    removed = [p for p in folder.iterdir() if pattern.match(p.name)]
+    for p in removed:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return removed
+
+
+_held_locks: set[Path] = set()
+_held_guard = threading.Lock()
+
+
 @contextmanager
 def output_lock(path: str | os.PathLike) -> Iterator[Path]:
     """Hold ``<path>.lock`` while writing ``path``; a second run fails at once naming the holder.
 
-    A lock left by a killed process (its PID no longer alive on this host) is taken over.
+    A lock left by a killed process (its PID no longer alive on this host) is taken over, and the temporaries
+    that process left next to ``path`` are deleted. Re-entrant within one process: an inner ``output_lock`` of a
+    path this process already holds is a no-op (the CLI may lock early, the library again where it writes).
     """
     dest = Path(path)
     lock = dest.parent / f"{dest.name}.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    me = f"{socket.gethostname()} {os.getpid()}"
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            holder = lock.read_text().strip() if lock.exists() else ""
-            host, _, pid = holder.partition(" ")
-            if host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid)):
-                lock.unlink(missing_ok=True)
-                continue
-            raise LockedError(f"{dest} is being written by another sarkit run (pid {pid or '?'} on {host or '?'}; "
-                              f"lock file {lock})") from None
-        with os.fdopen(fd, "w") as f:
-            f.write(me)
-        break
-    try:
+    key = lock.resolve()
+    with _held_guard:
+        if key in _held_locks:
+            nested = True
+        else:
+            nested = False
+            _held_locks.add(key)
+    if nested:
         yield lock
+        return
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        me = f"{socket.gethostname()} {os.getpid()}"
+        for _ in range(2):
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    holder = lock.read_text().strip()
+                except FileNotFoundError:
+                    continue  # released in between: try again
+                host, _, pid = holder.partition(" ")
+                if host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid)):
+                    lock.unlink(missing_ok=True)
+                    continue
+                raise LockedError(f"{dest} is being written by another sarkit run (pid {pid or '?'} on "
+                                  f"{host or '?'}; lock file {lock}): wait for it to finish") from None
+            with os.fdopen(fd, "w") as f:
+                f.write(me)
+            break
+        else:
+            raise LockedError(f"could not take the lock {lock} for {dest}; another run keeps taking it")
+        remove_stale_temps(dest)
+        try:
+            yield lock
+        finally:
+            lock.unlink(missing_ok=True)
     finally:
-        lock.unlink(missing_ok=True)
+        with _held_guard:
+            _held_locks.discard(key)
 
 
 def write_cog(src_path: Path, dest: Path, overview_resampling: str = "average") -> None:

@@ -38,11 +38,11 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__
-from .checkpoint import load_state, save_network, save_state
+from .checkpoint import load_state, read_export_record, save_network, save_state
 from .clip import rgb_view
 from .devices import configure_backends, make_scaler, resolve_amp, resolve_device
-from .errors import CheckpointError, InputError, OutputExistsError, WorkError
-from .io import output_lock, temp_sibling, write_atomic_text
+from .errors import CheckpointError, InputError, OutputExistsError, SarkitError, WorkError
+from .io import output_lock, remove_stale_temps, temp_sibling, write_atomic_text
 from .models.base import ModelIO, StepTools, options_dict, parse_options
 from .models.registry import get_model
 from .norm import RGB_BANDS
@@ -407,6 +407,20 @@ def _read_config(run: Path) -> dict[str, Any] | None:
         return json.loads(p.read_text())
     except (OSError, json.JSONDecodeError):
         return {}
+
+
+def run_finished(run: str | os.PathLike) -> bool:
+    """True when RUN's exported networks are at the run's last step (config.json ``total_steps``)."""
+    run = Path(run)
+    config = _read_config(run)
+    exports = sorted((run / "checkpoints").glob("*.safetensors")) if config else []
+    if not config or not exports:
+        return False
+    try:
+        steps = [int(read_export_record(p)["meta"]["step"]) for p in exports]
+    except (SarkitError, KeyError, TypeError, ValueError):
+        return False
+    return min(steps) >= int(config.get("total_steps", -1)) > 0
 
 
 def _check_run_dir(opts: TrainOptions, config: dict[str, Any]) -> Path | None:
@@ -813,6 +827,8 @@ def _train(opts: TrainOptions, reporter: Any, d: DistInfo) -> TrainResult:
                 stack.enter_context(output_lock(run))
                 if opts.overwrite and not opts.resume:
                     _clear_run(run)
+                for folder in (run, run / "checkpoints", run / "samples"):  # what a killed run left half-written
+                    remove_stale_temps(folder, any_name=True)
                 (run / "checkpoints").mkdir(parents=True, exist_ok=True)
                 (run / "samples").mkdir(exist_ok=True)
                 write_atomic_text(run / "config.json", json.dumps(config, indent=2) + "\n")

@@ -12,8 +12,9 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from sarkit.errors import InputError, LockedError, OutputExistsError
-from sarkit.io import atomic_dir, atomic_file, check_output, open_raster, output_lock, require_crs, write_cog
+from sarkit.errors import InputError, OutputExistsError
+from sarkit.io import (atomic_dir, atomic_file, check_output, open_raster, output_complete, output_lock, require_crs,
+                       temp_sibling, write_cog)
 
 
 def _raster(path, crs="EPSG:32631"):
@@ -86,14 +87,52 @@ def test_check_output_accepts_empty_dir(tmp_path):
         check_output(tmp_path / "f", overwrite=False)
 
 
-def test_output_lock_blocks_second_holder(tmp_path):
+def test_output_lock_blocks_second_process(tmp_path):
     dest = tmp_path / "out.tif"
+    code = ("import sys; from sarkit.io import output_lock; from sarkit.errors import LockedError\n"
+            "try:\n    with output_lock(sys.argv[1]): print('took it')\n"
+            "except LockedError as e:\n    print('locked:', e, e.exit_code)\n")
     with output_lock(dest) as lock:
         assert lock.exists()
-        with pytest.raises(LockedError, match=str(os.getpid())):
-            with output_lock(dest):
-                pass
+        other = subprocess.run([sys.executable, "-c", code, str(dest)], capture_output=True, text=True, check=True)
+        assert other.stdout.startswith("locked:") and f"pid {os.getpid()}" in other.stdout
+        assert other.stdout.strip().endswith(" 1")  # exit code 1: retry later, not bad input
     assert not lock.exists()
+    assert "took it" in subprocess.run([sys.executable, "-c", code, str(dest)], capture_output=True, text=True,
+                                       check=True).stdout
+
+
+def test_output_lock_is_reentrant_in_one_process(tmp_path):
+    dest = tmp_path / "out.tif"
+    with output_lock(dest) as outer:
+        with output_lock(dest) as inner:
+            assert inner == outer and outer.exists()
+        assert outer.exists()  # the inner exit does not release the outer lock
+    assert not outer.exists()
+
+
+def test_taking_a_lock_removes_temporaries_of_that_output_only(tmp_path):
+    dest = tmp_path / "out.tif"
+    stale = [temp_sibling(dest, ".tif"), temp_sibling(dest, ".old")]
+    for p in stale:
+        p.write_text("half-written")
+    stale_dir = tmp_path / ".out.tif.abcd_123.tmp"
+    stale_dir.mkdir()
+    keep = [temp_sibling(tmp_path / "other.tif", ".tif"), tmp_path / ".out.tif.notes", tmp_path / "out.tif.x"]
+    for p in keep:
+        p.write_text("keep")
+    with output_lock(dest):
+        pass
+    assert not any(p.exists() for p in stale) and not stale_dir.exists()
+    assert all(p.exists() for p in keep)
+
+
+def test_output_complete(tmp_path):
+    assert not output_complete(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    assert not output_complete(tmp_path / "empty")
+    (tmp_path / "f.tif").write_text("x")
+    assert output_complete(tmp_path / "f.tif")
 
 
 def test_output_lock_takes_over_a_dead_pid(tmp_path):
