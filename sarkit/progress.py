@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -67,10 +68,10 @@ class RichReporter:
             yield _RichTask(progress, task_id)
 
     def info(self, message: str, **fields: Any) -> None:
-        self.console.print(message, highlight=False)
+        self.console.print(escape(message), highlight=False)
 
     def warn(self, message: str, **fields: Any) -> None:
-        self.console.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+        self.console.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False)
 
 
 class QuietReporter:
@@ -157,4 +158,4 @@ def print_table(title: str, columns: list[str], rows: list[list[Any]], quiet: bo
 
 def print_error(message: str) -> None:
     """One-line error on stderr."""
-    _stderr.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    _stderr.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
