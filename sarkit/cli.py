@@ -80,6 +80,18 @@ def _reporter(quiet: bool, log_format: str) -> Any:
     return make_reporter(quiet=quiet, log_format=log_format)
 
 
+def config_keys(group: Any) -> dict[str, dict[str, str]]:
+    """Per command, the keys a --config file may use (option names without dashes, parameter names)."""
+    keys: dict[str, dict[str, str]] = {}
+    for name, cmd in getattr(group, "commands", {}).items():
+        keys[name] = {}
+        for p in cmd.params:
+            if p.name:
+                keys[name][p.name] = p.name
+                keys[name].update({o.lstrip("-"): p.name for o in getattr(p, "opts", []) if o.startswith("--")})
+    return keys
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"sarkit {__version__}")
@@ -99,11 +111,8 @@ def _root(
         from .config import load_config
         from .progress import print_error
 
-        group = ctx.command
-        commands = {name: {p.name for p in cmd.params if p.name}
-                    for name, cmd in getattr(group, "commands", {}).items()}
         try:
-            ctx.default_map = load_config(config, commands)
+            ctx.default_map = load_config(config, config_keys(ctx.command))
         except SarkitError as exc:
             print_error(str(exc))
             raise typer.Exit(exc.exit_code) from None

@@ -24,10 +24,11 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 from .errors import InputError
 
 
-def load_config(path: str | Path, commands: dict[str, set[str]]) -> dict[str, dict[str, Any]]:
+def load_config(path: str | Path, commands: dict[str, dict[str, str]]) -> dict[str, dict[str, Any]]:
     """Read a TOML config into ``{command: {param_name: value}}``, checking command and option names.
 
-    ``commands`` maps each command name to the names of its parameters (underscored).
+    ``commands`` maps each command name to ``{key: parameter name}``, the keys being the option names a config
+    may use: the command-line option without its dashes (``format`` for ``--format``) and the parameter name.
     """
     p = Path(path)
     if not p.is_file():
@@ -44,8 +45,9 @@ def load_config(path: str | Path, commands: dict[str, set[str]]) -> dict[str, di
             raise InputError(f"config file {p}: [{section}] must be a table of options")
         params: dict[str, Any] = {}
         for key, value in values.items():
-            name = key.replace("-", "_")
-            if name not in commands[section]:
+            known = commands[section]
+            name = known.get(key) or known.get(key.replace("-", "_")) or known.get(key.replace("_", "-"))
+            if name is None:
                 raise InputError(f"config file {p}: [{section}] has no option {key!r}")
             params[name] = value
         out[section] = params
