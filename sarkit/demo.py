@@ -102,10 +102,9 @@ def _run_demo(opts: DemoOptions, reporter: Reporter) -> DemoResult:
     out.mkdir(parents=True, exist_ok=True)
     res = DemoResult(out)
 
-    train_scene = _timed(res, "synth", lambda: synth_scene(
-        out / "train-scene", SynthOptions(size=opts.train_size, seed=opts.seed + 1), reporter=reporter))
-    test_scene = synth_scene(out / "test-scene", SynthOptions(size=opts.test_size, seed=opts.seed + 2),
-                             reporter=reporter)
+    train_scene, test_scene = _timed(res, "synth", lambda: (
+        synth_scene(out / "train-scene", SynthOptions(size=opts.train_size, seed=opts.seed + 1), reporter=reporter),
+        synth_scene(out / "test-scene", SynthOptions(size=opts.test_size, seed=opts.seed + 2), reporter=reporter)))
     res.outputs.update({"training scene": train_scene.out_dir, "test scene": test_scene.out_dir})
 
     tiles = out / "tiles"
