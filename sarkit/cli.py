@@ -41,20 +41,21 @@ def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from .progress import print_error
 
+        as_json = kwargs.get("log_format") == "json"
         try:
             return fn(*args, **kwargs)
         except SarkitError as exc:
-            print_error(str(exc))
+            print_error(str(exc), as_json, exit_code=exc.exit_code)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            print_error("interrupted")
+            print_error("interrupted", as_json, exit_code=130)
             raise typer.Exit(130) from None
         except (typer.Exit, typer.Abort, SystemExit):
             raise
         except Exception as exc:  # an unexpected failure while working: exit 1, traceback on request
             if os.environ.get("SARKIT_DEBUG"):
                 traceback.print_exc()
-            print_error(f"{type(exc).__name__}: {exc} (set SARKIT_DEBUG=1 for a traceback)")
+            print_error(f"{type(exc).__name__}: {exc} (set SARKIT_DEBUG=1 for a traceback)", as_json, exit_code=1)
             raise typer.Exit(1) from None
 
     return wrapper
@@ -389,7 +390,7 @@ def eval_cmd(
     data: Optional[Path] = typer.Option(None, "--data", help="Tile directory written by sarkit tile (with --checkpoint)."),
     split: str = typer.Option("test", "--split", help="Split of --data to evaluate: train, val or test."),
     metrics: Optional[str] = typer.Option(
-        None, "--metrics", help="Comma list of psnr,ssim,mae,fid,fid-clip,pa,sms,lpips (pa brings miou). "
+        None, "--metrics", help="Comma list of psnr,ssim,mae,fid,fid-clip,pa,sms (pa brings miou). "
         "Default psnr,ssim,mae (+pa,sms with --segmenter)."),
     segmenter: Optional[Path] = typer.Option(None, "--segmenter", help="Segmenter RUN of the prediction's modality (PA, mIoU, SMS)."),
     fid_weights: Optional[Path] = typer.Option(None, "--fid-weights", envvar="SARKIT_FID_WEIGHTS",

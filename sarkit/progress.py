@@ -156,6 +156,9 @@ def print_table(title: str, columns: list[str], rows: list[list[Any]], quiet: bo
     _stdout.print(table)
 
 
-def print_error(message: str) -> None:
-    """One-line error on stderr."""
+def print_error(message: str, as_json: bool = False, exit_code: int | None = None) -> None:
+    """One-line error on stderr: text for people, or a JSON ``error`` event (``--log-format json``)."""
+    if as_json:
+        JsonReporter().emit("error", message=message, exit_code=exit_code)
+        return
     _stderr.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)

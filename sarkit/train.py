@@ -764,7 +764,9 @@ def train(opts: TrainOptions, reporter: Any = NULL_REPORTER) -> TrainResult:
     _check_options(opts)
     d = init_distributed(opts.device)
     try:
-        return _train(opts, reporter if d.main else NULL_REPORTER, d)
+        # rank 0 locks RUN before looking at it, so a second run on it fails at once whatever RUN holds
+        with output_lock(opts.out) if d.main else contextlib.nullcontext():
+            return _train(opts, reporter if d.main else NULL_REPORTER, d)
     finally:
         if d.owned:
             import torch.distributed as dist

@@ -133,3 +133,10 @@ def test_eval_takes_its_report_lock_before_working(tmp_path, scene, monkeypatch)
     res = invoke("eval", "--pred", str(scene / "s2.tif"), "--target", str(scene / "s2.tif"), "--report",
                  str(tmp_path / "rep"))
     assert res.exit_code == 1 and "another sarkit run" in res.output and called == []
+
+
+def test_errors_are_json_events_with_log_format_json(tmp_path):
+    res = invoke("tile", str(tmp_path / "missing.tif"), "--out", str(tmp_path / "t"), "--log-format", "json")
+    assert res.exit_code == 2
+    event = json.loads(res.output.strip().splitlines()[-1])
+    assert event["event"] == "error" and event["exit_code"] == 2 and "missing.tif" in event["message"]

@@ -336,3 +336,10 @@ def test_cli_segmenter_adds_segmentation_metrics_and_checkpoint_needs_data(tmp_p
     assert rec["segmentation"]["reference"] == "segmenter(target)"
     r = runner.invoke(app, ["eval", "--checkpoint", str(seg)])
     assert r.exit_code == 2 and "--data" in r.output
+
+
+def test_rgb8_prediction_is_refused_not_read_as_reflectance(tmp_path):
+    _, tp, p, _ = _optical_pair(tmp_path)
+    pred = _write(tmp_path / "rgb8.tif", (p // 40).astype("uint8"), 0, desc=("B4", "B3", "B2"))
+    with pytest.raises(InputError, match="--format native"):
+        run_eval(EvalOptions(), pred=pred, target=tp)

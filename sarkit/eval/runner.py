@@ -125,6 +125,10 @@ class _PairReader:
         self.pred = self._keep(open_raster(pred, "prediction"))
         self.pred_name, self.target_name = str(pred), str(target)
         self.modality = _modality_of(self.target)
+        if self.pred.dtypes[0] == "uint8" and self.modality == "optical":
+            self.close()
+            raise InputError(f"prediction {pred} is 8-bit (sarkit translate --format rgb8, for display): its values "
+                             f"are not reflectance; evaluate the native output (--format native) instead")
         self.target_idx = self._match_bands(pred, target)
         if _modality_of(self.pred) != self.modality:
             self.close()
