@@ -495,7 +495,7 @@ def demo_cmd(
     out: Path = typer.Option(Path("sarkit-demo"), "--out", help="Directory for everything the demo writes."),
     full: bool = typer.Option(False, "--full", help="Also train and compare cyclegan, cut and cyclegan-sc "
                                                     "(with its segmenters); much longer on CPU."),
-    steps: int = typer.Option(1200, "--steps", help="pix2pix training steps."),
+    steps: int = typer.Option(1500, "--steps", help="pix2pix training steps (on 128² tiles)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the generated scenes and of training."),
     device: str = typer.Option("auto", "--device", help="auto (a GPU when there is one), cpu, cuda or cuda:N."),
     overwrite: bool = OverwriteOpt,
