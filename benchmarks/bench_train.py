@@ -7,6 +7,7 @@ median and minimum seconds per step (and per image).
 
     python benchmarks/bench_train.py --models pix2pix --batch-sizes 1,4 --json bench.json
     python benchmarks/bench_train.py --models pix2pix,cyclegan,cut --batch-sizes 1 --layout contiguous
+    python benchmarks/bench_train.py --models pix2pix --amp bf16     # as ``sarkit train --amp bf16``
 
 ``--layout channels_last``, ``--no-flush-denormal`` and ``--unfused-adam`` measure the alternatives (``--unfused-adam
 --no-flush-denormal`` is plain PyTorch, as the reference implementations run). Wall-clock times
@@ -30,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sarkit.devices import configure_backends  # noqa: E402
+from sarkit.devices import configure_backends, make_scaler, resolve_amp  # noqa: E402
 from sarkit.models import get_model, model_names  # noqa: E402
 from sarkit.models.base import ModelIO, StepTools  # noqa: E402
 from sarkit.norm import optical_normalization, sar_normalization  # noqa: E402
@@ -46,7 +47,7 @@ def make_batch(n: int, size: int, channels_last: bool, seed: int = 0) -> dict[st
 
 
 def bench_model(name: str, batch: int, size: int, repeats: int, warmup: int, channels_last: bool,
-                device: torch.device, unfused_adam: bool = False) -> dict[str, Any]:
+                device: torch.device, unfused_adam: bool = False, amp: str = "off") -> dict[str, Any]:
     """Median/min seconds of one training step of ``name`` at ``batch`` tiles of ``size``²."""
     cls = get_model(name)
     io = ModelIO(2, 3, "sar2opt", size, sar_normalization().to_dict(), optical_normalization().to_dict())
@@ -60,7 +61,8 @@ def bench_model(name: str, batch: int, size: int, repeats: int, warmup: int, cha
         for opt in model.optimizers.values():
             for g in opt.param_groups:
                 g["fused"] = None
-    tools = StepTools(device=device)
+    amp_dtype = resolve_amp(amp, device)
+    tools = StepTools(device=device, amp_dtype=amp_dtype, scaler=make_scaler(amp_dtype, device))
     data = {k: v.to(device) for k, v in make_batch(batch, size, channels_last).items()}
 
     def step() -> tuple[float, float]:
@@ -75,7 +77,7 @@ def bench_model(name: str, batch: int, size: int, repeats: int, warmup: int, cha
     runs = [step() for _ in range(repeats)]
     times, cpu = [r[0] for r in runs], [r[1] for r in runs]
     med, best = statistics.median(times), min(times)
-    return {"model": name, "batch": batch, "size": size, "median_s": med, "min_s": best,
+    return {"model": name, "batch": batch, "size": size, "amp": amp, "median_s": med, "min_s": best,
             "median_per_image_s": med / batch, "min_per_image_s": best / batch, "repeats": repeats,
             "warmup": warmup, "times_s": times, "cpu_s": cpu, "median_cpu_s": statistics.median(cpu)}
 
@@ -93,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="memory layout (auto: what the trainer picks for the device)")
     ap.add_argument("--no-flush-denormal", action="store_true", help="leave denormal floats enabled")
     ap.add_argument("--unfused-adam", action="store_true", help="torch's default per-op Adam update")
+    ap.add_argument("--amp", default="off", help="autocast as the trainer's --amp: off, bf16 (or fp16 on CUDA)")
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
     args = ap.parse_args(argv)
 
@@ -111,13 +114,13 @@ def main(argv: list[str] | None = None) -> int:
         sizes = args.batch_sizes if paired else args.unpaired_batch_sizes
         for b in [int(x) for x in sizes.split(",") if x.strip()]:
             r = bench_model(name, b, args.size, args.repeats, args.warmup, layout == "channels_last", device,
-                            args.unfused_adam)
+                            args.unfused_adam, args.amp)
             results.append(r)
-            print(f"{name:10s} batch {b}: median {r['median_s']:.3f} s/step  min {r['min_s']:.3f} s/step  "
+            print(f"{name:10s} batch {b} amp {args.amp}: median {r['median_s']:.3f} s/step  min {r['min_s']:.3f} s/step  "
                   f"({r['median_per_image_s']:.3f} s/image median; process CPU {r['median_cpu_s']:.3f} s/step)",
                   flush=True)
     record = {"torch": torch.__version__, "threads": settings.threads, "layout": layout,
-              "flush_denormal": not args.no_flush_denormal, "fused_adam": not args.unfused_adam,
+              "flush_denormal": not args.no_flush_denormal, "fused_adam": not args.unfused_adam, "amp": args.amp,
               "device": str(device), "machine": platform.machine(),
               "cpus": os.cpu_count(), "loadavg_after": os.getloadavg(), "results": results}
     if args.json:

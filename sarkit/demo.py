@@ -29,7 +29,7 @@ class DemoOptions:
     train_size: int = 1024
     tile_size: int = 128            # 128² tiles (a 7-level U-Net): a quarter of the cost of 256² per step on a CPU
     test_size: int = 768
-    steps: int = 1500
+    steps: int = 2000
     full_steps: int = 300
     ngf: int = 32
     seed: int = 0

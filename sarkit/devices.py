@@ -60,6 +60,21 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16
 
 
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU runs bf16 natively (AVX512-BF16 or AMX), as oneDNN reports it; else bf16 is emulated (slow)."""
+    try:
+        if not torch.backends.mkldnn.is_available():
+            return False
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # older/other builds: fall back to the kernel's CPU flags
+        try:
+            with open("/proc/cpuinfo") as f:
+                flags = f.read()
+        except OSError:
+            return False
+        return any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
+
+
 def make_scaler(amp_dtype: torch.dtype | None, device: torch.device) -> torch.amp.GradScaler:
     """Gradient scaler, enabled only for fp16 (bf16 and fp32 keep the full exponent range)."""
     enabled = amp_dtype == torch.float16 and device.type == "cuda"

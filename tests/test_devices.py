@@ -51,3 +51,16 @@ def test_configure_backends_sets_threads_on_cpu(monkeypatch: pytest.MonkeyPatch)
         assert s.threads == 1 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_cpu_supports_bf16_is_a_bool_and_matches_cpu_flags() -> None:
+    from sarkit.devices import cpu_supports_bf16
+
+    value = cpu_supports_bf16()
+    assert isinstance(value, bool)
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return
+    if value:  # oneDNN only reports native bf16 where the CPU has the instructions
+        assert "avx512_bf16" in flags or "amx_bf16" in flags or "avx_ne_convert" in flags

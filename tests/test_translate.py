@@ -516,3 +516,107 @@ def test_realdata_sen12mscr_patches(tmp_path, realdata, identity_ckpt):
             assert o.transform == s.transform and (o.width, o.height) == (256, 256)
             assert o.descriptions == ("VV", "VH")  # names from the checkpoint; the input has none
             assert np.abs(o.read() - np.clip(s.read(), -25, 0)).max() < 2e-5
+
+
+# ------------------------------------------------------------------------------------------------ mixed precision
+class Bf16Unstable(nn.Module):
+    """A generator whose bf16 autocast output diverges from fp32: a 1×1 conv with weights ≈ 256 minus, in fp32,
+    256 × the input sum. In fp32 the difference is the small 0.1·w part; bf16 (8-bit mantissa) rounds the conv
+    output (|·| ≈ 500) to steps of 2–4, so the difference is noise."""
+
+    def __init__(self, in_channels: int = 2, out_channels: int = 2) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.conv = nn.Conv2d(in_channels, out_channels, 1, bias=False)
+        with torch.no_grad():
+            self.conv.weight.copy_(256.0 + 0.1 * torch.rand(out_channels, in_channels, 1, 1, generator=g))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        big = self.conv(x).float()
+        return torch.tanh(big - 256.0 * x.float().sum(dim=1, keepdim=True))
+
+
+if "test-translate-bf16-unstable" not in NETWORKS:
+    register_network("test-translate-bf16-unstable")(lambda in_channels=2, out_channels=2:
+                                                     Bf16Unstable(in_channels, out_channels))
+
+
+def _loaded(module: nn.Module, channels: int = 2) -> LoadedNetwork:
+    n = sar_normalization().to_dict()
+    return LoadedNetwork(module=module, kind="generator", arch="test", arch_kwargs={}, sha256="0",
+                         path=Path("test.safetensors"),
+                         meta={"in_norm": n, "out_norm": n, "tile_size": 32, "model": "test"})
+
+
+def _guarded(module: nn.Module) -> tuple["tr._Generator", "RecordingReporter", np.ndarray]:
+    from sarkit.reporting import RecordingReporter
+
+    rep = RecordingReporter()
+    gen = tr._Generator(_loaded(module), torch.device("cpu"), torch.bfloat16, 2, rep)
+    x = np.random.default_rng(0).uniform(-1, 1, (3, 2, 32, 32)).astype(np.float32)
+    return gen, rep, x
+
+
+def test_amp_guard_keeps_bf16_when_close_to_fp32():
+    gen, rep, x = _guarded(FixedConv())
+    first = gen(x)
+    assert gen.amp is torch.bfloat16 and gen.guard_psnr >= tr.AMP_MIN_PSNR_DB
+    assert rep.warnings == []
+    with torch.inference_mode():
+        ref = FixedConv()(torch.from_numpy(x)).numpy()
+    assert tr.psnr_01(first, ref) >= tr.AMP_MIN_PSNR_DB
+    gen(x)  # later batches are not checked again
+    assert gen.amp is torch.bfloat16
+
+
+def test_amp_guard_falls_back_to_fp32_when_bf16_diverges():
+    gen, rep, x = _guarded(Bf16Unstable())
+    first = gen(x)
+    assert gen.amp is None and gen.guard_psnr < tr.AMP_MIN_PSNR_DB
+    assert len(rep.warnings) == 1 and "fp32" in rep.warnings[0] and "dB" in rep.warnings[0]
+    with torch.inference_mode():
+        ref = Bf16Unstable()(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(first, ref, atol=1e-6)  # the first batch's prediction is the fp32 one
+    np.testing.assert_allclose(gen(x), ref, atol=1e-6)
+
+
+def test_translate_with_bf16_falls_back_end_to_end(tmp_path):
+    from sarkit.reporting import RecordingReporter
+
+    scene = tmp_path / "scene.tif"
+    write_sar(scene, 70, 90, data=smooth_sar(70, 90))
+    kw = {"in_channels": 2, "out_channels": 2}
+    n = sar_normalization().to_dict()
+    ckpt = save_network(tmp_path / "unstable.safetensors", Bf16Unstable(**kw), kind="generator",
+                        arch="test-translate-bf16-unstable", arch_kwargs=kw,
+                        meta={"model": "t", "direction": "sar2sar", "in_norm": n, "out_norm": n, "tile_size": 32,
+                              "run": "t"})
+    rep = RecordingReporter()
+    translate_scene(scene, ckpt, tmp_path / "bf16.tif", TranslateOptions(overlap=8, amp="bf16", device="cpu"), rep)
+    translate_scene(scene, ckpt, tmp_path / "fp32.tif", TranslateOptions(overlap=8, amp="off", device="cpu"))
+    assert any("fp32" in w for w in rep.warnings)
+    np.testing.assert_array_equal(read(tmp_path / "bf16.tif"), read(tmp_path / "fp32.tif"))
+
+
+def test_pix2pix_unet_bf16_is_within_40db_of_fp32():
+    """A real (small) pix2pix U-Net at PyTorch's default initialisation: bf16 autocast output ≥ 40 dB PSNR."""
+    from sarkit.models.blocks import build_unet
+
+    torch.manual_seed(0)
+    net = build_unet(2, 3, num_downs=6, ngf=16).eval()  # 64² tiles, the full pix2pix structure at width 16
+    gen = tr._Generator(_loaded(net), torch.device("cpu"), torch.bfloat16, 3)
+    x = np.random.default_rng(1).uniform(-1, 1, (4, 2, 64, 64)).astype(np.float32)
+    low = gen._forward(x, torch.bfloat16)
+    ref = gen._forward(x, None)
+    assert np.abs(ref).std() > 0.05  # a non-trivial output, so the PSNR is not high merely because it is ~0
+    assert tr.psnr_01(low, ref) >= tr.AMP_MIN_PSNR_DB
+
+
+def test_amp_auto_on_cpu_follows_native_bf16(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(tr, "cpu_supports_bf16", lambda: True)
+    assert tr.resolve_amp_auto("auto", cpu) is torch.bfloat16
+    monkeypatch.setattr(tr, "cpu_supports_bf16", lambda: False)
+    assert tr.resolve_amp_auto("auto", cpu) is None
+    assert tr.resolve_amp_auto("off", cpu) is None
+    assert tr.resolve_amp_auto("bf16", cpu) is torch.bfloat16

@@ -1,0 +1,109 @@
+"""The benchmark scripts' helpers at tiny sizes, and run_all's summary (benchmarks/)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str):
+    path = ROOT / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def run_all():
+    return _load("run_all")
+
+
+def test_infer_bench_reports_median_min_and_bf16_quality():
+    infer = _load("bench_infer")
+    out = infer.bench([1, 2], ["fp32-contiguous", "bf16-channels_last"], repeats=2, warmup=1, tile=32, ngf=4)
+    assert {(r["batch"], r["variant"]) for r in out["results"]} == {
+        (b, v) for b in (1, 2) for v in ("fp32-contiguous", "bf16-channels_last")}
+    for r in out["results"]:
+        assert 0 < r["min_s_per_tile"] <= r["median_s_per_tile"]
+        assert len(r["s_per_tile_samples"]) == 2
+    assert set(out["bf16_psnr_db"]) == {"batch1-bf16-channels_last", "batch2-bf16-channels_last"}
+    assert all(v > 30 for v in out["bf16_psnr_db"].values())
+
+
+def test_infer_generator_is_the_pix2pix_unet():
+    infer = _load("bench_infer")
+    net = infer.make_generator(tile=32, ngf=4)
+    assert not net.training
+    with torch.inference_mode():
+        y = net(torch.zeros(1, 2, 32, 32))
+    assert tuple(y.shape) == (1, 3, 32, 32)
+
+
+def test_tile_bench_plain_read_covers_the_tiler_windows(tmp_path):
+    from sarkit.synth import SynthOptions, synth_scene
+
+    tile = _load("bench_tile")
+    synth_scene(tmp_path / "scene", SynthOptions(size=128, seed=0))
+    s1 = tmp_path / "scene" / "s1.tif"
+    wins = tile.windows_of(s1, 64)
+    assert len(wins) == 4
+    assert tile.plain_read([s1], wins) == 4 * 2 * 64 * 64
+    assert tile.plain_read([s1], wins, tmp_path / "plain") == 4 * 2 * 64 * 64
+    assert len(list((tmp_path / "plain").glob("*.tif"))) == 4
+    out = tile.bench(tmp_path / "scene", 128, 64, repeats=1, warmup=0, work=tmp_path / "w")
+    assert out["windows"] == 4 and len(out["results"]) == 6
+    assert all(r["median_mp_per_s"] > 0 for r in out["results"])
+
+
+def test_run_all_commands_use_json_into_out(run_all, tmp_path):
+    for name in run_all.BENCHMARKS:
+        for quick in (False, True):
+            cmd = run_all.command(name, quick, tmp_path)
+            assert cmd[-2:] == ["--json", str(tmp_path / f"{name}.json")]
+            assert Path(cmd[1]).exists()
+    assert "4096" in run_all.command("translate", False, tmp_path)
+    assert "8192" in " ".join(run_all.command("translate", False, tmp_path))
+
+
+def test_run_all_table_and_targets(run_all):
+    results = {
+        "train": {"command": "c", "status": "ok", "wall_s": 1, "result": {"results": [
+            {"model": "pix2pix", "batch": 1, "size": 256, "median_s": 0.5, "min_s": 0.45,
+             "median_per_image_s": 0.5}]}},
+        "infer": {"command": "c", "status": "ok", "wall_s": 1, "result": {"tile": 256, "ngf": 64, "results": [
+            {"batch": 1, "variant": "bf16-channels_last", "median_s_per_tile": 0.09, "min_s_per_tile": 0.08,
+             "median_tiles_per_s": 11.1},
+            {"batch": 8, "variant": "fp32-contiguous", "median_s_per_tile": 0.2, "min_s_per_tile": 0.19,
+             "median_tiles_per_s": 5.0}]}},
+        "translate": {"command": "c", "status": "ok", "wall_s": 1, "result": {"throughput": {
+            "scene": "4096x4096x2 float32", "tiles": 441, "end_to_end_s": 10.0, "end_to_end_min_s": 9.0,
+            "tiles_per_s": 44.1, "amp": "torch.bfloat16", "bare_generator_s": 8.0, "bare_generator_min_s": 7.5,
+            "bare_tiles_per_s": 55.0, "ratio_bare_over_end_to_end": 0.8, "ratio_best": 0.85}}},
+        "eval": {"command": "python benchmarks/bench_eval.py", "status": "timeout", "wall_s": 1, "result": None},
+    }
+    text = run_all.table(results)
+    assert "pix2pix batch 1" in text and "ratio bare / end-to-end" in text and "(timeout)" in text
+    met = {t["target"].split(" (")[0]: t["met"] for t in run_all.targets(results)}
+    assert met["pix2pix step, batch 1 ≤ 0.8 × 0.72 s"] is True  # (train)
+    assert met["U-Net inference < 0.1 s/tile"] is True
+    assert met["translate end-to-end ≥ 0.9 × bare generator"] is False
+
+
+@pytest.mark.slow
+def test_run_all_quick_eval_and_infer(run_all, tmp_path):
+    """A real run of two quick benchmarks through run_all (subprocesses, JSON, summary.json)."""
+    rc = run_all.main(["--quick", "--only", "eval,infer", "--out", str(tmp_path)])
+    assert rc == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["quick"] is True and set(summary["benchmarks"]) == {"eval", "infer"}
+    assert summary["benchmarks"]["infer"]["result"]["results"]
+    assert summary["benchmarks"]["eval"]["result"]["speedup"] > 0
