@@ -23,6 +23,10 @@ from .base import StepTools, TrainableModel
 from .registry import register_model, register_network
 
 IGNORE_INDEX = 255
+#: BatchNorm running-statistics momentum of every backbone. torchvision builds MobileNetV3 with 0.01: after a short
+#: run its running statistics still lag the weights, and the eval-mode network (validation, export, cyclegan-sc's
+#: frozen guide, eval's PA/SMS) predicted one constant class (val PA 0.01 where training PA was 0.65).
+BN_MOMENTUM = 0.1
 BACKBONES = ("resnet50", "resnet101", "mobilenet_v3_large")
 
 
@@ -48,6 +52,9 @@ class DeepLabV3Net(nn.Module):
             body["0"][0] = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride, old.padding,
                                      bias=False)
             nn.init.kaiming_normal_(body["0"][0].weight, mode="fan_out")
+        for m in self.modules():  # torchvision's MobileNetV3 uses 0.01, too slow for runs of a few hundred steps
+            if isinstance(m, nn.BatchNorm2d):
+                m.momentum = BN_MOMENTUM
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)["out"]
