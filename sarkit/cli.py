@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import sys
 import traceback
 from pathlib import Path
 from typing import Any, Callable, List, Optional
@@ -292,8 +291,9 @@ def translate_cmd(
     overlap: int = typer.Option(64, "--overlap", help="Pixels shared by neighbouring tiles (blended)."),
     batch_size: int = typer.Option(8, "--batch-size", help="Tiles per generator call."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    amp: str = typer.Option("auto", "--amp", help="bf16, fp16 or off (auto: bf16 on CUDA and on CPUs with native bf16, else off; falls back to "
-                  "fp32 with a warning when bf16/fp16 output is < 40 dB PSNR from fp32 on the first batch)."),
+    amp: str = typer.Option(
+        "auto", "--amp", help="bf16, fp16 or off (auto: bf16 on CUDA and on CPUs with native bf16, else off; falls "
+        "back to fp32 with a warning when bf16/fp16 output is < 40 dB PSNR from fp32 on the first batch)."),
     fmt: str = typer.Option(
         "native", "--format",
         help="native (dB float32 for SAR, uint16 reflectance×10000 for optical) or rgb8 (8-bit, nodata 0)."),
