@@ -8,6 +8,13 @@ median and minimum seconds per step (and per image).
     python benchmarks/bench_train.py --models pix2pix --batch-sizes 1,4 --json bench.json
     python benchmarks/bench_train.py --models pix2pix,cyclegan,cut --batch-sizes 1 --layout contiguous
     python benchmarks/bench_train.py --models pix2pix --amp bf16     # as ``sarkit train --amp bf16``
+    python benchmarks/bench_train.py --models cyclegan --model-opt lambda_identity=0   # as sarkit train --model-opt
+
+The reference implementations cannot run their identity terms on SAR (2 bands) → RGB (3 bands): the original
+CycleGAN asserts equal channel counts when ``lambda_identity > 0`` and CUT's ``nce_idt`` feeds real B into a
+2-band generator. Their SAR→optical step times are therefore those of CycleGAN without identity (4 generator
+passes instead of 6) and CUT without identity NCE; ``--model-opt lambda_identity=0`` and ``--model-opt
+nce_idt=false`` measure sarkit doing the same work.
 
 ``--layout channels_last``, ``--no-flush-denormal`` and ``--unfused-adam`` measure the alternatives (``--unfused-adam
 --no-flush-denormal`` is plain PyTorch, as the reference implementations run). Wall-clock times
@@ -33,8 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sarkit.devices import configure_backends, make_scaler, resolve_amp  # noqa: E402
 from sarkit.models import get_model, model_names  # noqa: E402
-from sarkit.models.base import ModelIO, StepTools  # noqa: E402
+from sarkit.models.base import ModelIO, StepTools, parse_options  # noqa: E402
 from sarkit.norm import optical_normalization, sar_normalization  # noqa: E402
+from sarkit.train import model_option_values  # noqa: E402
 
 
 def make_batch(n: int, size: int, channels_last: bool, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -47,12 +55,15 @@ def make_batch(n: int, size: int, channels_last: bool, seed: int = 0) -> dict[st
 
 
 def bench_model(name: str, batch: int, size: int, repeats: int, warmup: int, channels_last: bool,
-                device: torch.device, unfused_adam: bool = False, amp: str = "off") -> dict[str, Any]:
-    """Median/min seconds of one training step of ``name`` at ``batch`` tiles of ``size``²."""
+                device: torch.device, unfused_adam: bool = False, amp: str = "off",
+                model_opts: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Median/min seconds of one training step of ``name`` at ``batch`` tiles of ``size``² (``model_opts``: option
+    values as ``sarkit train --model-opt`` takes them; the paper defaults otherwise)."""
     cls = get_model(name)
     io = ModelIO(2, 3, "sar2opt", size, sar_normalization().to_dict(), optical_normalization().to_dict())
     torch.manual_seed(0)
-    model = cls(io, cls.Options()).to(device)
+    known = {f for f in getattr(cls.Options, "__dataclass_fields__", {})}
+    model = cls(io, parse_options(cls.Options, {k: v for k, v in (model_opts or {}).items() if k in known})).to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     model.train()
@@ -77,7 +88,7 @@ def bench_model(name: str, batch: int, size: int, repeats: int, warmup: int, cha
     runs = [step() for _ in range(repeats)]
     times, cpu = [r[0] for r in runs], [r[1] for r in runs]
     med, best = statistics.median(times), min(times)
-    return {"model": name, "batch": batch, "size": size, "amp": amp, "median_s": med, "min_s": best,
+    return {"model": name, "batch": batch, "size": size, "amp": amp, "model_opts": model_opts or {}, "median_s": med, "min_s": best,
             "median_per_image_s": med / batch, "min_per_image_s": best / batch, "repeats": repeats,
             "warmup": warmup, "times_s": times, "cpu_s": cpu, "median_cpu_s": statistics.median(cpu)}
 
@@ -96,8 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-flush-denormal", action="store_true", help="leave denormal floats enabled")
     ap.add_argument("--unfused-adam", action="store_true", help="torch's default per-op Adam update")
     ap.add_argument("--amp", default="off", help="autocast as the trainer's --amp: off, bf16 (or fp16 on CUDA)")
+    ap.add_argument("--model-opt", action="append", default=[],
+                    help="key=value model option (repeatable), applied to the models that have it")
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
     args = ap.parse_args(argv)
+    model_opts = model_option_values(args.model_opt)
 
     device = torch.device(args.device)
     settings = configure_backends(device)
@@ -114,9 +128,11 @@ def main(argv: list[str] | None = None) -> int:
         sizes = args.batch_sizes if paired else args.unpaired_batch_sizes
         for b in [int(x) for x in sizes.split(",") if x.strip()]:
             r = bench_model(name, b, args.size, args.repeats, args.warmup, layout == "channels_last", device,
-                            args.unfused_adam, args.amp)
+                            args.unfused_adam, args.amp, model_opts)
             results.append(r)
-            print(f"{name:10s} batch {b} amp {args.amp}: median {r['median_s']:.3f} s/step  min {r['min_s']:.3f} s/step  "
+            extra = "".join(f" {k}={v}" for k, v in r["model_opts"].items() if k in
+                            getattr(get_model(name).Options, "__dataclass_fields__", {}))
+            print(f"{name:10s} batch {b} amp {args.amp}{extra}: median {r['median_s']:.3f} s/step  min {r['min_s']:.3f} s/step  "
                   f"({r['median_per_image_s']:.3f} s/image median; process CPU {r['median_cpu_s']:.3f} s/step)",
                   flush=True)
     record = {"torch": torch.__version__, "threads": settings.threads, "layout": layout,

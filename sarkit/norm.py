@@ -125,13 +125,20 @@ class Normalization:
         """Physical values (C, H, W) → model range: clip to [lo, hi], ``2·(v − lo)/(hi − lo) − 1``. NaN stays."""
         v = np.asarray(physical, dtype=np.float32)
         lo, hi = self._lohi(v.ndim)
-        return (2.0 * (np.clip(v, lo, hi) - lo) / (hi - lo) - 1.0).astype(np.float32)
+        x = np.clip(v, lo, hi)  # a new array: the caller's is left alone; the rest works in place
+        x -= lo
+        x *= 2.0 / (hi - lo)
+        x -= 1.0
+        return x
 
     def decode(self, model: np.ndarray) -> np.ndarray:
         """Model range (C, H, W) → physical values: ``lo + (x + 1)/2·(hi − lo)`` after clipping x to [-1, 1]."""
-        x = np.clip(np.asarray(model, dtype=np.float32), -1.0, 1.0)
+        x = np.clip(np.asarray(model, dtype=np.float32), -1.0, 1.0)  # a new array; the rest works in place
         lo, hi = self._lohi(x.ndim)
-        return (lo + (x + 1.0) * 0.5 * (hi - lo)).astype(np.float32)
+        x += 1.0
+        x *= 0.5 * (hi - lo)
+        x += lo
+        return x
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

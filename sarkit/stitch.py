@@ -32,7 +32,7 @@ from . import __version__
 from .blend import axis_weights, edge_overlaps, normalise
 from .errors import InputError
 from .grid import Bounds, PixelWindow
-from .io import GTIFF_PROFILE, atomic_file, check_output, open_raster, output_lock, require_crs, temp_sibling, write_cog
+from .io import SCRATCH_PROFILE, atomic_file, check_output, open_raster, output_lock, require_crs, temp_sibling, write_cog
 from .reporting import NULL_REPORTER, Reporter
 
 #: Output rows built at once (a multiple of the temporary GeoTIFF's 256-row blocks).
@@ -279,8 +279,8 @@ def stitch(inputs: Sequence[str | Path], out: str | Path, opts: StitchOptions = 
         top, bottom, left, right = edge_overlaps(s.footprint, others)
         s.row_w = axis_weights(s.footprint.height, top, bottom)
         s.col_w = axis_weights(s.footprint.width, left, right)
-    profile = {**GTIFF_PROFILE, "zlevel": 1, "dtype": dtype, "count": count, "width": width, "height": height,
-               "crs": crs, "transform": transform, "nodata": nodata, "BIGTIFF": "IF_SAFER"}
+    profile = {**SCRATCH_PROFILE, "dtype": dtype, "count": count, "width": width, "height": height,
+               "crs": crs, "transform": transform, "nodata": nodata}
     reader = _Reader(crs, transform, width, height, resampling, dtype)
     with output_lock(out), atomic_file(out, overwrite=opts.overwrite) as cog_tmp:
         tmp = temp_sibling(out, ".tif")

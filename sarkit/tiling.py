@@ -26,7 +26,7 @@ from . import __version__
 from .coreg import AlignedReader, GridSpec, overlap_bounds, read_padded
 from .errors import InputError
 from .grid import Bounds, PixelWindow, window_grid
-from .io import GTIFF_PROFILE, atomic_dir, check_output, open_raster, require_crs
+from .io import DEFLATE_LEVEL, GTIFF_PROFILE, atomic_dir, check_output, open_raster, require_crs
 from .layouts import LABEL_NODATA, SEN1FLOODS11_CLASSES, Scene, find_layout, map_labels
 from .norm import (
     DEFAULT_OPTICAL_RANGE,
@@ -363,7 +363,7 @@ def _profile(window: PixelWindow, grid: GridSpec, count: int, dtype: str, nodata
     """GeoTIFF profile of one tile with its window transform."""
     prof: dict[str, Any] = dict(GTIFF_PROFILE)
     if window.height % 16 or window.width % 16:
-        prof = {"driver": "GTiff", "compress": "deflate"}
+        prof = {"driver": "GTiff", "compress": "deflate", "zlevel": DEFLATE_LEVEL}
     else:
         prof["blockxsize"] = min(256, window.width)
         prof["blockysize"] = min(256, window.height)
