@@ -391,9 +391,17 @@ def eval_cmd(
     data: Optional[Path] = typer.Option(None, "--data", help="Tile directory written by sarkit tile (with --checkpoint)."),
     split: str = typer.Option("test", "--split", help="Split of --data to evaluate: train, val or test."),
     metrics: Optional[str] = typer.Option(
-        None, "--metrics", help="Comma list of psnr,ssim,mae,fid,fid-clip,pa,sms (pa brings miou). "
+        None, "--metrics", help="Comma list of psnr,ssim,mae,fid,fid-clip,pa,sms,lpips (pa brings miou). "
         "Default psnr,ssim,mae (+pa,sms with --segmenter)."),
     segmenter: Optional[Path] = typer.Option(None, "--segmenter", help="Segmenter RUN of the prediction's modality (PA, mIoU, SMS)."),
+    sms_model: str = typer.Option("deeplab", "--sms-model", help="Network of SMS: deeplab (the --segmenter) or sam "
+                                  "(Segment Anything, needs --sam-weights and pip install 'sarkit[sam]')."),
+    sam_weights: Optional[Path] = typer.Option(None, "--sam-weights", help="Official SAM checkpoint (.pth or "
+                                               ".safetensors) for --sms-model sam (or $SARKIT_SAM_WEIGHTS)."),
+    lpips_weights: Optional[Path] = typer.Option(None, "--lpips-weights", help="LPIPS v0.1 alex.pth linear heads "
+                                                 "(or $SARKIT_LPIPS_WEIGHTS; default: the lpips package's file)."),
+    lpips_backbone: Optional[Path] = typer.Option(None, "--lpips-backbone", help="torchvision alexnet state dict "
+                                                  "(or $SARKIT_LPIPS_BACKBONE; default: torch hub cache file)."),
     fid_weights: Optional[Path] = typer.Option(None, "--fid-weights", envvar="SARKIT_FID_WEIGHTS",
                                                help="torchvision inception_v3 state dict (.pt/.safetensors) for FID."),
     clip_weights: Optional[Path] = typer.Option(None, "--clip-weights", help="open_clip weights file for fid-clip "
@@ -408,7 +416,7 @@ def eval_cmd(
                                              "below, e.g. psnr=18,ssim=0.3."),
     fail_over: Optional[str] = typer.Option(None, "--fail-over", help="Exit 1 if a lower-is-better metric is "
                                             "above, e.g. fid=50,mae=0.1."),
-    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Tiles per generator batch (--checkpoint)."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Tiles per batch: the generator (--checkpoint) and LPIPS."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     overwrite: bool = OverwriteOpt,
     skip_existing: bool = typer.Option(
@@ -416,7 +424,7 @@ def eval_cmd(
     quiet: bool = QuietOpt,
     log_format: str = LogFormatOpt,
 ) -> None:
-    """Evaluate predictions: PSNR, SSIM, MAE, FID, PA/mIoU, SMS, in normalised [0, 1] space; write reports.
+    """Evaluate predictions: PSNR, SSIM, MAE, FID, PA/mIoU, SMS, LPIPS, in normalised [0, 1] space; write reports.
 
     Inputs: two scenes, two tile directories (matched by file name), or --checkpoint RUN --data TILES --split.
     Nodata of either image is excluded. --fail-under (↑ metrics) / --fail-over (↓ metrics) exit 1 when the
@@ -469,7 +477,9 @@ def eval_cmd(
         metrics=names,
         s1_range=parse_range(s1_range, "--s1-range") if s1_range else None,
         s2_range=parse_range(s2_range, "--s2-range") if s2_range else None,
-        segmenter=segmenter, fid_weights=fid_weights, clip_weights=clip_weights, clip_model=clip_model,
+        segmenter=segmenter, sms_model=sms_model.strip().lower(), sam_weights=sam_weights,
+        lpips_weights=lpips_weights, lpips_backbone=lpips_backbone,
+        fid_weights=fid_weights, clip_weights=clip_weights, clip_model=clip_model,
         batch_size=batch_size, device=str(resolve_device(device)),
     )
     with output_lock(report) if report is not None else contextlib.nullcontext():  # a second run fails at once

@@ -285,7 +285,7 @@ def test_cli_bad_inputs_exit_2_and_write_nothing(tmp_path):
         ["--pred", str(pp), "--target", str(tp), "--metrics", "psnr,pa"],
         ["--pred", str(pp), "--target", str(tp), "--metrics", "bogus"],
         ["--pred", str(pp), "--target", str(tmp_path)],
-        ["--pred", str(pp), "--target", str(tp), "--metrics", "lpips"],
+        ["--pred", str(pp), "--target", str(tp), "--metrics", "lpips", "--lpips-weights", str(tmp_path / "no.pth")],
         ["--pred", str(pp), "--target", str(tp), "--fail-under", "mae=0.1"],
         [],
     ]
@@ -294,7 +294,7 @@ def test_cli_bad_inputs_exit_2_and_write_nothing(tmp_path):
         assert r.exit_code == 2, (args, r.output)
         assert not out.exists()
     r = runner.invoke(app, ["eval", "--pred", str(pp), "--target", str(tp), "--report", str(out), "-q"])
-    assert r.exit_code == 0 and json.loads((out / "report.json").read_text())["schema"] == "sarkit.eval/1"
+    assert r.exit_code == 0 and json.loads((out / "report.json").read_text())["schema"] == "sarkit.eval/1.1"
 
 
 @pytest.mark.slow

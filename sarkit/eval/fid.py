@@ -65,11 +65,14 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def resolve_weights(path: str | os.PathLike | None, env: str, option: str, what: str) -> Path:
-    """The weights file from the option or the environment; ``WeightsNotFoundError`` when neither exists."""
-    p = path or os.environ.get(env)
+def resolve_weights(path: str | os.PathLike | None, env: str, option: str, what: str,
+                    default: Path | None = None, hint: str = "") -> Path:
+    """The weights file from the option, else the environment, else ``default`` (a local cache file that
+    exists); ``WeightsNotFoundError`` naming the option and the variable when none is there."""
+    p = path or os.environ.get(env) or default
     if not p:
-        raise WeightsNotFoundError(f"{what} needs local weights: pass {option} PATH or set {env} "
+        extra = f", {hint}" if hint else ""
+        raise WeightsNotFoundError(f"{what} needs local weights: pass {option} PATH or set {env}{extra} "
                                    f"(sarkit never downloads weights)")
     p = Path(p)
     if not p.is_file():
@@ -102,7 +105,7 @@ def to_rgb(x01: torch.Tensor, modality: str, bands: Sequence[str]) -> torch.Tens
             return x01[:, [upper.index("B4"), upper.index("B3"), upper.index("B2")]]
         if c == 1:
             return x01.repeat(1, 3, 1, 1)
-        raise InputError(f"FID needs RGB: the optical images have bands {', '.join(bands)} without B4, B3, B2")
+        raise InputError(f"FID, LPIPS and SAM need RGB: the optical images have bands {', '.join(bands)} without B4, B3, B2")
     if c == 1:
         return x01.repeat(1, 3, 1, 1)
     if c == 2:

@@ -1,4 +1,5 @@
-"""Evaluation reports: report.json (schema ``sarkit.eval/1``), report.md, tiles.csv, report.html; compare; gates.
+"""Evaluation reports: report.json (schema ``sarkit.eval/1.1``), report.md, tiles.csv, report.html; compare;
+gates.
 
 JSON conventions: every metric value is a number, except that +inf (PSNR of identical images) is written as the
 string ``"inf"`` and an undefined value (NaN: no valid pixel/window) as ``null``. ``report_schema.json`` next to
@@ -259,6 +260,11 @@ def render_markdown(report: dict[str, Any]) -> str:
     if report.get("segmentation"):
         seg = report["segmentation"]
         out += [f"- segmenter: `{seg['segmenter']}`; PA/mIoU reference: {seg['reference']}", ""]
+    for name, net in (report.get("networks") or {}).items():
+        files = ", ".join(f"{k} `{v}`" for k, v in net.items() if k != "model")
+        out += [f"- {LABELS.get(name, name)} network: {net['model']}" + (f"; {files}" if files else "")]
+    if report.get("networks"):
+        out.append("")
     out += ["## Summary", "", _md_table(SUMMARY_COLUMNS, summary_rows(report)), ""]
     if report["per_class"]:
         cols = per_class_columns(report)
@@ -344,7 +350,7 @@ def render_html(report: dict[str, Any], thumbnails: Sequence[dict[str, Any]],
         parts += ['<section id="per-class">', "<h2>Per class</h2>",
                   _html_table(cols, [[r.get(c) for c in cols] for r in report["per_class"]]), "</section>"]
     parts += ['<section id="histograms">', "<h2>Per-tile distributions</h2>"]
-    for m in ("psnr", "ssim", "mae", "pa", "sms"):
+    for m in ("psnr", "ssim", "mae", "pa", "sms", "lpips"):
         if m in report["summary"] and m in tile_columns(report):
             vals = [from_json_value(t.get(m)) for t in report["tiles"]]
             parts.append(f'<div class="hist">{_svg_histogram([v for v in vals if v is not None], LABELS[m])}</div>')

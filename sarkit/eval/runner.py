@@ -9,8 +9,14 @@ in normalised [0, 1] space ``(x + 1)/2``. A pixel counts when every band of both
 * Tile sets are matched by file stem; each pair is read like a small scene.
 * A model on a split runs the exported generator on ``TileDataset(paired)`` tiles in batches.
 
-Memory stays bounded: per-tile numbers, running sums (pixel errors, confusion matrix, FID Σx/Σxxᵀ) and, after
-the pass, at most nine re-read tiles for the report's best/median/worst grid.
+Memory stays bounded: per-tile numbers, running sums (pixel errors, confusion matrix, FID Σx/Σxxᵀ), at most
+``batch_size`` queued tiles for LPIPS and, after the pass, at most nine re-read tiles for the report's
+best/median/worst grid.
+
+Networks beyond the pixel metrics: FID/FID-CLIP (``fid.py``), LPIPS (``lpips.py``, per tile, batched), and
+the F of SMS, either the ``--segmenter``'s softmax (``segmetrics.py``) or Segment Anything (``sam.py``,
+``sms_model="sam"``). FID, LPIPS and SAM see three channels: ``fid.to_rgb`` (optical B4, B3, B2; SAR as
+(VV, VH, (VV + VH)/2)).
 """
 
 from __future__ import annotations
@@ -37,8 +43,10 @@ from .segmetrics import IGNORE, confusion_matrix, iou_per_class, mean_iou, pixel
 ALL_METRICS = ("psnr", "ssim", "mae", "fid", "fid-clip", "pa", "miou", "sms", "lpips")
 DEFAULT_METRICS = ("psnr", "ssim", "mae")
 SEG_METRICS = ("pa", "miou", "sms")
+SMS_MODELS = ("deeplab", "sam")
 HALO = M.SSIM_PAD
-SCHEMA = "sarkit.eval/1"
+#: report.json schema; 1.1 added tiles[].lpips and the optional top-level "networks".
+SCHEMA = "sarkit.eval/1.1"
 
 
 @dataclass
@@ -49,6 +57,10 @@ class EvalOptions:
     s1_range: tuple[float, float] | None = None
     s2_range: tuple[float, float] | None = None
     segmenter: Path | None = None
+    sms_model: str = "deeplab"  # "deeplab": the --segmenter's softmax; "sam": Segment Anything (sarkit.eval.sam)
+    sam_weights: Path | None = None
+    lpips_weights: Path | None = None
+    lpips_backbone: Path | None = None
     fid_weights: Path | None = None
     clip_weights: Path | None = None
     clip_model: str = "ViT-B-32"
@@ -589,36 +601,53 @@ def _stats(values: list[float]) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------------------- evaluation
 
-def _seg_for_block(b: Block, segmenter: Any, pred_norm: Normalization, target_norm: Normalization,
-                   need_sms: bool, use_labels: bool) -> dict[str, Any]:
+def _core_rgb(arr: np.ndarray, b: Block, norm: Normalization) -> torch.Tensor:
+    """(1, 3, h, w) in [0, 1] of a block's core, nodata = 0, through the RGB mapping FID uses (``fid.to_rgb``)."""
+    from .fid import to_rgb
+
     rs, cs = b.core.slices()
-    p = b.pred[:, rs, cs][None]
-    t = b.target[:, rs, cs][None]
-    valid = torch.from_numpy(np.isfinite(p).all(axis=1) & np.isfinite(t).all(axis=1))
-    lp = segmenter.logits(p, pred_norm).cpu()
-    out: dict[str, Any] = {"pred_cls": lp.argmax(dim=1), "mask": valid}
-    lt = segmenter.logits(t, target_norm).cpu() if (need_sms or not use_labels) else None
-    if use_labels:
-        lab = torch.from_numpy(b.labels[rs, cs][None])
-        bad = lab[(lab != IGNORE) & ((lab < 0) | (lab >= segmenter.num_classes))]
-        if bad.numel():
-            raise InputError(f"labels hold class id {int(bad.max())} but the segmenter has "
-                             f"{segmenter.num_classes} classes ({', '.join(segmenter.classes)})")
-        out["ref_cls"] = lab
-    else:
-        out["ref_cls"] = lt.argmax(dim=1)
-    if need_sms:
-        out["sms"] = sms_map(lp, lt)
+    x = torch.from_numpy(np.nan_to_num((arr[:, rs, cs] + 1.0) * 0.5, nan=0.0))[None]
+    return to_rgb(x, norm.modality, norm.bands).clamp(0.0, 1.0)
+
+
+def _core_valid(b: Block) -> torch.Tensor:
+    """(1, h, w) mask of the core pixels where every band of both images holds data."""
+    rs, cs = b.core.slices()
+    return torch.from_numpy(np.isfinite(b.pred[:, rs, cs]).all(axis=0)
+                            & np.isfinite(b.target[:, rs, cs]).all(axis=0))[None]
+
+
+def _seg_for_block(b: Block, segmenter: Any, pred_norm: Normalization, target_norm: Normalization,
+                   need_sms: bool, use_labels: bool, sam: Any = None) -> dict[str, Any]:
+    """Classes (segmenter) and the per-pixel SMS map (segmenter, or SAM when ``sam`` is given) of a block."""
+    rs, cs = b.core.slices()
+    out: dict[str, Any] = {"mask": _core_valid(b)}
+    if segmenter is not None:
+        p = b.pred[:, rs, cs][None]
+        t = b.target[:, rs, cs][None]
+        deeplab_sms = need_sms and sam is None
+        lp = segmenter.logits(p, pred_norm).cpu()
+        out["pred_cls"] = lp.argmax(dim=1)
+        lt = segmenter.logits(t, target_norm).cpu() if (deeplab_sms or not use_labels) else None
+        if use_labels:
+            lab = torch.from_numpy(b.labels[rs, cs][None])
+            bad = lab[(lab != IGNORE) & ((lab < 0) | (lab >= segmenter.num_classes))]
+            if bad.numel():
+                raise InputError(f"labels hold class id {int(bad.max())} but the segmenter has "
+                                 f"{segmenter.num_classes} classes ({', '.join(segmenter.classes)})")
+            out["ref_cls"] = lab
+        else:
+            out["ref_cls"] = lt.argmax(dim=1)
+        if deeplab_sms:
+            out["sms"] = sms_map(lp, lt)
+    if need_sms and sam is not None:
+        out["sms"] = sam.sms_map(_core_rgb(b.pred, b, pred_norm), _core_rgb(b.target, b, target_norm))
     return out
 
 
 def _features(b: Block, norm: Normalization, extractors: dict[str, Any], stats: dict[str, Any]) -> None:
-    from .fid import to_rgb
-
-    rs, cs = b.core.slices()
     for which, arr in (("pred", b.pred), ("target", b.target)):
-        x = torch.from_numpy(np.nan_to_num((arr[:, rs, cs] + 1.0) * 0.5, nan=0.0))[None]
-        rgb = to_rgb(x, norm.modality, norm.bands)
+        rgb = _core_rgb(arr, b, norm)
         for name, ex in extractors.items():
             stats[name][which].update(ex(rgb))
 
@@ -642,26 +671,91 @@ def _make_extractors(opts: EvalOptions, n_samples: int, reporter: Reporter) -> d
     return ex
 
 
-def evaluate(source: Any, opts: EvalOptions, reporter: Reporter = NULL_REPORTER) -> EvalResult:
-    """Stream ``source``'s blocks through every requested metric; return the report record and thumbnails."""
-    from .fid import FeatureStats, frechet_distance
+class _LpipsStream:
+    """Per-tile LPIPS in batches of same-size tiles; each value is written into its tile record on flush and
+    summed weighted by the tile's valid pixels (the summary ``value``)."""
 
-    if "lpips" in opts.metrics:
-        raise InputError("LPIPS is not available: it needs the 'lpips' package and local weights; "
-                         "drop lpips from --metrics")
-    seg_wanted = [m for m in SEG_METRICS if m in opts.metrics]
+    def __init__(self, net: Any, batch_size: int) -> None:
+        self.net, self.batch_size = net, max(1, batch_size)
+        self.items: list[tuple[dict[str, Any], torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.wsum, self.wn, self.undefined = 0.0, 0, 0
+
+    def add(self, tile: dict[str, Any], pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> None:
+        """Queue one tile (1, 3, h, w) pair; flush when the batch is full or the tile size changes."""
+        if self.items and self.items[0][1].shape != pred.shape:
+            self.flush()
+        self.items.append((tile, pred, target, valid))
+        if len(self.items) >= self.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        """Run the queued tiles through LPIPS in one batch."""
+        if not self.items:
+            return
+        tiles, p, t, v = zip(*self.items)
+        valid = torch.cat(v)
+        d = self.net(torch.cat(p), torch.cat(t), valid)
+        for tile, val, n in zip(tiles, d.tolist(), valid.flatten(1).sum(dim=1).tolist()):
+            tile["lpips"] = val
+            if math.isfinite(val):
+                self.wsum += val * n
+                self.wn += int(n)
+            else:
+                self.undefined += 1
+        self.items.clear()
+
+    def value(self) -> float:
+        """Σ LPIPS_tile · valid_tile / Σ valid_tile (NaN when no tile has a value)."""
+        return self.wsum / self.wn if self.wn else float("nan")
+
+
+def _make_lpips(opts: EvalOptions) -> tuple[_LpipsStream | None, dict[str, Any] | None]:
+    if "lpips" not in opts.metrics:
+        return None, None
+    from .lpips import load_lpips
+
+    net, files = load_lpips(opts.lpips_weights, opts.lpips_backbone, opts.device)
+    info = {"model": "lpips v0.1 alex (lin)", "weights": str(files.heads), "backbone": str(files.backbone)}
+    return _LpipsStream(net, opts.batch_size), info
+
+
+def _load_segmenters(opts: EvalOptions, source: Any, reporter: Reporter) -> tuple[Any, Any]:
+    """The DeepLabV3 segmenter (for pa/miou, and sms unless SAM) and SAM (for sms with ``--sms-model sam``)."""
+    if opts.sms_model not in SMS_MODELS:
+        raise InputError(f"--sms-model must be one of {', '.join(SMS_MODELS)}, got {opts.sms_model!r}")
+    sam_sms = opts.sms_model == "sam" and "sms" in opts.metrics
+    if opts.sms_model == "sam" and not sam_sms:
+        reporter.warn("--sms-model sam has no effect: sms is not in --metrics")
+    elif opts.sam_weights is not None and not sam_sms:
+        reporter.warn("--sam-weights is ignored: SMS uses the --segmenter unless --sms-model sam")
+    seg_wanted = [m for m in SEG_METRICS if m in opts.metrics and not (m == "sms" and sam_sms)]
     segmenter = None
     if seg_wanted:
         if opts.segmenter is None:
+            alt = " (or --sms-model sam for sms)" if "sms" in seg_wanted else ""
             raise InputError(f"{', '.join(seg_wanted)} need a segmenter: pass --segmenter RUN (a sarkit segmenter "
-                             f"of the prediction's modality)")
+                             f"of the prediction's modality){alt}")
         from .segmetrics import load_segmenter
 
         segmenter = load_segmenter(opts.segmenter, opts.device)
         if segmenter.modality != source.pred_norm.modality:
             raise InputError(f"--segmenter is for {segmenter.modality} images but the prediction is "
                              f"{source.pred_norm.modality}; pass a {source.pred_norm.modality} segmenter")
+    sam = None
+    if sam_sms:
+        from .sam import load_sam_segmenter
+
+        sam = load_sam_segmenter(opts.sam_weights, opts.device)
+    return segmenter, sam
+
+
+def evaluate(source: Any, opts: EvalOptions, reporter: Reporter = NULL_REPORTER) -> EvalResult:
+    """Stream ``source``'s blocks through every requested metric; return the report record and thumbnails."""
+    from .fid import FeatureStats, frechet_distance
+
+    segmenter, sam = _load_segmenters(opts, source, reporter)
     extractors = _make_extractors(opts, len(source), reporter)
+    lpips_stream, lpips_info = _make_lpips(opts)
     feats = {name: {"pred": FeatureStats(ex.dim), "target": FeatureStats(ex.dim)} for name, ex in extractors.items()}
     classes = segmenter.classes if segmenter else source.class_names
     has_labels = source.has_labels
@@ -671,11 +765,21 @@ def evaluate(source: Any, opts: EvalOptions, reporter: Reporter = NULL_REPORTER)
     with reporter.task("Evaluating", total=len(source)) as task:
         for b in source.blocks():
             seg = _seg_for_block(b, segmenter, source.pred_norm, source.target_norm, "sms" in opts.metrics,
-                                 use_labels) if segmenter else None
+                                 use_labels, sam) if (segmenter or sam) else None
             tile = acc.add(b, seg)
             if extractors:
                 _features(b, source.pred_norm, extractors, feats)
+            if lpips_stream is not None:
+                lpips_stream.add(tile, _core_rgb(b.pred, b, source.pred_norm),
+                                 _core_rgb(b.target, b, source.pred_norm), _core_valid(b))
             task.advance(1, **{k: v for k, v in tile.items() if k in ("psnr", "ssim") and isinstance(v, float)})
+    if lpips_stream is not None:
+        lpips_stream.flush()
+        if lpips_stream.undefined:
+            from .lpips import MIN_SIZE
+
+            reporter.warn(f"LPIPS undefined for {lpips_stream.undefined} tiles (smaller than {MIN_SIZE} px on a "
+                          f"side, or without valid pixels)")
     if source.bad_nan:
         what = "the generator produced" if source.mode == "model" else "the prediction has"
         err = WorkError if source.mode == "model" else InputError
@@ -684,7 +788,15 @@ def evaluate(source: Any, opts: EvalOptions, reporter: Reporter = NULL_REPORTER)
     if acc.npx == 0:
         raise InputError("no valid pixels: the prediction and the target are all nodata where they overlap")
     summary = _summary(acc, opts, feats, frechet_distance, reporter)
-    report = _record(source, opts, acc, summary, segmenter, classes, use_labels)
+    if lpips_stream is not None:
+        summary["lpips"] = {"value": lpips_stream.value(), **_stats([t.get("lpips") for t in acc.tiles])}
+    networks: dict[str, Any] = {}
+    if "sms" in opts.metrics:
+        networks["sms"] = sam.describe() if sam is not None else {"model": "deeplab",
+                                                                  "weights": str(segmenter.path)}
+    if lpips_info is not None:
+        networks["lpips"] = lpips_info
+    report = _record(source, opts, acc, summary, segmenter, classes, use_labels, networks)
     thumbs = _thumbnails(source, acc.tiles, opts)
     overview = source.overview(opts) if hasattr(source, "overview") else []
     return EvalResult(report, thumbs, overview)
@@ -717,7 +829,7 @@ def _summary(acc: _Accumulator, opts: EvalOptions, feats: dict[str, Any], fd: Ca
 
 
 def _record(source: Any, opts: EvalOptions, acc: _Accumulator, summary: dict[str, Any], segmenter: Any,
-            classes: list[str] | None, use_labels: bool) -> dict[str, Any]:
+            classes: list[str] | None, use_labels: bool, networks: dict[str, Any] | None = None) -> dict[str, Any]:
     from .. import __version__
 
     per_class: list[dict[str, Any]] = []
@@ -746,7 +858,7 @@ def _record(source: Any, opts: EvalOptions, acc: _Accumulator, summary: dict[str
     if segmenter is not None:
         seg = {"segmenter": str(segmenter.path), "sha256": segmenter.sha256, "classes": segmenter.classes,
                "reference": "labels" if use_labels else "segmenter(target)"}
-    return {
+    rec = {
         "schema": SCHEMA,
         "sarkit_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -754,13 +866,17 @@ def _record(source: Any, opts: EvalOptions, acc: _Accumulator, summary: dict[str
         "normalization": norm,
         "metrics": list(opts.metrics),
         "nodata": "pixels where any band of the prediction or the target is nodata are excluded; SSIM counts "
-                  "window centres whose whole 11x11 window is valid",
+                  "window centres whose whole 11x11 window is valid; LPIPS fills them with 0.5 in both images "
+                  "and weights each layer's spatial mean by the valid fraction of its cells",
         "pixels": {"valid": acc.npx, "total": acc.total_px},
         "summary": summary,
         "segmentation": seg,
         "per_class": per_class,
         "tiles": acc.tiles,
     }
+    if networks:
+        rec["networks"] = networks
+    return rec
 
 
 # ----------------------------------------------------------------------------------------------- thumbnails
