@@ -242,7 +242,7 @@ def write_cog(src_path: Path, dest: Path, overview_resampling: str = "average") 
     """Convert a tiled scratch GeoTIFF into a Cloud-Optimized GeoTIFF at ``dest`` (GDAL's COG driver).
 
     512-pixel blocks, internal overviews, DEFLATE compression (``DEFLATE_LEVEL``) with the predictor that suits the
-    data type. ``src_path`` is scratch: its overviews (``cog_overview_factors``, ``overview_resampling``) are first built
+    data type. ``src_path`` is scratch: its overviews (``cog_overview_factors``, ``overview_resampling``) are built
     inside it, which the COG driver then copies instead of computing them through a compressed temporary file of
     its own (measured on a 4096² 3-band uint16 scene: 1.3 s instead of 2.2 s for the conversion).
     """

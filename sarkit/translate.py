@@ -38,20 +38,20 @@ from .checkpoint import LoadedNetwork, load_network, read_export_record, resolve
 from .devices import configure_backends, cpu_supports_bf16, resolve_amp, resolve_device
 from .errors import CheckpointError, InputError, SarkitError
 from .io import SCRATCH_PROFILE, atomic_file, check_output, open_raster, output_lock, temp_sibling, write_cog
-from .norm import (S1_BANDS, S2_BANDS, Normalization, band_names, detect_s1_units, dn_to_reflectance,
-                   reflectance_to_dn, sar_to_db)
+from .norm import (S1_BANDS, S2_BANDS, S2_SCALE, Normalization, band_names, detect_s1_units, dn_to_reflectance,
+                   sar_to_db)
 from .reporting import NULL_REPORTER, Reporter
 
 FORMATS = ("native", "rgb8")
 #: GDAL block cache while translating (bytes): bounds the memory GDAL may keep for dirty output blocks.
-GDAL_CACHE_BYTES = 64 << 20
+GDAL_CACHE_BYTES = 16 << 20
 #: Rows per block of the temporary GeoTIFF; finished rows are written in whole block rows.
 TEMP_BLOCK = 256
 #: Mixed precision is kept only when its output on the first batch is at least this close to fp32 (PSNR, dB, of
 #: the model range mapped to [0, 1]); below it translate falls back to fp32 with a warning.
 AMP_MIN_PSNR_DB = 40.0
-#: Tiles of the first batch that the mixed-precision check also runs in fp32 (a few: the check costs little).
-AMP_GUARD_TILES = 2
+#: Tiles of the first batch that the mixed-precision check also runs in fp32 (one: each costs an fp32 forward).
+AMP_GUARD_TILES = 1
 
 
 @dataclass(frozen=True)
@@ -226,11 +226,27 @@ def _encode_output(y: np.ndarray, invalid: np.ndarray, out_norm: Normalization, 
         v = np.clip(np.nan_to_num(v, nan=0.0), 1, 255).astype(np.uint8)
         v[:, invalid] = 0
         return v
+    if out_norm.modality == "optical":
+        return _model_to_dn(y, invalid, out_norm)
     phys = out_norm.decode(y)
     phys[:, invalid] = np.nan
-    if out_norm.modality == "optical":
-        return reflectance_to_dn(phys, offset=out_norm.offset, dtype="uint16", nodata=0)
     return phys.astype(np.float32)
+
+
+def _model_to_dn(y: np.ndarray, invalid: np.ndarray, out_norm: Normalization) -> np.ndarray:
+    """Model range → uint16 DN in one affine pass: ``DN = rint(x·a + b)`` with ``a = 10000·(hi − lo)/2`` and
+    ``b = 10000·(lo + hi)/2 − offset`` (decode, then ``reflectance_to_dn``), x clipped to [-1, 1], valid DN kept in
+    [1, 65535], 0 where ``invalid``."""
+    lo, hi = (np.asarray(v, dtype=np.float64).reshape(-1, 1, 1) for v in (out_norm.lo, out_norm.hi))
+    a = (S2_SCALE * (hi - lo) / 2.0).astype(np.float32)
+    b = (S2_SCALE * (lo + hi) / 2.0 - out_norm.offset).astype(np.float32)
+    v = np.clip(y, -1.0, 1.0)
+    v *= a
+    v += b
+    np.rint(v, out=v)
+    np.clip(v, 1.0, 65535.0, out=v)
+    v[:, invalid] = 0.0
+    return v.astype(np.uint16)
 
 
 def _output_profile(src: rasterio.DatasetReader, out_norm: Normalization, fmt: str) -> dict[str, Any]:
@@ -490,13 +506,33 @@ def translate_scene(scene: str | Path, checkpoint: str | Path | LoadedNetwork, o
     return summary
 
 
+#: Nice value of the reading and writing threads (Linux: per thread). They need little CPU and have a whole strip's
+#: generator time to do it; at a low priority they run when the generator's threads wait instead of pre-empting
+#: them (a descheduled OpenMP thread stalls its siblings at the next barrier).
+BACKGROUND_NICE = 19
+
+
+def _lower_thread_priority() -> None:
+    """Raise this thread's nice value to ``BACKGROUND_NICE`` where the OS allows per-thread priorities."""
+    import threading
+
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
+    except (AttributeError, OSError):
+        pass
+
+
+def _background_pool(name: str) -> ThreadPoolExecutor:
+    """A one-thread pool for reading or writing strips, at a low priority (``BACKGROUND_NICE``)."""
+    return ThreadPoolExecutor(1, thread_name_prefix=name, initializer=_lower_thread_priority)
+
+
 def _write_translation(src: rasterio.DatasetReader, reader: SceneReader, grid: BlendGrid, gen: _Generator,
                        tmp: Path, net: LoadedNetwork, in_norm: Normalization, out_norm: Normalization,
                        opts: TranslateOptions, reporter: Reporter, scene: Path) -> None:
     """Run the strip loop into the temporary tiled GeoTIFF ``tmp`` with descriptions and provenance tags."""
     profile = _output_profile(src, out_norm, opts.format)
-    pools = [ThreadPoolExecutor(1, thread_name_prefix="sarkit-read"),
-             ThreadPoolExecutor(1, thread_name_prefix="sarkit-write")] if opts.prefetch else [None, None]
+    pools = [_background_pool("sarkit-read"), _background_pool("sarkit-write")] if opts.prefetch else [None, None]
     try:
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
