@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,14 @@ class LoadedNetwork:
     arch_kwargs: dict[str, Any]
     meta: dict[str, Any]
     path: Path
-    sha256: str
+    digest: str | Future[str]  # the file's SHA-256, or its computation running in the background
+
+    @property
+    def sha256(self) -> str:
+        """Hex SHA-256 of the checkpoint file (waits for the background hash when it is still running)."""
+        if isinstance(self.digest, Future):
+            self.digest = self.digest.result()
+        return self.digest
 
 
 def file_sha256(path: Path) -> str:
@@ -53,6 +61,17 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _hash_in_background(path: Path) -> Future[str]:
+    """``file_sha256(path)`` computed in a low-priority thread (0.1 s for a 200 MB U-Net, off the caller's way)."""
+    from .devices import background_pool
+
+    pool = background_pool("sarkit-hash")
+    try:
+        return pool.submit(file_sha256, path)
+    finally:
+        pool.shutdown(wait=False)
 
 
 def save_network(path: str | Path, net: nn.Module, kind: str, arch: str, arch_kwargs: dict[str, Any],
@@ -114,9 +133,11 @@ def _build_loaded(arch: str, kwargs: dict[str, Any], state: dict[str, torch.Tens
 
 
 def load_network(path: str | Path, kind: str = "generator", device: str | torch.device = "cpu") -> LoadedNetwork:
-    """Rebuild an exported network (from a RUN directory or a file), load its weights, put it in eval mode."""
+    """Rebuild an exported network (from a RUN directory or a file), load its weights, put it in eval mode. The
+    file's SHA-256 is computed in the background meanwhile (``LoadedNetwork.sha256`` waits for it)."""
     p = resolve_export(path, kind)
     record = read_export_record(p)
+    digest = _hash_in_background(p)
     if record.get("kind") != kind:
         raise CheckpointError(f"{p} holds a {record.get('kind')} network, a {kind} was expected")
     try:
@@ -125,7 +146,7 @@ def load_network(path: str | Path, kind: str = "generator", device: str | torch.
     except (SafetensorError, RuntimeError) as exc:
         raise CheckpointError(f"corrupt or mismatched checkpoint {p}: {str(exc).splitlines()[0]}") from None
     net.to(device).eval()
-    return LoadedNetwork(net, kind, record["arch"], record["arch_kwargs"], record["meta"], p, file_sha256(p))
+    return LoadedNetwork(net, kind, record["arch"], record["arch_kwargs"], record["meta"], p, digest)
 
 
 def save_state(path: str | Path, state: dict[str, Any]) -> Path:

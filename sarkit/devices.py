@@ -9,6 +9,8 @@ gradient scaler.
 from __future__ import annotations
 
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -112,3 +114,23 @@ def configure_backends(device: torch.device, world_size: int = 1, deterministic:
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     return BackendSettings(threads, bool(device.type == "cuda" and not deterministic), device.type == "cuda")
+
+
+#: Nice value of sarkit's helper threads (strip reading, blending and writing in translate, checkpoint hashing;
+#: Linux sets it per thread). They need little CPU; at a low priority they run when the generator's threads wait
+#: instead of pre-empting them (a descheduled OpenMP thread stalls its siblings at the next barrier). Measured on
+#: a 2-core CPU, 4096² translate: end-to-end/bare ratio 0.829 with it, 0.797 without, in the same run.
+BACKGROUND_NICE = 19
+
+
+def lower_thread_priority() -> None:
+    """Raise the calling thread's nice value to ``BACKGROUND_NICE`` where the OS has per-thread priorities."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
+    except (AttributeError, OSError):
+        pass
+
+
+def background_pool(name: str) -> ThreadPoolExecutor:
+    """A one-thread pool whose thread runs at a low priority (``BACKGROUND_NICE``)."""
+    return ThreadPoolExecutor(1, thread_name_prefix=name, initializer=lower_thread_priority)

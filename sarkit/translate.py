@@ -5,8 +5,9 @@ strip go through the generator in batches; each prediction is added, times its b
 (``sarkit.blend``), to an accumulator that covers only the rows still open. Rows that no later tile row
 reaches are final: they are normalised (weighted sum / weight sum), decoded to physical units and written to a
 tiled temporary GeoTIFF next to the output, which is finally converted to a Cloud-Optimized GeoTIFF and renamed
-into place. Memory is therefore bounded by a few strips whatever the scene size. The next strip is read in a
-background thread while the generator runs, and finished rows are written in another one.
+into place. Memory is therefore bounded by a few strips whatever the scene size. The next strips are read in a
+background thread while the generator runs; predictions are blended and encoded in a second one and written in a
+third, all three at a low priority (``devices.BACKGROUND_NICE``) so that the generator's threads keep the CPU.
 
 Nodata is carried, never hallucinated: an output pixel is nodata exactly where the input pixel is (SAR: any
 band NaN or equal to the file's nodata; optical: any band's DN equal to the file's nodata, 0 when unset).
@@ -35,7 +36,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from . import __version__
 from .blend import BlendGrid, blend_grid, check_overlap, normalise
 from .checkpoint import LoadedNetwork, load_network, read_export_record, resolve_export
-from .devices import configure_backends, cpu_supports_bf16, resolve_amp, resolve_device
+from .devices import background_pool, configure_backends, cpu_supports_bf16, resolve_amp, resolve_device
 from .errors import CheckpointError, InputError, SarkitError
 from .io import SCRATCH_PROFILE, atomic_file, check_output, open_raster, output_lock, temp_sibling, write_cog
 from .norm import (S1_BANDS, S2_BANDS, S2_SCALE, Normalization, band_names, detect_s1_units, dn_to_reflectance,
@@ -47,6 +48,9 @@ FORMATS = ("native", "rgb8")
 GDAL_CACHE_BYTES = 16 << 20
 #: Rows per block of the temporary GeoTIFF; finished rows are written in whole block rows.
 TEMP_BLOCK = 256
+#: Strips read ahead of the one the generator is on. The reading thread runs at a low priority
+#: (``devices.BACKGROUND_NICE``) and so only in the generator's gaps; two strips ahead absorb the gaps' unevenness.
+READ_AHEAD = 2
 #: Mixed precision is kept only when its output on the first batch is at least this close to fp32 (PSNR, dB, of
 #: the model range mapped to [0, 1]); below it translate falls back to fp32 with a warning.
 AMP_MIN_PSNR_DB = 40.0
@@ -267,16 +271,44 @@ def _output_profile(src: rasterio.DatasetReader, out_norm: Normalization, fmt: s
     return prof
 
 
+class _Ordered:
+    """Runs calls in submission order on a one-thread pool, at most ``depth`` queued (bounded memory); inline
+    when there is no pool. A failed call's error is re-raised by a later ``submit`` or by ``wait``."""
+
+    def __init__(self, pool: ThreadPoolExecutor | None, depth: int = 2) -> None:
+        self.pool = pool
+        self.depth = depth
+        self.futures: list[Future] = []
+
+    def submit(self, fn: Any, *args: Any) -> None:
+        if self.pool is None:
+            fn(*args)
+            return
+        while self.futures and (self.futures[0].done() or len(self.futures) >= self.depth):
+            self.futures.pop(0).result()
+        self.futures.append(self.pool.submit(fn, *args))
+
+    def wait(self) -> None:
+        """Wait for every queued call, re-raising the first error."""
+        while self.futures:
+            self.futures.pop(0).result()
+
+    def abort(self) -> None:
+        """Wait for queued calls after a failure, ignoring their errors (the original error matters)."""
+        for f in self.futures:
+            f.exception()
+        self.futures = []
+
+
 class _RowWriter:
     """Writes finished rows to the temporary GeoTIFF in whole block rows, from a background thread."""
 
     def __init__(self, dst: rasterio.io.DatasetWriter, pool: ThreadPoolExecutor | None) -> None:
         self.dst = dst
-        self.pool = pool
+        self.queue = _Ordered(pool)
         self.pending: list[np.ndarray] = []
         self.pending_rows = 0
         self.next_row = 0
-        self.futures: list[Future] = []
 
     def _write(self, row: int, data: np.ndarray) -> None:
         self.dst.write(data, window=rasterio.windows.Window(0, row, data.shape[2], data.shape[1]))
@@ -284,12 +316,7 @@ class _RowWriter:
     def _submit(self, data: np.ndarray) -> None:
         row = self.next_row
         self.next_row += data.shape[1]
-        if self.pool is None:
-            self._write(row, data)
-            return
-        while self.futures and (self.futures[0].done() or len(self.futures) >= 2):
-            self.futures.pop(0).result()  # at most 2 writes queued (bounded memory); re-raise write errors
-        self.futures.append(self.pool.submit(self._write, row, data))
+        self.queue.submit(self._write, row, data)
 
     def add(self, rows: np.ndarray) -> None:
         """Queue rows (C, h, W); write every whole block row collected so far."""
@@ -304,18 +331,70 @@ class _RowWriter:
             self.pending_rows = rest.shape[1]
 
     def abort(self) -> None:
-        """Wait for queued writes after a failure, ignoring their errors (the original error matters)."""
-        for f in self.futures:
-            f.exception()
-        self.futures = []
+        """Wait for queued writes after a failure, ignoring their errors."""
+        self.queue.abort()
 
     def finish(self) -> None:
         """Write what is left and wait for every queued write (re-raising a write error)."""
         if self.pending_rows:
             self._submit(np.concatenate(self.pending, axis=1))
             self.pending, self.pending_rows = [], 0
-        for f in self.futures:
-            f.result()
+        self.queue.wait()
+
+
+class _StripBlender:
+    """The blend accumulator over the rows still open (one tile high, the scene's width).
+
+    Per strip ``i``: ``start(i)`` slides it down to the strip's first row, ``add`` adds predictions times their
+    blend weights ``a(r)·b(c)``, ``finish(i, valid)`` normalises the rows no later strip reaches, encodes them and
+    hands them to the writer. Accumulators are float32: at most four windows add up at a pixel, so float32 keeps
+    ~1e-7 relative error while halving the buffers' memory and bandwidth against float64.
+    """
+
+    def __init__(self, grid: BlendGrid, out_norm: Normalization, fmt: str, writer: _RowWriter) -> None:
+        self.grid = grid
+        self.out_norm = out_norm
+        self.fmt = fmt
+        self.writer = writer
+        self.acc = np.zeros((out_norm.channels, grid.tile, grid.width), dtype=np.float32)
+        self.wsum = np.zeros((grid.tile, grid.width), dtype=np.float32)
+        self.col_w = [w.astype(np.float32) for w in grid.col_weights]
+        self.row_w: np.ndarray | None = None
+        self.base = 0  # scene row of acc[:, 0]
+        self.valid_pixels = 0
+
+    def start(self, i: int) -> None:
+        """Slide the accumulator down so that it starts at strip ``i``'s first row."""
+        r = self.grid.row_offsets[i]
+        shift = r - self.base
+        if shift:
+            keep = self.grid.tile - shift
+            self.acc[:, :keep] = self.acc[:, shift:]
+            self.acc[:, keep:] = 0.0
+            self.wsum[:keep] = self.wsum[shift:]
+            self.wsum[keep:] = 0.0
+            self.base = r
+        self.row_w = self.grid.row_weights[i].astype(np.float32)[:, None]
+
+    def add(self, cols: list[int], h: int, pred: np.ndarray) -> None:
+        """Add predictions (N, C, T, T) of the strip's tiles in tile columns ``cols``, their first ``h`` rows."""
+        g = self.grid
+        for j, y in zip(cols, pred):
+            c = g.col_offsets[j]
+            w = min(g.tile, g.width - c)
+            wts = self.row_w[:h] * self.col_w[j][:w]  # outer product a(r)·b(c), float32
+            self.acc[:, :h, c:c + w] += y[:, :h, :w] * wts
+            self.wsum[:h, c:c + w] += wts
+
+    def finish(self, i: int, valid: np.ndarray) -> None:
+        """Normalise, encode and write strip ``i``'s final rows (those before the next strip's first row)."""
+        r = self.grid.row_offsets[i]
+        end = self.grid.row_offsets[i + 1] if i + 1 < len(self.grid.row_offsets) else self.grid.height
+        n = end - r
+        y = normalise(self.acc[:, :n], self.wsum[:n])
+        ok = valid[:n]
+        self.valid_pixels += int(ok.sum())
+        self.writer.add(_encode_output(y, ~ok | np.isnan(y).any(axis=0), self.out_norm, self.fmt))
 
 
 # ------------------------------------------------------------------------------------------------ the loop
@@ -390,66 +469,35 @@ class _Generator:
         return self._forward(batch, self.amp)
 
 
-def _run_scene(reader: SceneReader, grid: BlendGrid, gen: _Generator, writer: _RowWriter, out_norm: Normalization,
-               fmt: str, batch_size: int, read_pool: ThreadPoolExecutor | None, task: Any) -> int:
-    """The strip loop: returns the number of valid input pixels seen (0 = all nodata)."""
-    tile, width, cout = grid.tile, grid.width, out_norm.channels
+def _run_scene(reader: SceneReader, grid: BlendGrid, gen: _Generator, blender: _StripBlender,
+               batch_size: int, read_pool: ThreadPoolExecutor | None, blend: _Ordered, task: Any) -> None:
+    """The strip loop: read the next strips (``read_pool``) while the generator runs on strip i's tiles, and blend,
+    encode and write predictions in order through ``blend`` (another thread), so that this thread only feeds
+    the generator."""
+    tile, width = grid.tile, grid.width
     n_rows = len(grid.row_offsets)
-    # float32 accumulators: at most four windows add up at a pixel, so float32 keeps ~1e-7 relative error while
-    # halving the strip buffers' memory and bandwidth against float64
-    acc = np.zeros((cout, tile, width), dtype=np.float32)
-    wsum = np.zeros((tile, width), dtype=np.float32)
-    col_w = [w.astype(np.float32) for w in grid.col_weights]
-    base = 0  # scene row of acc[:, 0]
-    valid_pixels = 0
     spans = [(c, min(tile, width - c)) for c in grid.col_offsets]  # (first column, width) of each tile column
 
     def read(i: int) -> tuple[np.ndarray, np.ndarray]:
         r = grid.row_offsets[i]
         return reader.strip(r, min(tile, grid.height - r))
 
-    pending = read_pool.submit(read, 0) if read_pool else None
+    ahead: list[Future] = []  # reads of the next READ_AHEAD strips, in order
     for i in range(n_rows):
-        r = grid.row_offsets[i]
-        x, valid = pending.result() if pending is not None else read(i)
-        if read_pool is not None and i + 1 < n_rows:
-            pending = read_pool.submit(read, i + 1)
-        shift = r - base
-        if shift:  # slide the accumulator down to start at row r
-            keep = tile - shift
-            acc[:, :keep] = acc[:, shift:]
-            acc[:, keep:] = 0.0
-            wsum[:keep] = wsum[shift:]
-            wsum[keep:] = 0.0
-            base = r
+        while read_pool is not None and len(ahead) <= READ_AHEAD and i + len(ahead) < n_rows:
+            ahead.append(read_pool.submit(read, i + len(ahead)))
+        x, valid = ahead.pop(0).result() if ahead else read(i)
+        blend.submit(blender.start, i)
         h = x.shape[1]
-        row_w = grid.row_weights[i].astype(np.float32)[:h, None]
-        jobs: list[int] = []
-        skipped = 0
-        for j, (c, w) in enumerate(spans):
-            if valid[:, c:c + w].any():
-                jobs.append(j)
-            else:
-                skipped += 1  # an all-nodata tile: its pixels are nodata in the output whatever it predicts
-        if skipped:
-            task.advance(skipped)
+        jobs = [j for j, (c, w) in enumerate(spans) if valid[:, c:c + w].any()]
+        if len(jobs) < len(spans):  # all-nodata tiles: their pixels are nodata in the output whatever it predicts
+            task.advance(len(spans) - len(jobs))
         for k in range(0, len(jobs), batch_size):
             chunk = jobs[k:k + batch_size]
             batch = np.stack([_pad_tile(x[:, :, spans[j][0]:spans[j][0] + spans[j][1]], tile) for j in chunk])
-            pred = gen(batch)
-            for j, y in zip(chunk, pred):
-                c, w = spans[j]
-                wts = row_w * col_w[j][:w]  # outer product a(r)·b(c), float32
-                acc[:, :h, c:c + w] += y[:, :h, :w] * wts
-                wsum[:h, c:c + w] += wts
+            blend.submit(blender.add, chunk, h, gen(batch))
             task.advance(len(chunk))
-        end = grid.row_offsets[i + 1] if i + 1 < n_rows else grid.height
-        n = end - r
-        y = normalise(acc[:, :n], wsum[:n])
-        ok = valid[:n]
-        valid_pixels += int(ok.sum())
-        writer.add(_encode_output(y, ~ok | np.isnan(y).any(axis=0), out_norm, fmt))
-    return valid_pixels
+        blend.submit(blender.finish, i, valid)
 
 
 def _open_scene(scene: Path, allow_ungeoreferenced: bool) -> rasterio.DatasetReader:
@@ -506,60 +554,43 @@ def translate_scene(scene: str | Path, checkpoint: str | Path | LoadedNetwork, o
     return summary
 
 
-#: Nice value of the reading and writing threads (Linux: per thread). They need little CPU and have a whole strip's
-#: generator time to do it; at a low priority they run when the generator's threads wait instead of pre-empting
-#: them (a descheduled OpenMP thread stalls its siblings at the next barrier).
-BACKGROUND_NICE = 19
-
-
-def _lower_thread_priority() -> None:
-    """Raise this thread's nice value to ``BACKGROUND_NICE`` where the OS allows per-thread priorities."""
-    import threading
-
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
-    except (AttributeError, OSError):
-        pass
-
-
-def _background_pool(name: str) -> ThreadPoolExecutor:
-    """A one-thread pool for reading or writing strips, at a low priority (``BACKGROUND_NICE``)."""
-    return ThreadPoolExecutor(1, thread_name_prefix=name, initializer=_lower_thread_priority)
-
-
 def _write_translation(src: rasterio.DatasetReader, reader: SceneReader, grid: BlendGrid, gen: _Generator,
                        tmp: Path, net: LoadedNetwork, in_norm: Normalization, out_norm: Normalization,
                        opts: TranslateOptions, reporter: Reporter, scene: Path) -> None:
     """Run the strip loop into the temporary tiled GeoTIFF ``tmp`` with descriptions and provenance tags."""
     profile = _output_profile(src, out_norm, opts.format)
-    pools = [_background_pool("sarkit-read"), _background_pool("sarkit-write")] if opts.prefetch else [None, None]
+    names = ("sarkit-read", "sarkit-write", "sarkit-blend")
+    pools = [background_pool(n) if opts.prefetch else None for n in names]
     try:
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             with rasterio.open(tmp, "w", **profile) as dst:
                 dst.descriptions = tuple(out_norm.bands)
-                dst.update_tags(model=str(net.meta.get("model", net.arch)), arch=net.arch,
-                                checkpoint=str(net.path), checkpoint_sha256=net.sha256,
+                if opts.format == "rgb8" and out_norm.channels == 3:
+                    dst.colorinterp = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
+                writer = _RowWriter(dst, pools[1])
+                blender = _StripBlender(grid, out_norm, opts.format, writer)
+                blend = _Ordered(pools[2])
+                try:
+                    with reporter.task("Translating", total=grid.n_tiles) as task:
+                        _run_scene(reader, grid, gen, blender, opts.batch_size, pools[0], blend, task)
+                        blend.wait()
+                except BaseException:
+                    blend.abort()
+                    writer.abort()
+                    raise
+                writer.finish()
+                dst.update_tags(model=str(net.meta.get("model", net.arch)), arch=net.arch,  # last: the checkpoint
+                                checkpoint=str(net.path), checkpoint_sha256=net.sha256,  # hash is computed meanwhile
                                 direction=str(net.meta.get("direction", "")), sarkit_version=__version__,
                                 source=scene.name, format=opts.format, tile=str(grid.tile),
                                 overlap=str(grid.overlap), out_modality=out_norm.modality,
                                 in_bands=",".join(in_norm.bands))
-                if opts.format == "rgb8" and out_norm.channels == 3:
-                    dst.colorinterp = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
-                writer = _RowWriter(dst, pools[1])
-                try:
-                    with reporter.task("Translating", total=grid.n_tiles) as task:
-                        valid = _run_scene(reader, grid, gen, writer, out_norm, opts.format, opts.batch_size,
-                                           pools[0], task)
-                except BaseException:
-                    writer.abort()
-                    raise
-                writer.finish()
     finally:
         for p in pools:
             if p is not None:
                 p.shutdown(wait=True, cancel_futures=True)
-    if valid == 0:
+    if blender.valid_pixels == 0:
         raise InputError(f"scene {scene} holds only nodata pixels; nothing to translate")
 
 

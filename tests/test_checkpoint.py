@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 
 import pytest
@@ -110,3 +111,11 @@ def test_training_state_round_trip_and_refusal_of_pickled_objects(tmp_path):
     torch.save({"x": _Payload()}, evil, pickle_protocol=pickle.DEFAULT_PROTOCOL)
     with pytest.raises(CheckpointError, match="corrupt checkpoint"):
         load_state(evil)
+
+
+def test_sha256_is_the_files_digest(tmp_path):
+    arch, kwargs, _ = CASES[0]
+    path = save_network(tmp_path / "g.safetensors", build_network(arch, kwargs), "generator", arch, kwargs, {})
+    loaded = load_network(path)
+    assert loaded.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert loaded.sha256 == loaded.digest  # resolved once, then a plain string

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
@@ -64,3 +66,22 @@ def test_cpu_supports_bf16_is_a_bool_and_matches_cpu_flags() -> None:
         return
     if value:  # oneDNN only reports native bf16 where the CPU has the instructions
         assert "avx512_bf16" in flags or "amx_bf16" in flags or "avx_ne_convert" in flags
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are a Linux feature")
+def test_background_pool_thread_runs_at_low_priority():
+    import os
+    import threading
+
+    from sarkit.devices import BACKGROUND_NICE, background_pool
+
+    def nice() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    before = nice()
+    pool = background_pool("test")
+    try:
+        assert pool.submit(nice).result() == BACKGROUND_NICE
+    finally:
+        pool.shutdown()
+    assert nice() == before  # the caller's own priority is left alone

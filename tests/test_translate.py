@@ -543,7 +543,7 @@ if "test-translate-bf16-unstable" not in NETWORKS:
 
 def _loaded(module: nn.Module, channels: int = 2) -> LoadedNetwork:
     n = sar_normalization().to_dict()
-    return LoadedNetwork(module=module, kind="generator", arch="test", arch_kwargs={}, sha256="0",
+    return LoadedNetwork(module=module, kind="generator", arch="test", arch_kwargs={}, digest="0",
                          path=Path("test.safetensors"),
                          meta={"in_norm": n, "out_norm": n, "tile_size": 32, "model": "test"})
 
