@@ -620,3 +620,38 @@ def test_amp_auto_on_cpu_follows_native_bf16(monkeypatch):
     assert tr.resolve_amp_auto("auto", cpu) is None
     assert tr.resolve_amp_auto("off", cpu) is None
     assert tr.resolve_amp_auto("bf16", cpu) is torch.bfloat16
+
+
+# ------------------------------------------------------------------------------------------------ threads
+@pytest.mark.parametrize("prefetch,blend_thread", [(False, False), (True, False), (True, True)],
+                         ids=["serial", "read-write-threads", "blend-thread"])
+def test_threading_modes_write_the_same_pixels(tmp_path, monkeypatch, prefetch, blend_thread):
+    scene = tmp_path / "scene.tif"
+    write_sar(scene, 300, 340, data=smooth_sar(300, 340))
+    ckpt = save_conv(tmp_path / "conv.safetensors", sar_normalization(), sar_normalization(), tile=64)
+    serial = tmp_path / "serial.tif"
+    translate_scene(scene, ckpt, serial, TranslateOptions(overlap=16, batch_size=3, prefetch=False))
+    monkeypatch.setattr(tr, "_blend_in_thread", lambda device: blend_thread)
+    out = tmp_path / "out.tif"
+    translate_scene(scene, ckpt, out, TranslateOptions(overlap=16, batch_size=3, prefetch=prefetch))
+    np.testing.assert_array_equal(read(out), read(serial))
+
+
+def test_error_in_blend_thread_leaves_nothing(tmp_path, monkeypatch):
+    scene = tmp_path / "scene.tif"
+    write_sar(scene, 300, 340)
+    ckpt = save_conv(tmp_path / "conv.safetensors", sar_normalization(), sar_normalization(), tile=64)
+    monkeypatch.setattr(tr, "_blend_in_thread", lambda device: True)
+    calls = {"n": 0}
+    real_add = tr._StripBlender.add
+
+    def failing_add(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError("disk on fire")
+        return real_add(self, *args)
+
+    monkeypatch.setattr(tr._StripBlender, "add", failing_add)
+    with pytest.raises(OSError, match="disk on fire"):
+        translate_scene(scene, ckpt, tmp_path / "out.tif", TranslateOptions(overlap=16, batch_size=3))
+    assert files_in(tmp_path) == {"scene.tif", "conv.safetensors"}
