@@ -158,6 +158,7 @@ def bench_throughput(work: Path, args: argparse.Namespace) -> dict:
 
     # bare, e2e, bare, e2e, …, bare: each end-to-end run is compared with the mean of the bare runs around it
     # (the machine may be shared: load changes hit both alike)
+    bare()  # discarded: the first full bare pass after the warm-up translation runs 10–15 % slower than later ones
     bares, e2e, inside = [bare()], [], []
     for _ in range(max(1, args.repeats)):
         in_situ[0] = 0.0

@@ -293,7 +293,7 @@ def translate_cmd(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     amp: str = typer.Option(
         "auto", "--amp", help="bf16, fp16 or off (auto: bf16 on CUDA and on CPUs with native bf16, else off; falls "
-        "back to fp32 with a warning when bf16/fp16 output is < 40 dB PSNR from fp32 on the first batch)."),
+        "back to fp32 with a warning when bf16/fp16 output is < 40 dB PSNR from fp32 on the first tile)."),
     fmt: str = typer.Option(
         "native", "--format",
         help="native (dB float32 for SAR, uint16 reflectance×10000 for optical) or rgb8 (8-bit, nodata 0)."),
