@@ -67,7 +67,7 @@ class TranslateOptions:
     native bf16 (AVX512-BF16 or AMX), else off; bf16/fp16 are checked against fp32 on the first batch
     (``AMP_MIN_PSNR_DB``) and dropped for fp32, with a warning, where they fall short;
     ``format`` "native" (physical units) or "rgb8" (8-bit of the model range); ``prefetch`` reads the next strip
-    in a background thread.
+    in a background thread; ``compile`` runs the generator through ``torch.compile`` (see ``_Generator``).
     """
 
     tile: int | None = None
@@ -79,6 +79,7 @@ class TranslateOptions:
     overwrite: bool = False
     allow_ungeoreferenced: bool = False
     prefetch: bool = True
+    compile: bool = False
 
 
 @dataclass(frozen=True)
@@ -414,11 +415,16 @@ class _Generator:
     1.2–1.7× faster than contiguous for the pix2pix U-Net on CPU). With autocast, the first batch is also run in
     fp32 and autocast is kept only when its output is at least ``min_psnr`` dB close (``guard``); otherwise the
     generator falls back to fp32 and warns through ``reporter``.
+
+    ``compile``: batches of two tiles or more go through ``torch.compile(module)`` with a dynamic batch dimension
+    (one compilation per scene size class, tens of seconds; measured on the CPU for the pix2pix U-Net, bf16,
+    batch 8: 0.0225 instead of 0.024 s per tile after 19 s of compilation). Single tiles and the fp32 check run
+    eagerly. When compilation fails (no C++ compiler for inductor on a CPU, say) it warns and runs eagerly.
     """
 
     def __init__(self, net: LoadedNetwork, device: torch.device, amp: torch.dtype | None, out_channels: int,
                  reporter: Reporter = NULL_REPORTER, min_psnr: float = AMP_MIN_PSNR_DB,
-                 channels_last: bool = True) -> None:
+                 channels_last: bool = True, compile: bool = False) -> None:
         self.module = net.module.to(device).eval()
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if channels_last:
@@ -431,14 +437,29 @@ class _Generator:
         self.min_psnr = min_psnr
         self.guard_psnr: float | None = None  # measured on the first batch when autocast is on
         self._checked = amp is None
+        self.compiled: Any = torch.compile(self.module) if compile else None
 
-    def _forward(self, batch: np.ndarray, amp: torch.dtype | None) -> np.ndarray:
+    def _run(self, xb: torch.Tensor, eager: bool) -> Any:
+        """The network on ``xb``: compiled (batch dimension dynamic) unless ``eager``, a single tile, or
+        compilation failed before."""
+        if self.compiled is None or eager or xb.shape[0] < 2:
+            return self.module(xb)
+        torch._dynamo.mark_dynamic(xb, 0)
+        try:
+            return self.compiled(xb)
+        except Exception as exc:  # compilation errors come from several torch modules
+            self.compiled = None
+            self.reporter.warn(f"torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
+                               "running the generator eagerly")
+            return self.module(xb)
+
+    def _forward(self, batch: np.ndarray, amp: torch.dtype | None, eager: bool = False) -> np.ndarray:
         ctx = (torch.autocast(self.device.type, dtype=amp) if amp is not None else contextlib.nullcontext())
         with torch.inference_mode(), ctx:
             xb = torch.from_numpy(batch).to(self.device, non_blocking=True)
             if xb.ndim == 4:
                 xb = xb.contiguous(memory_format=self.memory_format)
-            yb = self.module(xb)
+            yb = self._run(xb, eager)
         if not isinstance(yb, torch.Tensor) or tuple(yb.shape) != (batch.shape[0], self.out_channels,
                                                                      batch.shape[2], batch.shape[3]):
             shape = tuple(yb.shape) if isinstance(yb, torch.Tensor) else type(yb).__name__
@@ -453,7 +474,7 @@ class _Generator:
         self._checked = True
         low = self._forward(batch, self.amp)
         k = min(AMP_GUARD_TILES, batch.shape[0])
-        ref = self._forward(np.ascontiguousarray(batch[:k]), None)
+        ref = self._forward(np.ascontiguousarray(batch[:k]), None, eager=True)
         self.guard_psnr = psnr_01(low[:k], ref)
         name = str(self.amp).replace("torch.", "")
         if self.guard_psnr < self.min_psnr:
@@ -538,7 +559,7 @@ def translate_scene(scene: str | Path, checkpoint: str | Path | LoadedNetwork, o
         tile = opts.tile or int(net.meta.get("tile_size", 256))
         grid = blend_grid(src.height, src.width, tile, opts.overlap)
         reader = SceneReader(src, in_norm)
-        gen = _Generator(net, device, amp, out_norm.channels, reporter)
+        gen = _Generator(net, device, amp, out_norm.channels, reporter, compile=opts.compile)
         with output_lock(out), atomic_file(out, overwrite=opts.overwrite) as cog_tmp:
             tmp = temp_sibling(out, ".tif")
             try:

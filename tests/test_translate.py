@@ -655,3 +655,49 @@ def test_error_in_blend_thread_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk on fire"):
         translate_scene(scene, ckpt, tmp_path / "out.tif", TranslateOptions(overlap=16, batch_size=3))
     assert files_in(tmp_path) == {"scene.tif", "conv.safetensors"}
+
+
+# ------------------------------------------------------------------------------------------------ torch.compile
+@pytest.mark.slow
+def test_compiled_generator_matches_eager(tmp_path):
+    scene = tmp_path / "scene.tif"
+    write_sar(scene, 150, 170, data=smooth_sar(150, 170))
+    ckpt = save_conv(tmp_path / "conv.safetensors", sar_normalization(), sar_normalization(), tile=64)
+    translate_scene(scene, ckpt, tmp_path / "eager.tif", TranslateOptions(overlap=16, batch_size=3, amp="off"))
+    compiled_calls = {"n": 0}
+    real_run = tr._Generator._run
+
+    def counting_run(self, xb, eager):
+        if self.compiled is not None and not eager and xb.shape[0] >= 2:
+            compiled_calls["n"] += 1
+        return real_run(self, xb, eager)
+
+    from sarkit.reporting import RecordingReporter
+
+    rep = RecordingReporter()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tr._Generator, "_run", counting_run)
+        translate_scene(scene, ckpt, tmp_path / "compiled.tif",
+                        TranslateOptions(overlap=16, batch_size=3, amp="off", compile=True), rep)
+    assert rep.warnings == []  # no fallback to eager
+    assert compiled_calls["n"] > 0  # batches of 3 and of 2 (one compilation, dynamic batch)
+    np.testing.assert_allclose(read(tmp_path / "compiled.tif"), read(tmp_path / "eager.tif"), atol=1e-4)
+
+
+def test_failed_compilation_warns_and_runs_eagerly(tmp_path, monkeypatch):
+    from sarkit.reporting import RecordingReporter
+
+    def broken_compile(module, **kwargs):
+        def run(x):
+            raise RuntimeError("no C++ compiler found\nlong traceback")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    scene = tmp_path / "scene.tif"
+    write_sar(scene, 150, 170, data=smooth_sar(150, 170))
+    ckpt = save_conv(tmp_path / "conv.safetensors", sar_normalization(), sar_normalization(), tile=64)
+    rep = RecordingReporter()
+    translate_scene(scene, ckpt, tmp_path / "c.tif", TranslateOptions(overlap=16, batch_size=3, compile=True), rep)
+    translate_scene(scene, ckpt, tmp_path / "e.tif", TranslateOptions(overlap=16, batch_size=3))
+    assert len(rep.warnings) == 1 and "torch.compile failed (RuntimeError: no C++ compiler found)" in rep.warnings[0]
+    np.testing.assert_array_equal(read(tmp_path / "c.tif"), read(tmp_path / "e.tif"))
