@@ -412,12 +412,12 @@ class _Generator:
     """Runs batches through the network: eval mode, inference mode, optional autocast; returns float32 numpy.
 
     The network runs in channels-last memory layout (oneDNN's fast path on CPU, tensor cores on CUDA; measured
-    1.2–1.7× faster than contiguous for the pix2pix U-Net on CPU). With autocast, the first batch is also run in
-    fp32 and autocast is kept only when its output is at least ``min_psnr`` dB close (``guard``); otherwise the
-    generator falls back to fp32 and warns through ``reporter``.
+    1.2–1.7× faster than contiguous for the pix2pix U-Net on CPU). With autocast, the first ``AMP_GUARD_TILES`` tiles
+    of the first batch are also run in fp32 and autocast is kept only when its output is at least ``min_psnr`` dB
+    close (``guard``); otherwise the generator falls back to fp32 and warns through ``reporter``.
 
     ``compile``: batches of two tiles or more go through ``torch.compile(module)`` with a dynamic batch dimension
-    (one compilation per scene size class, tens of seconds; measured on the CPU for the pix2pix U-Net, bf16,
+    (one compilation per scene, tens of seconds; measured on the CPU for the pix2pix U-Net, bf16,
     batch 8: 0.0225 instead of 0.024 s per tile after 19 s of compilation). Single tiles and the fp32 check run
     eagerly. When compilation fails (no C++ compiler for inductor on a CPU, say) it warns and runs eagerly.
     """
