@@ -10,6 +10,10 @@
     generator (the generator's own memory does not depend on the scene size): RSS sampled every 5 ms during the
     translation (after a warm-up translation), against the RSS just before it. Target ratio ≤ 1.25.
 
+``--compile``: translate runs with ``compile=True``; the checkpoint is loaded once and handed to every translation
+(so it is compiled once, during the warm-up, and the end-to-end time leaves out the 0.05 s load), and the bare
+generator is translate's own compiled ``_Generator`` over the same random batches.
+
 Prints the figures and writes them as JSON with ``--json PATH``.
 
     python benchmarks/bench_translate.py --size 4096 --json bench-out/translate.json
@@ -132,12 +136,34 @@ def bare_generator_seconds(ckpt: Path, n_tiles: int, tile: int, batch: int, devi
     return time.perf_counter() - t0
 
 
+def compiled_bare_seconds(gen: "tr._Generator", n_tiles: int, tile: int, batch: int) -> float:
+    """Time of translate's compiled generator alone over ``n_tiles`` random tiles in batches (numpy in and out,
+    as translate calls it)."""
+    x = np.random.default_rng(0).uniform(-1, 1, (batch, 2, tile, tile)).astype(np.float32)
+    gen(x)  # warm-up
+    if gen.device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    done = 0
+    while done < n_tiles:
+        n = min(batch, n_tiles - done)
+        gen(x[:n])
+        done += n
+    return time.perf_counter() - t0
+
+
 def bench_throughput(work: Path, args: argparse.Namespace) -> dict:
     scene = work / f"scene_{args.size}.tif"
     write_scene(scene, args.size)
     ckpt, label = make_generator(work / "gen.safetensors", args.arch, args.tile, args.ngf)
     opts = TranslateOptions(tile=args.tile, overlap=args.overlap, batch_size=args.batch_size, device=args.device,
-                            amp=args.amp, overwrite=True)
+                            amp=args.amp, overwrite=True, compile=args.compile)
+    if args.compile:  # one network, compiled once (in the warm-up), for every translation and the bare runs
+        dev = resolve_device(args.device)
+        loaded = load_network(ckpt, "generator", dev)
+        compiled_gen = tr._Generator(loaded, dev, resolve_amp_auto(args.amp, dev), 3, compile=True)
+        compiled_gen._checked = True  # no bf16 check in the bare runs
+        ckpt = loaded
     # warm-up (kernel selection, first-call costs) on a small scene, then the measured runs
     small = work / "warm.tif"
     write_scene(small, args.tile * 2)
@@ -154,6 +180,8 @@ def bench_throughput(work: Path, args: argparse.Namespace) -> dict:
         return out
 
     def bare() -> float:
+        if args.compile:
+            return compiled_bare_seconds(compiled_gen, n_tiles, args.tile, args.batch_size)
         return bare_generator_seconds(ckpt, n_tiles, args.tile, args.batch_size, args.device, args.amp)
 
     # bare, e2e, bare, e2e, …, bare: each end-to-end run is compared with the mean of the bare runs around it
@@ -172,7 +200,7 @@ def bench_throughput(work: Path, args: argparse.Namespace) -> dict:
         bares.append(bare())
     ratios = [(bares[i] + bares[i + 1]) / 2 / e2e[i] for i in range(len(e2e))]
     med = statistics.median
-    return {"scene": f"{args.size}x{args.size}x2 float32", "generator": label,
+    return {"scene": f"{args.size}x{args.size}x2 float32", "generator": label + (" compiled" if args.compile else ""),
             "device": str(resolve_device(args.device)), "amp": str(resolve_amp_auto(args.amp,
                                                                                     resolve_device(args.device))),
             "tile": args.tile, "overlap": args.overlap, "batch_size": args.batch_size, "tiles": s.tiles,
@@ -276,6 +304,7 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", default="auto")
     p.add_argument("--arch", default="unet", choices=["unet", "conv"])
+    p.add_argument("--compile", action="store_true", help="translate --compile (and a compiled bare generator)")
     p.add_argument("--ngf", type=int, default=64, help="U-Net width (64 = pix2pix)")
     p.add_argument("--repeats", type=int, default=3, help="end-to-end runs (each between two bare runs)")
     p.add_argument("--warmup", type=int, default=1, help="warm-up translations of a small scene")
