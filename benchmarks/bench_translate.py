@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import rasterio
@@ -122,7 +123,20 @@ def bare_generator_seconds(ckpt: Path, n_tiles: int, tile: int, batch: int, devi
                                                      enabled=amp_dtype is not None):
             net(x[:n]).float().contiguous().cpu().numpy()
 
-    run(batch)  # warm-up
+    return time_batches(run, n_tiles, batch, dev)
+
+
+def compiled_bare_seconds(gen: "tr._Generator", n_tiles: int, tile: int, batch: int) -> float:
+    """Time of translate's compiled generator alone over ``n_tiles`` random tiles in batches (numpy in and out,
+    as translate calls it)."""
+    x = np.random.default_rng(0).uniform(-1, 1, (batch, 2, tile, tile)).astype(np.float32)
+    return time_batches(lambda n: gen(x[:n]), n_tiles, batch, gen.device)
+
+
+def time_batches(run: Callable[[int], object], n_tiles: int, batch: int, dev: torch.device) -> float:
+    """Seconds for ``run(n)`` over ``n_tiles`` tiles in batches of ``batch`` (the last one smaller), after one
+    warm-up batch; CUDA work is synchronised before and after."""
+    run(batch)
     if dev.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
@@ -133,22 +147,6 @@ def bare_generator_seconds(ckpt: Path, n_tiles: int, tile: int, batch: int, devi
         done += n
     if dev.type == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - t0
-
-
-def compiled_bare_seconds(gen: "tr._Generator", n_tiles: int, tile: int, batch: int) -> float:
-    """Time of translate's compiled generator alone over ``n_tiles`` random tiles in batches (numpy in and out,
-    as translate calls it)."""
-    x = np.random.default_rng(0).uniform(-1, 1, (batch, 2, tile, tile)).astype(np.float32)
-    gen(x)  # warm-up
-    if gen.device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    done = 0
-    while done < n_tiles:
-        n = min(batch, n_tiles - done)
-        gen(x[:n])
-        done += n
     return time.perf_counter() - t0
 
 
