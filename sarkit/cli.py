@@ -412,6 +412,8 @@ def eval_cmd(
     clip_model: str = typer.Option("ViT-B-32", "--clip-model", help="open_clip model name or model-config JSON."),
     s1_range: Optional[str] = typer.Option(None, "--s1-range", help="SAR dB range 'lo,hi' for scenes (default -25,0)."),
     s2_range: Optional[str] = typer.Option(None, "--s2-range", help="Optical reflectance range 'lo,hi' (default 0,0.3)."),
+    s2_offset: bool = typer.Option(False, "--s2-offset", help="Sentinel-2 DN without a sarkit dn_offset tag carry the "
+                                   "−1000 offset of processing baseline 04.00+ (reflectance = (DN − 1000) / 10000)."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write report.json/.md, tiles.csv, report.html here "
                                           "(with --compare: compare.md)."),
     compare: bool = typer.Option(False, "--compare", help="Print the given reports side by side, best marked with *."),
@@ -479,7 +481,7 @@ def eval_cmd(
     opts = EvalOptions(
         metrics=names,
         s1_range=parse_range(s1_range, "--s1-range") if s1_range else None,
-        s2_range=parse_range(s2_range, "--s2-range") if s2_range else None,
+        s2_range=parse_range(s2_range, "--s2-range") if s2_range else None, s2_offset=s2_offset,
         segmenter=segmenter, sms_model=sms_model.strip().lower(), sam_weights=sam_weights,
         lpips_weights=lpips_weights, lpips_backbone=lpips_backbone,
         fid_weights=fid_weights, clip_weights=clip_weights, clip_model=clip_model,

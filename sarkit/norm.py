@@ -16,7 +16,7 @@ Nodata stays NaN through ``encode`` and ``decode``.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -32,6 +32,8 @@ RGB_BANDS: tuple[str, ...] = ("B4", "B3", "B2")
 S2_SCALE = 10000.0
 #: Offset added to DN before scaling for processing baseline 04.00+ (when the user asks for it).
 S2_BASELINE_OFFSET = -1000.0
+#: GeoTIFF tag in which sarkit records the offset of the Sentinel-2 digital numbers it writes (tiles, translate).
+DN_OFFSET_TAG = "dn_offset"
 DEFAULT_SAR_RANGE = (-25.0, 0.0)
 DEFAULT_OPTICAL_RANGE = (0.0, 0.3)
 
@@ -84,6 +86,21 @@ def reflectance_to_dn(refl: np.ndarray, offset: float = 0.0, dtype: str = "uint1
     dn = np.clip(dn, max(info.min, nodata + 1), info.max)
     dn[~np.isfinite(r)] = nodata
     return dn.astype(dtype)
+
+
+def dn_offset_from_tags(tags: Mapping[str, str], default: float, what: str = "raster") -> float:
+    """The DN offset recorded in a raster's ``dn_offset`` tag, else ``default`` (the user's choice)."""
+    text = tags.get(DN_OFFSET_TAG)
+    if text is None or not str(text).strip():
+        return float(default)
+    try:
+        value = float(text)
+    except ValueError:
+        raise InputError(f"{what} has an unreadable {DN_OFFSET_TAG} tag {text!r}; expected a number "
+                         f"such as {S2_BASELINE_OFFSET:g}") from None
+    if not np.isfinite(value):
+        raise InputError(f"{what} has a non-finite {DN_OFFSET_TAG} tag {text!r}")
+    return value
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from .blend import axis_weights, edge_overlaps, normalise
 from .errors import InputError
 from .grid import Bounds, PixelWindow
 from .io import SCRATCH_PROFILE, atomic_file, check_output, open_raster, output_lock, require_crs, temp_sibling, write_cog
+from .norm import DN_OFFSET_TAG
 from .reporting import NULL_REPORTER, Reporter
 
 #: Output rows built at once (a multiple of the temporary GeoTIFF's 256-row blocks).
@@ -232,6 +233,18 @@ def _to_dtype(y: np.ndarray, dtype: str, nodata: float) -> np.ndarray:
     return out
 
 
+def _common_dn_offset(srcs: Sequence[Any]) -> str | None:
+    """The ``dn_offset`` tag the inputs share (None when untagged); inputs that disagree are an ``InputError``."""
+    seen: dict[str | None, str] = {}
+    for s in srcs:
+        seen.setdefault(s.tags().get(DN_OFFSET_TAG), s.name)
+    if len(seen) > 1:
+        what = ", ".join(f"{v if v is not None else 'none'} ({Path(n).name})" for v, n in seen.items())
+        raise InputError(f"inputs record different Sentinel-2 DN offsets ({DN_OFFSET_TAG}: {what}); their digital "
+                         f"numbers are not comparable, stitch them separately")
+    return next(iter(seen))
+
+
 def stitch(inputs: Sequence[str | Path], out: str | Path, opts: StitchOptions = StitchOptions(),
            reporter: Reporter = NULL_REPORTER) -> StitchSummary:
     """Mosaic georeferenced tiles (files or directories of ``*.tif``) into the COG ``out``.
@@ -262,6 +275,7 @@ def stitch(inputs: Sequence[str | Path], out: str | Path, opts: StitchOptions = 
             if s.dtypes[0] != first.dtypes[0]:
                 raise InputError(f"mixed data types: {s.name} is {s.dtypes[0]}, {first.name} is {first.dtypes[0]}; "
                                  f"stitch tiles of one kind at a time")
+        dn_offset = _common_dn_offset(srcs)
         crs = _target_crs(opts.crs, first)
         bounds = [_bounds_in(s, crs) for s in srcs]
         transform, width, height = _output_grid(bounds, bounds[0], _resolution(first, crs))
@@ -289,6 +303,8 @@ def stitch(inputs: Sequence[str | Path], out: str | Path, opts: StitchOptions = 
                 if descriptions and all(descriptions):
                     dst.descriptions = descriptions
                 dst.update_tags(sarkit_version=__version__, stitched_inputs=str(len(paths)))
+                if dn_offset is not None:
+                    dst.update_tags(**{DN_OFFSET_TAG: dn_offset})
                 _stitch_strips(dst, sources, reader, width, height, count, dtype, nodata, reporter)
             write_cog(tmp, cog_tmp, overview_resampling="average" if np.dtype(dtype).kind == "f" else "nearest")
         finally:

@@ -31,8 +31,10 @@ from .layouts import LABEL_NODATA, SEN1FLOODS11_CLASSES, Scene, find_layout, map
 from .norm import (
     DEFAULT_OPTICAL_RANGE,
     DEFAULT_SAR_RANGE,
+    DN_OFFSET_TAG,
     RGB_BANDS,
     S1_BANDS,
+    S2_BASELINE_OFFSET,
     band_names,
     check_integer_reflectance,
     detect_s1_units,
@@ -463,6 +465,7 @@ def _write_scene(p: _Prepared, mine: list[_Candidate], tmp: Path, opts: TileOpti
                  task: Any, skipped: Counter) -> list[_Candidate]:
     """Read, check and write the tiles ``mine`` of one scene into ``tmp``; return those written."""
     written: list[_Candidate] = []
+    optical_dn_offset = S2_BASELINE_OFFSET if opts.s2_offset else 0.0  # recorded in every optical tile
     with rasterio.open(p.scene.s1) as s1:
         opt, lab = _open_partners(p, reporter)
         try:
@@ -478,7 +481,7 @@ def _write_scene(p: _Prepared, mine: list[_Candidate], tmp: Path, opts: TileOpti
                 if optical is not None:
                     _write_tile(tmp / "s2" / name, optical, _profile(c.window, p.grid, optical.shape[0],
                                                                      optical.dtype.name, OPTICAL_NODATA),
-                                p.optical_bands or [])
+                                p.optical_bands or [], {DN_OFFSET_TAG: f"{optical_dn_offset:g}"})
                 if labels is not None:
                     _write_tile(tmp / "labels" / name, labels[None],
                                 _profile(c.window, p.grid, 1, "uint8", LABEL_NODATA), ["labels"],

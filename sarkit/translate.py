@@ -40,8 +40,8 @@ from .checkpoint import LoadedNetwork, load_network, read_export_record, resolve
 from .devices import background_pool, configure_backends, cpu_supports_bf16, resolve_amp, resolve_device
 from .errors import CheckpointError, InputError, SarkitError
 from .io import SCRATCH_PROFILE, atomic_file, check_output, open_raster, output_lock, temp_sibling, write_cog
-from .norm import (S1_BANDS, S2_BANDS, S2_SCALE, Normalization, band_names, detect_s1_units, dn_to_reflectance,
-                   sar_to_db)
+from .norm import (DN_OFFSET_TAG, S1_BANDS, S2_BANDS, S2_SCALE, Normalization, band_names, detect_s1_units,
+                   dn_offset_from_tags, dn_to_reflectance, sar_to_db)
 from .reporting import NULL_REPORTER, Reporter
 
 FORMATS = ("native", "rgb8")
@@ -189,6 +189,9 @@ class SceneReader:
         self.indexes = [upper.index(b.upper()) + 1 for b in norm.bands]
         self.nodata = src.nodata
         self.units = self._sar_units() if norm.modality == "sar" else ""
+        # optical DN offset: the scene's own dn_offset tag (a sarkit output) wins over the checkpoint's assumption
+        self.dn_offset = (dn_offset_from_tags(src.tags(), norm.offset, f"scene {Path(src.name).name}")
+                          if norm.modality == "optical" else 0.0)
 
     def _sar_units(self) -> str:
         """SAR input units decided once per scene (from in_norm, or detected on a 3×3 grid of 128-pixel windows
@@ -213,7 +216,7 @@ class SceneReader:
         if self.norm.modality == "sar":
             return sar_to_db(data, self.units, nodata=self.nodata)
         nodata = self.nodata if self.nodata is not None else 0
-        return dn_to_reflectance(data, offset=self.norm.offset, nodata=nodata)
+        return dn_to_reflectance(data, offset=self.dn_offset, nodata=nodata)
 
     def strip(self, row: int, height: int) -> tuple[np.ndarray, np.ndarray]:
         """Model-range strip (C, h, W) with nodata filled by −1, and its validity mask (h, W)."""
@@ -616,6 +619,8 @@ def _write_translation(src: rasterio.DatasetReader, reader: SceneReader, grid: B
                                 source=scene.name, format=opts.format, tile=str(grid.tile),
                                 overlap=str(grid.overlap), out_modality=out_norm.modality,
                                 in_bands=",".join(in_norm.bands))
+                if out_norm.modality == "optical" and opts.format == "native":  # how to read the DN back
+                    dst.update_tags(**{DN_OFFSET_TAG: f"{out_norm.offset:g}"})
     finally:
         for p in pools:
             if p is not None:

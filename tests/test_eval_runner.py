@@ -343,3 +343,62 @@ def test_rgb8_prediction_is_refused_not_read_as_reflectance(tmp_path):
     pred = _write(tmp_path / "rgb8.tif", (p // 40).astype("uint8"), 0, desc=("B4", "B3", "B2"))
     with pytest.raises(InputError, match="--format native"):
         run_eval(EvalOptions(), pred=pred, target=tp)
+
+
+def _tagged(path: Path, offset: str) -> Path:
+    with rasterio.open(path, "r+") as d:
+        d.update_tags(dn_offset=offset)
+    return path
+
+
+def test_baseline_offset_dn_are_read_back_by_tag_or_flag(tmp_path):
+    """Baseline-04.00 DN (+1000) give the metrics of the plain DN when their offset is known: from sarkit's
+    ``dn_offset`` tag or from ``--s2-offset``; read as plain DN they do not (0.3 clips the shifted values)."""
+    pp, tp, p, t = _optical_pair(tmp_path)
+    ref = run_eval(EvalOptions(tile_size=64), pred=pp, target=tp).report["summary"]
+    d = tmp_path / "b04"
+    d.mkdir()
+    pp4 = _write(d / "p.tif", p + 1000, 0, desc=("B4", "B3", "B2"))
+    tp4 = _write(d / "t.tif", t + 1000, 0, desc=("B4", "B3", "B2"))
+
+    def summary(pred, target, **kw):
+        res = run_eval(EvalOptions(tile_size=64, **kw), pred=pred, target=target)
+        return res.report["summary"], res.report["inputs"]["dn_offset"]
+
+    def same(a, b):
+        return all(a[k]["value"] == pytest.approx(b[k]["value"], abs=1e-6) for k in ("psnr", "ssim", "mae"))
+
+    shifted, offs = summary(pp4, tp4)
+    assert offs == {"pred": 0.0, "target": 0.0} and not same(shifted, ref)
+    flagged, offs = summary(pp4, tp4, s2_offset=True)
+    assert offs == {"pred": -1000.0, "target": -1000.0} and same(flagged, ref)
+    # a translation tagged -1000 against a plain (pre-04.00) target, no flag
+    mixed, offs = summary(_tagged(pp4, "-1000"), tp)
+    assert offs == {"pred": -1000.0, "target": 0.0} and same(mixed, ref)
+    # a tag wins over the flag: a tile tagged 0 is read as plain DN even with --s2-offset
+    tagged0, offs = summary(_tagged(pp, "0"), tp4, s2_offset=True)
+    assert offs == {"pred": 0.0, "target": -1000.0} and same(tagged0, ref)
+
+
+def test_baseline_offset_in_tile_sets_and_cli(tmp_path):
+    pp, tp, p, t = _optical_pair(tmp_path)
+    ref = run_eval(EvalOptions(tile_size=64), pred=pp, target=tp).report["summary"]
+    for sub, arr in (("pred", p), ("target", t)):
+        (tmp_path / sub).mkdir()
+        _write(tmp_path / sub / "a.tif", arr + 1000, 0, desc=("B4", "B3", "B2"))
+    res = run_eval(EvalOptions(tile_size=64, s2_offset=True), pred=tmp_path / "pred", target=tmp_path / "target")
+    assert res.report["summary"]["mae"]["value"] == pytest.approx(ref["mae"]["value"], abs=1e-6)
+    r = CliRunner().invoke(app, ["eval", "--pred", str(tmp_path / "pred"), "--target", str(tmp_path / "target"),
+                                 "--s2-offset", "--report", str(tmp_path / "rep"), "-q"])
+    assert r.exit_code == 0, r.output
+    rec = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert rec["inputs"]["dn_offset"] == {"pred": -1000.0, "target": -1000.0}
+    assert rec["normalization"]["target"]["offset"] == -1000.0
+    assert rec["summary"]["psnr"]["value"] == pytest.approx(ref["psnr"]["value"], abs=1e-4)
+
+
+def test_unreadable_dn_offset_tag_is_bad_input(tmp_path):
+    pp, tp, _, _ = _optical_pair(tmp_path)
+    _tagged(tp, "lots")
+    with pytest.raises(InputError, match="target .*unreadable dn_offset tag 'lots'"):
+        run_eval(EvalOptions(), pred=pp, target=tp)

@@ -13,6 +13,7 @@ from sarkit.norm import (
     check_integer_reflectance,
     db_to_linear,
     detect_s1_units,
+    dn_offset_from_tags,
     dn_to_reflectance,
     linear_to_db,
     optical_normalization,
@@ -84,6 +85,16 @@ def test_reflectance_dn_round_trip():
     np.testing.assert_array_equal(reflectance_to_dn(off, offset=-1000), [2234])
     # valid pixels never become the nodata value, and out-of-range values are clipped to the dtype
     np.testing.assert_array_equal(reflectance_to_dn(np.array([0.0, -0.5, 9.0]), dtype="uint16"), [1, 1, 65535])
+
+
+def test_dn_offset_from_tags_prefers_the_tag_then_the_default():
+    assert dn_offset_from_tags({"dn_offset": "-1000"}, 0.0) == -1000.0
+    assert dn_offset_from_tags({"dn_offset": "0"}, -1000.0) == 0.0  # the file knows better than the flag
+    assert dn_offset_from_tags({}, -1000.0) == -1000.0 and dn_offset_from_tags({"dn_offset": " "}, 0.0) == 0.0
+    with pytest.raises(InputError, match="unreadable dn_offset tag 'minus'"):
+        dn_offset_from_tags({"dn_offset": "minus"}, 0.0, "target t.tif")
+    with pytest.raises(InputError, match="non-finite"):
+        dn_offset_from_tags({"dn_offset": "nan"}, 0.0)
 
 
 def test_resolve_bands_by_name_index_and_error():

@@ -127,6 +127,24 @@ def test_mixed_dtypes_exit_2(tmp_path):
     assert r.exit_code == 2 and "data types" in r.output
 
 
+def test_dn_offset_tag_is_carried_and_disagreement_is_refused(tmp_path):
+    a, b = scene_array(50, 50, "uint16", bands=3), scene_array(50, 50, "uint16", bands=3, seed=1)
+    pa, pb = tmp_path / "a.tif", tmp_path / "b.tif"
+    write_scene(pa, a)
+    write_scene(pb, b, transform=TRANSFORM * rasterio.Affine.translation(40, 0))
+    for p in (pa, pb):
+        with rasterio.open(p, "r+") as d:
+            d.update_tags(dn_offset="-1000")
+    stitch([pa, pb], tmp_path / "m.tif")
+    with rasterio.open(tmp_path / "m.tif") as m:
+        assert m.tags()["dn_offset"] == "-1000"  # the mosaic is read back like its tiles
+    with rasterio.open(pb, "r+") as d:
+        d.update_tags(dn_offset="0")
+    r = runner.invoke(app, ["stitch", str(pa), str(pb), "--out", str(tmp_path / "m2.tif")])
+    assert r.exit_code == 2 and "different Sentinel-2 DN offsets" in r.output and "-1000 (a.tif)" in r.output
+    assert not (tmp_path / "m2.tif").exists()
+
+
 def test_existing_output_and_missing_input_exit_2(tmp_path):
     write_scene(tmp_path / "a.tif", scene_array(20, 20))
     out = tmp_path / "m.tif"

@@ -86,6 +86,7 @@ def test_tile_equals_source_window_with_window_transform(tmp_path):
         assert t.descriptions == ("VV", "VH") and np.isnan(t.nodata) and t.dtypes[0] == "float32"
     with rasterio.open(out / row["s2_path"]) as t:
         assert t.descriptions == S2_BANDS and t.nodata == 0 and t.dtypes[0] == "uint16"
+        assert t.tags()["dn_offset"] == "0"  # the DN are read back as DN / 10000
     with rasterio.open(out / row["labels_path"]) as t:
         assert t.nodata == 255 and json.loads(t.tags()["class_names"]) == ["a", "b", "c"]
 
@@ -105,6 +106,9 @@ def test_manifest_and_tiling_json_follow_contract(tmp_path):
     assert opt["bands"] == list(S2_BANDS) and opt["hi"] == [0.4] * 13 and opt["offset"] == -1000.0
     assert rec["sar_bands"] == ["VV", "VH"] and rec["optical_bands"] == list(S2_BANDS)
     assert rec["classes"] == ["a", "b", "c"] and rec["counts"]["written"] == 4
+    for row in read_manifest(out):  # every optical tile says how its DN are read back
+        with rasterio.open(out / row["s2_path"]) as t:
+            assert t.tags()["dn_offset"] == "-1000"
 
 
 def test_linear_s1_is_converted_to_db(tmp_path):

@@ -252,7 +252,7 @@ def test_optical_native_output(tmp_path):
         tags = o.tags()
         assert tags["checkpoint_sha256"] == file_sha256(ckpt)
         assert tags["checkpoint"] == str(ckpt) and tags["model"] == "test" and tags["direction"] == "sar2opt"
-        assert tags["sarkit_version"]
+        assert tags["sarkit_version"] and tags["dn_offset"] == "0"
         got = o.read()
     nodata = np.isnan(data).any(axis=0)
     assert np.all(got[:, nodata] == 0)
@@ -266,6 +266,25 @@ def write_optical(path: Path, dn: np.ndarray) -> None:
     with rasterio.open(path, "w", **prof) as dst:
         dst.write(dn)
         dst.descriptions = ("B2", "B3", "B4")  # stored in another order than the checkpoint's B4, B3, B2
+
+
+def test_baseline_offset_checkpoint_writes_offset_dn_and_tags_it(tmp_path):
+    """A checkpoint trained on baseline-04.00 tiles (offset −1000) writes DN = ρ·10000 + 1000 and says so."""
+    scene = tmp_path / "scene.tif"
+    write_sar(scene, 120, 140)
+    outs = {}
+    for offset in (False, True):
+        ckpt = save_conv(tmp_path / f"conv{offset}.safetensors", sar_normalization(),
+                         optical_normalization(baseline_offset=offset), tile=64)
+        outs[offset] = tmp_path / f"opt{offset}.tif"
+        translate_scene(scene, ckpt, outs[offset], TranslateOptions(tile=64, overlap=16))
+    with rasterio.open(outs[False]) as a, rasterio.open(outs[True]) as b:
+        assert (a.tags()["dn_offset"], b.tags()["dn_offset"]) == ("0", "-1000")
+        plain, shifted = a.read().astype(int), b.read().astype(int)
+    unclipped = plain > 1  # ρ = 0 is written as DN 1 without the offset (0 is nodata)
+    assert unclipped.mean() > 0.5
+    diff = shifted[unclipped] - (plain[unclipped] + 1000)
+    assert np.abs(diff).max() <= 1 and (diff == 0).mean() > 0.99  # float32 rounding of ρ·10000 (+ 1000)
 
 
 def test_rgb8_output_values_and_nodata(tmp_path):
@@ -283,6 +302,7 @@ def test_rgb8_output_values_and_nodata(tmp_path):
     with rasterio.open(out) as o:
         assert o.dtypes == ("uint8",) * 3 and o.nodata == 0
         assert o.colorinterp == (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
+        assert "dn_offset" not in o.tags()  # display bytes, not digital numbers
         got = o.read()
     x = norm.encode(dn[[2, 1, 0]].astype(np.float32) / 10000.0)
     expect = np.clip(np.rint((x + 1) / 2 * 255), 1, 255)
@@ -302,6 +322,22 @@ def test_optical_identity_native_roundtrip(tmp_path):
     translate_scene(scene, ckpt, tmp_path / "o.tif", TranslateOptions(overlap=8))
     got = read(tmp_path / "o.tif")
     assert np.abs(got.astype(int) - dn[[2, 1, 0]].astype(int)).max() <= 1
+
+
+def test_optical_input_dn_offset_from_checkpoint_unless_the_scene_is_tagged(tmp_path):
+    """Untagged DN are read with the checkpoint's offset (−1000 here); a scene's dn_offset tag wins."""
+    dn = np.random.default_rng(3).integers(1000, 2900, size=(3, 64, 80)).astype(np.uint16)
+    scene = tmp_path / "opt.tif"
+    write_optical(scene, dn)
+    norm = optical_normalization(baseline_offset=True)
+    ckpt = save_identity(tmp_path / "id.safetensors", norm, tile=64)
+    translate_scene(scene, ckpt, tmp_path / "a.tif", TranslateOptions(overlap=8))
+    with rasterio.open(scene, "r+") as d:
+        d.update_tags(dn_offset="0")  # these DN are plain (pre-04.00): ρ = DN / 10000
+    translate_scene(scene, ckpt, tmp_path / "b.tif", TranslateOptions(overlap=8))
+    expect = dn[[2, 1, 0]].astype(int)
+    assert np.abs(read(tmp_path / "a.tif").astype(int) - expect).max() <= 1
+    assert np.abs(read(tmp_path / "b.tif").astype(int) - (expect + 1000)).max() <= 1
 
 
 # ------------------------------------------------------------------------------------------------ bad input

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -34,8 +34,8 @@ import torch
 from ..errors import InputError, WorkError
 from ..grid import PixelWindow, window_grid
 from ..io import open_raster
-from ..norm import (DEFAULT_OPTICAL_RANGE, DEFAULT_SAR_RANGE, S1_BANDS, Normalization, band_names,
-                    dn_to_reflectance, optical_normalization, sar_normalization)
+from ..norm import (DEFAULT_OPTICAL_RANGE, DEFAULT_SAR_RANGE, S1_BANDS, S2_BASELINE_OFFSET, Normalization,
+                    band_names, dn_offset_from_tags, dn_to_reflectance, optical_normalization, sar_normalization)
 from ..reporting import NULL_REPORTER, Reporter
 from . import metrics as M
 from .segmetrics import IGNORE, confusion_matrix, iou_per_class, mean_iou, pixel_accuracy, sms_map
@@ -56,6 +56,7 @@ class EvalOptions:
     metrics: tuple[str, ...] = DEFAULT_METRICS
     s1_range: tuple[float, float] | None = None
     s2_range: tuple[float, float] | None = None
+    s2_offset: bool = False  # untagged Sentinel-2 DN carry the −1000 offset of processing baseline 04.00+
     segmenter: Path | None = None
     sms_model: str = "deeplab"  # "deeplab": the --segmenter's softmax; "sam": Segment Anything (sarkit.eval.sam)
     sam_weights: Path | None = None
@@ -131,7 +132,8 @@ def _modality_of(src: Any) -> str:
 class _PairReader:
     """A prediction and a target raster (and optional labels) on the target's grid."""
 
-    def __init__(self, pred: Path, target: Path, labels: Path | None, reporter: Reporter) -> None:
+    def __init__(self, pred: Path, target: Path, labels: Path | None, reporter: Reporter,
+                 default_offset: float = 0.0) -> None:
         self._stack: list[Any] = []
         self.target = self._keep(open_raster(target, "target"))
         self.pred = self._keep(open_raster(pred, "prediction"))
@@ -148,6 +150,8 @@ class _PairReader:
                              f"{target} is {self.modality} ({self.target.dtypes[0]}); compare like with like")
         self.pred_nodata = self._nodata(self.pred)
         self.target_nodata = self._nodata(self.target)
+        self.pred_offset = self._dn_offset(self.pred, "prediction", default_offset)
+        self.target_offset = self._dn_offset(self.target, "target", default_offset)
         self.pred = self._align(self.pred, "prediction", reporter, resampling="bilinear")
         self.labels = None
         if labels is not None:
@@ -182,6 +186,16 @@ class _PairReader:
         if src.nodata is not None:
             return float(src.nodata)
         return 0.0 if self.modality == "optical" else None
+
+    def _dn_offset(self, src: Any, what: str, default: float) -> float:
+        """Optical DN offset: the raster's ``dn_offset`` tag (sarkit's tiles and translations), else ``default``."""
+        if self.modality != "optical":
+            return 0.0
+        try:
+            return dn_offset_from_tags(src.tags(), default, f"{what} {src.name}")
+        except InputError:
+            self.close()
+            raise
 
     def _align(self, src: Any, what: str, reporter: Reporter, resampling: str) -> Any:
         """``src`` itself when on the target grid, else a warped view onto it (``InputError`` if impossible)."""
@@ -230,9 +244,9 @@ class _PairReader:
         c1 = min(self.width, win.col_end + pad)
         outer = PixelWindow(outer.row_off, outer.col_off, r1 - outer.row_off, c1 - outer.col_off)
         rw = outer.to_rasterio()
-        t = self._physical(self.target.read(self.target_idx, window=rw), self.target_nodata)
+        t = self._physical(self.target.read(self.target_idx, window=rw), self.target_nodata, self.target_offset)
         raw = self.pred.read(window=rw)
-        p = self._physical(raw, self.pred_nodata)
+        p = self._physical(raw, self.pred_nodata, self.pred_offset)
         t_valid = np.isfinite(t).all(axis=0)
         bad_nan = 0
         if self.modality == "sar" and not (self.pred_nodata is not None and math.isnan(self.pred_nodata)):
@@ -250,10 +264,10 @@ class _PairReader:
         core = PixelWindow(win.row_off - outer.row_off, win.col_off - outer.col_off, win.height, win.width)
         return p, t, labels, core, bad_nan
 
-    def _physical(self, a: np.ndarray, nodata: float | None) -> np.ndarray:
-        """Raw values → physical units (dB / reflectance) with NaN nodata."""
+    def _physical(self, a: np.ndarray, nodata: float | None, offset: float) -> np.ndarray:
+        """Raw values → physical units (dB / reflectance ``(DN + offset) / 10000``) with NaN nodata."""
         if self.modality == "optical":
-            return dn_to_reflectance(a, offset=0.0, nodata=nodata)
+            return dn_to_reflectance(a, offset=offset, nodata=nodata)
         v = np.asarray(a, dtype=np.float32).copy()
         if nodata is not None and not math.isnan(nodata):
             v[a == nodata] = np.nan
@@ -286,6 +300,11 @@ def partition(height: int, width: int, size: int) -> list[PixelWindow]:
     return [w for w in (g.intersect(full) for g in window_grid(hp, wp, size, size)) if w is not None]
 
 
+def _default_offset(opts: EvalOptions) -> float:
+    """DN offset of optical rasters without a ``dn_offset`` tag: −1000 with ``--s2-offset``, else 0."""
+    return S2_BASELINE_OFFSET if opts.s2_offset else 0.0
+
+
 def _norm_for(modality: str, bands: Sequence[str], opts: EvalOptions) -> Normalization:
     if modality == "sar":
         return sar_normalization(bands, opts.s1_range or DEFAULT_SAR_RANGE, units="db")
@@ -301,10 +320,12 @@ class SceneSource:
 
     def __init__(self, pred: Path, target: Path, labels: Path | None, opts: EvalOptions,
                  reporter: Reporter = NULL_REPORTER) -> None:
-        self.reader = _PairReader(Path(pred), Path(target), Path(labels) if labels else None, reporter)
+        self.reader = _PairReader(Path(pred), Path(target), Path(labels) if labels else None, reporter,
+                                  _default_offset(opts))
         names = self.reader.band_names()
         self.norm = _norm_for(self.reader.modality, names, opts)
-        self.pred_norm = self.target_norm = self.norm
+        self.pred_norm = replace(self.norm, offset=self.reader.pred_offset)
+        self.target_norm = replace(self.norm, offset=self.reader.target_offset)
         self.input_norm: Normalization | None = None
         self.class_names = self.reader.class_names
         self.has_labels = labels is not None
@@ -313,6 +334,8 @@ class SceneSource:
         self.inputs = {"mode": self.mode, "pred": str(pred), "target": str(target),
                        "labels": str(labels) if labels else None,
                        "size": [self.reader.height, self.reader.width]}
+        if self.reader.modality == "optical":
+            self.inputs["dn_offset"] = {"pred": self.reader.pred_offset, "target": self.reader.target_offset}
         self.ranges_source = "cli" if (opts.s1_range or opts.s2_range) else "default"
 
     def __len__(self) -> int:
@@ -345,10 +368,9 @@ class SceneSource:
                                                                 _norm_for(modality, names, opts), modality,
                                                                 opts.overview_px)})
         pred_idx = list(range(1, self.reader.pred.count + 1))
-        for label, src, idx in (("prediction", self.reader.pred, pred_idx),
-                                ("target", self.reader.target, self.reader.target_idx)):
-            items.append({"label": label, **scene_preview(src, idx, self.norm, self.reader.modality,
-                                                          opts.overview_px)})
+        for label, src, idx, norm in (("prediction", self.reader.pred, pred_idx, self.pred_norm),
+                                      ("target", self.reader.target, self.reader.target_idx, self.target_norm)):
+            items.append({"label": label, **scene_preview(src, idx, norm, self.reader.modality, opts.overview_px)})
         return items
 
     def close(self) -> None:
@@ -381,25 +403,28 @@ class TileSetSource:
             raise InputError(f"{len(missing)} tiles have no labels in {labels} (e.g. {missing[0]})")
         self.pairs = {i: (ps[i], ts[i], ls.get(i)) for i in ids}
         self.opts, self.reporter = opts, reporter
-        first = _PairReader(*self.pairs[ids[0]], reporter)
+        first = _PairReader(*self.pairs[ids[0]], reporter, _default_offset(opts))
         self.modality, self.names = first.modality, first.band_names()
         self.class_names = first.class_names
         self.has_labels = bool(labels)
         first.close()
         self.norm = _norm_for(self.modality, self.names, opts)
-        self.pred_norm = self.target_norm = self.norm
+        self.pred_norm = replace(self.norm, offset=first.pred_offset)  # each tile pair reads its own tags
+        self.target_norm = replace(self.norm, offset=first.target_offset)
         self.input_norm = None
         self.ids = ids
         self.bad_nan = 0
         self.inputs = {"mode": self.mode, "pred": str(pred), "target": str(target),
                        "labels": str(labels) if labels else None, "tiles": len(ids)}
+        if self.modality == "optical":
+            self.inputs["dn_offset"] = {"pred": first.pred_offset, "target": first.target_offset}
         self.ranges_source = "cli" if (opts.s1_range or opts.s2_range) else "default"
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def _pair_blocks(self, tile_id: str) -> Iterator[Block]:
-        reader = _PairReader(*self.pairs[tile_id], self.reporter)
+        reader = _PairReader(*self.pairs[tile_id], self.reporter, _default_offset(self.opts))
         try:
             if reader.modality != self.modality or reader.band_names() != self.names:
                 raise InputError(f"tile {tile_id} has bands {reader.band_names()} ({reader.modality}); the first "
@@ -437,6 +462,8 @@ class ModelSplitSource:
         self.device = torch.device(opts.device)
         if opts.s1_range or opts.s2_range:
             reporter.warn("--s1-range/--s2-range are ignored with --checkpoint: the checkpoint's ranges are used")
+        if opts.s2_offset:
+            reporter.warn("--s2-offset is ignored with --checkpoint: the tiling records the offset of its tiles")
         self.net = load_network(checkpoint, kind="generator", device=self.device)
         meta = self.net.meta
         if "in_norm" not in meta or "out_norm" not in meta:
