@@ -116,10 +116,12 @@ def configure_backends(device: torch.device, world_size: int = 1, deterministic:
     return BackendSettings(threads, bool(device.type == "cuda" and not deterministic), device.type == "cuda")
 
 
-#: Nice value of sarkit's helper threads (strip reading, blending and writing in translate, checkpoint hashing;
-#: Linux sets it per thread). They need little CPU; at a low priority they run when the generator's threads wait
-#: instead of pre-empting them (a descheduled OpenMP thread stalls its siblings at the next barrier). Measured on
-#: a 2-core CPU, 4096² translate: end-to-end/bare ratio 0.829 with it, 0.797 without, in the same run.
+#: Nice value of sarkit's helper threads (translate's reading, blending and writing threads with a GPU generator,
+#: checkpoint hashing; Linux sets it per thread), so that they yield to busy threads of normal priority (a
+#: descheduled OpenMP thread stalls its siblings at the next barrier). It softens the contention but does not
+#: remove it: on Linux 6.18 (EEVDF) a nice-19 thread compressing beside a 2-thread CPU generator still got half
+#: a core and delayed the generator by as long, which is why translate runs no helper threads with a CPU generator.
+#: Measured on a 2-core CPU, 4096² translate with helper threads: ratio 0.829 with nice 19, 0.797 without.
 BACKGROUND_NICE = 19
 
 

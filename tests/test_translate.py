@@ -635,6 +635,68 @@ def test_translate_with_bf16_falls_back_end_to_end(tmp_path):
     np.testing.assert_array_equal(read(tmp_path / "bf16.tif"), read(tmp_path / "fp32.tif"))
 
 
+def _count_fp32_forwards(monkeypatch) -> list[int]:
+    calls = [0]
+    real = tr._Generator._forward
+
+    def counting(self, batch, amp, eager=False):
+        calls[0] += amp is None
+        return real(self, batch, amp, eager)
+
+    monkeypatch.setattr(tr._Generator, "_forward", counting)
+    return calls
+
+
+def test_guard_verdict_is_kept_per_checkpoint_file_and_device(tmp_path, monkeypatch):
+    """The fp32 check runs on the first scene of a checkpoint only; a rewritten checkpoint is checked again."""
+    monkeypatch.setattr(tr, "_GUARD_VERDICTS", {})
+    fp32 = _count_fp32_forwards(monkeypatch)
+    scene = tmp_path / "scene.tif"
+    write_sar(scene, 70, 90, data=smooth_sar(70, 90))
+    ckpt = save_conv(tmp_path / "conv.safetensors", sar_normalization(), sar_normalization(), tile=32)
+    opts = TranslateOptions(overlap=8, amp="bf16", device="cpu", overwrite=True)
+    translate_scene(scene, ckpt, tmp_path / "a.tif", opts)
+    assert fp32[0] == 1 and len(tr._GUARD_VERDICTS) == 1
+    psnr = next(iter(tr._GUARD_VERDICTS.values()))
+    assert psnr >= tr.AMP_MIN_PSNR_DB
+    translate_scene(scene, ckpt, tmp_path / "b.tif", opts)
+    assert fp32[0] == 1  # the same file on the same device: not checked again
+    np.testing.assert_array_equal(read(tmp_path / "a.tif"), read(tmp_path / "b.tif"))
+    os.utime(ckpt, ns=(ckpt.stat().st_atime_ns, ckpt.stat().st_mtime_ns + 10**9))  # the file changed
+    translate_scene(scene, ckpt, tmp_path / "a.tif", opts)
+    assert fp32[0] == 2 and len(tr._GUARD_VERDICTS) == 2
+    # another device, precision, bound or compilation is another check; a file that is not there is never kept
+    cpu, bf16 = torch.device("cpu"), torch.bfloat16
+    keys = {tr._guard_key(ckpt, cpu, bf16, 40.0, False), tr._guard_key(ckpt, torch.device("cuda"), bf16, 40.0, False),
+            tr._guard_key(ckpt, cpu, torch.float16, 40.0, False), tr._guard_key(ckpt, cpu, bf16, 30.0, False),
+            tr._guard_key(ckpt, cpu, bf16, 40.0, True)}
+    assert len(keys) == 5
+    assert tr._guard_key(tmp_path / "gone.safetensors", cpu, bf16, 40.0, False) is None
+
+
+def test_guard_fallback_is_kept_and_warned_on_every_scene(tmp_path, monkeypatch):
+    from sarkit.reporting import RecordingReporter
+
+    monkeypatch.setattr(tr, "_GUARD_VERDICTS", {})
+    fp32 = _count_fp32_forwards(monkeypatch)
+    scene = tmp_path / "scene.tif"
+    write_sar(scene, 70, 90, data=smooth_sar(70, 90))
+    kw = {"in_channels": 2, "out_channels": 2}
+    n = sar_normalization().to_dict()
+    ckpt = save_network(tmp_path / "unstable.safetensors", Bf16Unstable(**kw), kind="generator",
+                        arch="test-translate-bf16-unstable", arch_kwargs=kw,
+                        meta={"model": "t", "direction": "sar2sar", "in_norm": n, "out_norm": n, "tile_size": 32,
+                              "run": "t"})
+    first, second = RecordingReporter(), RecordingReporter()
+    opts = TranslateOptions(overlap=8, amp="bf16", device="cpu")
+    translate_scene(scene, ckpt, tmp_path / "a.tif", opts, first)
+    calls_after_first = fp32[0]
+    translate_scene(scene, ckpt, tmp_path / "b.tif", opts, second)
+    assert len(second.warnings) == 1 and "earlier scene" in second.warnings[0] and "fp32" in second.warnings[0]
+    assert fp32[0] > calls_after_first  # the second scene runs in fp32 throughout, without a bf16 attempt
+    np.testing.assert_array_equal(read(tmp_path / "a.tif"), read(tmp_path / "b.tif"))
+
+
 def test_pix2pix_unet_bf16_is_within_40db_of_fp32():
     """A real (small) pix2pix U-Net at PyTorch's default initialisation: bf16 autocast output ≥ 40 dB PSNR."""
     from sarkit.models.blocks import build_unet
@@ -669,8 +731,26 @@ def test_threaded_modes_write_the_same_pixels_as_the_serial_run(tmp_path, monkey
     translate_scene(scene, ckpt, serial, TranslateOptions(overlap=16, batch_size=3, prefetch=False))
     monkeypatch.setattr(tr, "_blend_in_thread", lambda device: blend_thread)
     out = tmp_path / "out.tif"
-    translate_scene(scene, ckpt, out, TranslateOptions(overlap=16, batch_size=3))
+    translate_scene(scene, ckpt, out, TranslateOptions(overlap=16, batch_size=3, prefetch=True))
     np.testing.assert_array_equal(read(out), read(serial))
+
+
+def test_io_threads_by_default_only_where_the_generator_leaves_the_cpu_free(tmp_path, monkeypatch):
+    scene = tmp_path / "scene.tif"
+    write_sar(scene, 100, 120)
+    ckpt = save_conv(tmp_path / "conv.safetensors", sar_normalization(), sar_normalization(), tile=64)
+    made: list[str] = []
+    real_pool = tr.background_pool
+    monkeypatch.setattr(tr, "background_pool", lambda name: made.append(name) or real_pool(name))
+    translate_scene(scene, ckpt, tmp_path / "cpu.tif", TranslateOptions(overlap=16, device="cpu"))
+    assert made == []  # the CPU generator's threads fill the cores: one thread does the I/O between batches
+    assert not tr._io_in_threads(torch.device("cpu")) and tr._io_in_threads(torch.device("cuda"))
+    monkeypatch.setattr(tr, "_io_in_threads", lambda device: True)  # what a CUDA device answers
+    translate_scene(scene, ckpt, tmp_path / "gpu.tif", TranslateOptions(overlap=16, device="cpu"))
+    assert made == ["sarkit-read", "sarkit-write"]
+    made.clear()
+    translate_scene(scene, ckpt, tmp_path / "off.tif", TranslateOptions(overlap=16, prefetch=False))
+    assert made == []
 
 
 def test_error_in_blend_thread_leaves_nothing(tmp_path, monkeypatch):
@@ -678,6 +758,7 @@ def test_error_in_blend_thread_leaves_nothing(tmp_path, monkeypatch):
     write_sar(scene, 300, 340)
     ckpt = save_conv(tmp_path / "conv.safetensors", sar_normalization(), sar_normalization(), tile=64)
     monkeypatch.setattr(tr, "_blend_in_thread", lambda device: True)
+    monkeypatch.setattr(tr, "_io_in_threads", lambda device: True)  # as on a GPU
     calls = {"n": 0}
     real_add = tr._StripBlender.add
 
