@@ -5,9 +5,11 @@
     the same generator is then run bare over as many random tiles in the same process (same device, autocast
     and channels-last layout as translate), alternating bare / end-to-end ``--repeats`` times after warm-up.
     Ratio = bare time / end-to-end time (1.0 = translate adds nothing around the generator; target ≥ 0.9);
-    median and best over the repeats. The autocast guard (one tile in fp32 against autocast) runs once per
-    checkpoint file and device in a process, so the warm-up translation pays it; its time there is reported
-    as ``guard_s``.
+    median and best over the repeats. The end-to-end time is that of one scene of a multi-scene run
+    (``translate A.tif B.tif …``): the checkpoint is loaded once, and the autocast guard (one tile in fp32
+    against autocast), which runs once per checkpoint file and device in a process, is paid by the warm-up
+    (``guard_s``). Lone-scene runs (checkpoint load, hash and guard inside the call, as a one-scene
+    ``sarkit translate`` from cron) alternate with them and are reported as ``lone_scene_*``.
 (b) Peak resident memory of translate on two scene sizes, each in its own subprocess, with a small conv
     generator (the generator's own memory does not depend on the scene size): RSS sampled every 5 ms during the
     translation (after a warm-up translation), against the RSS just before it. Target ratio ≤ 1.25.
@@ -158,12 +160,15 @@ def bench_throughput(work: Path, args: argparse.Namespace) -> dict:
     ckpt, label = make_generator(work / "gen.safetensors", args.arch, args.tile, args.ngf)
     opts = TranslateOptions(tile=args.tile, overlap=args.overlap, batch_size=args.batch_size, device=args.device,
                             amp=args.amp, overwrite=True, compile=args.compile)
-    if args.compile:  # one network, compiled once (in the warm-up), for every translation and the bare runs
-        dev = resolve_device(args.device)
-        loaded = load_network(ckpt, "generator", dev)
+    dev = resolve_device(args.device)
+    ckpt_path = ckpt
+    # per scene of a multi-scene run (`translate A.tif B.tif …`): the checkpoint loaded (and hashed) once, as
+    # translate_many does, the autocast guard paid by the first scene (here the warm-up)
+    loaded = load_network(ckpt, "generator", dev)
+    loaded.sha256  # noqa: B018 - wait for the background hash: a multi-scene run has it from its first scene
+    if args.compile:  # compiled once (in the warm-up), for every translation and the bare runs
         compiled_gen = tr._Generator(loaded, dev, resolve_amp_auto(args.amp, dev), 3, compile=True)
         compiled_gen._checked = True  # no bf16 check in the bare runs
-        ckpt = loaded
     # warm-up (kernel selection, first-call costs) on a small scene, then the measured runs
     small = work / "warm.tif"
     write_scene(small, args.tile * 2)
@@ -179,7 +184,7 @@ def bench_throughput(work: Path, args: argparse.Namespace) -> dict:
     tr._Generator.guard = timed_guard
     try:
         for _ in range(max(1, args.warmup)):
-            translate_scene(small, ckpt, work / "warm_out.tif", opts)
+            translate_scene(small, loaded, work / "warm_out.tif", opts)
     finally:
         tr._Generator.guard = real_guard
     n_tiles = blend_grid(args.size, args.size, args.tile, args.overlap).n_tiles
@@ -195,40 +200,57 @@ def bench_throughput(work: Path, args: argparse.Namespace) -> dict:
     def bare() -> float:
         if args.compile:
             return compiled_bare_seconds(compiled_gen, n_tiles, args.tile, args.batch_size)
-        return bare_generator_seconds(ckpt, n_tiles, args.tile, args.batch_size, args.device, args.amp)
+        return bare_generator_seconds(ckpt_path, n_tiles, args.tile, args.batch_size, args.device, args.amp)
+
+    def end_to_end(lone: bool) -> float:
+        """One translation: per scene of a multi-scene run, or a lone scene (``lone``: the checkpoint file loaded
+        and hashed, and the autocast guard run, inside the call, as a one-scene `sarkit translate` does)."""
+        if lone:
+            tr._GUARD_VERDICTS.clear()
+        return translate_scene(scene, ckpt_path if lone else loaded, work / "out.tif", opts).seconds
 
     # bare, e2e, bare, e2e, …, bare: each end-to-end run is compared with the mean of the bare runs around it
-    # (the machine may be shared: load changes hit both alike)
+    # (the machine may be shared: load changes hit both alike); lone-scene runs alternate with them (not compiled)
     bare()  # discarded: the first full bare pass after the warm-up translation runs 10–15 % slower than later ones
-    bares, e2e, inside = [bare()], [], []
+    bares, e2e, inside, lone_e2e, lone_ratios = [bare()], [], [], [], []
     for _ in range(max(1, args.repeats)):
         in_situ[0] = 0.0
         tr._Generator.__call__ = timed
         try:
-            s = translate_scene(scene, ckpt, work / "out.tif", opts)
+            e2e.append(end_to_end(lone=False))
         finally:
             tr._Generator.__call__ = real_call
-        e2e.append(s.seconds)
         inside.append(in_situ[0])
         bares.append(bare())
-    ratios = [(bares[i] + bares[i + 1]) / 2 / e2e[i] for i in range(len(e2e))]
+        if not args.compile:
+            lone_e2e.append(end_to_end(lone=True))
+            b = bare()
+            lone_ratios.append((bares[-1] + b) / 2 / lone_e2e[-1])
+            bares.append(b)
+    step = 1 if args.compile else 2
+    ratios = [(bares[step * i] + bares[step * i + 1]) / 2 / e2e[i] for i in range(len(e2e))]
     med = statistics.median
-    return {"scene": f"{args.size}x{args.size}x2 float32", "generator": label + (" compiled" if args.compile else ""),
-            "device": str(resolve_device(args.device)), "amp": str(resolve_amp_auto(args.amp,
-                                                                                    resolve_device(args.device))),
-            "tile": args.tile, "overlap": args.overlap, "batch_size": args.batch_size, "tiles": s.tiles,
-            "repeats": len(e2e), "warmup": max(1, args.warmup),
-            "end_to_end_s": round(med(e2e), 3), "end_to_end_min_s": round(min(e2e), 3),
-            "end_to_end_runs_s": [round(t, 3) for t in e2e],
-            "bare_generator_s": round(med(bares), 3), "bare_generator_min_s": round(min(bares), 3),
-            "bare_generator_runs_s": [round(t, 3) for t in bares],
-            "generator_inside_translate_s": round(med(inside), 3),
-            "overhead_s": round(med(e2e) - med(inside), 3), "guard_s": round(guard_s[0], 3),
-            "tiles_per_s": round(s.tiles / med(e2e), 3), "tiles_per_s_max": round(s.tiles / min(e2e), 3),
-            "bare_tiles_per_s": round(s.tiles / med(bares), 3),
-            "ratio_runs": [round(r, 3) for r in ratios],
-            "ratio_bare_over_end_to_end": round(med(ratios), 3), "ratio_best": round(max(ratios), 3),
-            "ratio_generator_share_of_end_to_end": round(med(inside) / med(e2e), 3)}
+    out = {"scene": f"{args.size}x{args.size}x2 float32", "generator": label + (" compiled" if args.compile else ""),
+           "device": str(dev), "amp": str(resolve_amp_auto(args.amp, dev)),
+           "tile": args.tile, "overlap": args.overlap, "batch_size": args.batch_size, "tiles": n_tiles,
+           "repeats": len(e2e), "warmup": max(1, args.warmup),
+           "end_to_end_s": round(med(e2e), 3), "end_to_end_min_s": round(min(e2e), 3),
+           "end_to_end_runs_s": [round(t, 3) for t in e2e],
+           "bare_generator_s": round(med(bares), 3), "bare_generator_min_s": round(min(bares), 3),
+           "bare_generator_runs_s": [round(t, 3) for t in bares],
+           "generator_inside_translate_s": round(med(inside), 3),
+           "overhead_s": round(med(e2e) - med(inside), 3), "guard_s": round(guard_s[0], 3),
+           "tiles_per_s": round(n_tiles / med(e2e), 3), "tiles_per_s_max": round(n_tiles / min(e2e), 3),
+           "bare_tiles_per_s": round(n_tiles / med(bares), 3),
+           "ratio_runs": [round(r, 3) for r in ratios],
+           "ratio_bare_over_end_to_end": round(med(ratios), 3), "ratio_best": round(max(ratios), 3),
+           "ratio_generator_share_of_end_to_end": round(med(inside) / med(e2e), 3)}
+    if lone_e2e:
+        out.update({"lone_scene_end_to_end_s": round(med(lone_e2e), 3),
+                    "lone_scene_end_to_end_runs_s": [round(t, 3) for t in lone_e2e],
+                    "lone_scene_ratio_runs": [round(r, 3) for r in lone_ratios],
+                    "lone_scene_ratio": round(med(lone_ratios), 3)})
+    return out
 
 
 class RssSampler:
@@ -348,7 +370,9 @@ def main() -> None:
                   f"({t['tiles_per_s']} tiles/s), bare generator median {t['bare_generator_s']} s "
                   f"{t['bare_generator_runs_s']}, ratio median {t['ratio_bare_over_end_to_end']} best "
                   f"{t['ratio_best']} (target ≥ 0.9); generator inside translate {t['generator_inside_translate_s']} s = "
-                  f"{t['ratio_generator_share_of_end_to_end']} of end-to-end, overhead {t['overhead_s']} s; autocast guard in the warm-up {t['guard_s']} s")
+                  f"{t['ratio_generator_share_of_end_to_end']} of end-to-end, overhead {t['overhead_s']} s; autocast guard "
+                  f"in the warm-up {t['guard_s']} s; lone scene: end-to-end median {t.get('lone_scene_end_to_end_s')} s, "
+                  f"ratio {t.get('lone_scene_ratio')}")
         if not args.skip_memory:
             result["memory"] = m = bench_memory(work, args)
             a, b = (str(s) for s in args.mem_sizes)

@@ -87,11 +87,13 @@ def test_run_all_table_and_targets(run_all):
         "translate": {"command": "c", "status": "ok", "wall_s": 1, "result": {"throughput": {
             "scene": "4096x4096x2 float32", "tiles": 441, "end_to_end_s": 10.0, "end_to_end_min_s": 9.0,
             "tiles_per_s": 44.1, "amp": "torch.bfloat16", "bare_generator_s": 8.0, "bare_generator_min_s": 7.5,
-            "bare_tiles_per_s": 55.0, "ratio_bare_over_end_to_end": 0.8, "ratio_best": 0.85}}},
+            "bare_tiles_per_s": 55.0, "ratio_bare_over_end_to_end": 0.8, "ratio_best": 0.85, "guard_s": 0.2,
+            "lone_scene_end_to_end_s": 10.5, "lone_scene_ratio": 0.76}}},
         "eval": {"command": "python benchmarks/bench_eval.py", "status": "timeout", "wall_s": 1, "result": None},
     }
     text = run_all.table(results)
     assert "pix2pix batch 1" in text and "ratio bare / end-to-end" in text and "(timeout)" in text
+    assert [ln for ln in text.splitlines() if "lone scene: ratio bare / end-to-end" in ln][0].split()[-1] == "0.760"
     met = {t["target"].split(" (")[0]: t["met"] for t in run_all.targets(results)}
     assert met["pix2pix step, batch 1 ≤ 0.8 × 0.72 s"] is True  # (train)
     assert met["U-Net inference < 0.1 s/tile"] is True
