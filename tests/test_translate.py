@@ -617,9 +617,8 @@ def test_amp_guard_falls_back_to_fp32_when_bf16_diverges():
     np.testing.assert_allclose(gen(x), ref, atol=1e-6)
 
 
-def test_translate_with_bf16_falls_back_end_to_end(tmp_path):
-    from sarkit.reporting import RecordingReporter
-
+def _unstable_scene(tmp_path: Path) -> tuple[Path, Path]:
+    """A small smooth SAR scene and a checkpoint of the bf16-unstable generator."""
     scene = tmp_path / "scene.tif"
     write_sar(scene, 70, 90, data=smooth_sar(70, 90))
     kw = {"in_channels": 2, "out_channels": 2}
@@ -628,6 +627,13 @@ def test_translate_with_bf16_falls_back_end_to_end(tmp_path):
                         arch="test-translate-bf16-unstable", arch_kwargs=kw,
                         meta={"model": "t", "direction": "sar2sar", "in_norm": n, "out_norm": n, "tile_size": 32,
                               "run": "t"})
+    return scene, ckpt
+
+
+def test_translate_with_bf16_falls_back_end_to_end(tmp_path):
+    from sarkit.reporting import RecordingReporter
+
+    scene, ckpt = _unstable_scene(tmp_path)
     rep = RecordingReporter()
     translate_scene(scene, ckpt, tmp_path / "bf16.tif", TranslateOptions(overlap=8, amp="bf16", device="cpu"), rep)
     translate_scene(scene, ckpt, tmp_path / "fp32.tif", TranslateOptions(overlap=8, amp="off", device="cpu"))
@@ -679,14 +685,7 @@ def test_guard_fallback_is_kept_and_warned_on_every_scene(tmp_path, monkeypatch)
 
     monkeypatch.setattr(tr, "_GUARD_VERDICTS", {})
     fp32 = _count_fp32_forwards(monkeypatch)
-    scene = tmp_path / "scene.tif"
-    write_sar(scene, 70, 90, data=smooth_sar(70, 90))
-    kw = {"in_channels": 2, "out_channels": 2}
-    n = sar_normalization().to_dict()
-    ckpt = save_network(tmp_path / "unstable.safetensors", Bf16Unstable(**kw), kind="generator",
-                        arch="test-translate-bf16-unstable", arch_kwargs=kw,
-                        meta={"model": "t", "direction": "sar2sar", "in_norm": n, "out_norm": n, "tile_size": 32,
-                              "run": "t"})
+    scene, ckpt = _unstable_scene(tmp_path)
     first, second = RecordingReporter(), RecordingReporter()
     opts = TranslateOptions(overlap=8, amp="bf16", device="cpu")
     translate_scene(scene, ckpt, tmp_path / "a.tif", opts, first)
