@@ -33,7 +33,7 @@ from .blend import axis_weights, edge_overlaps, normalise
 from .errors import InputError
 from .grid import Bounds, PixelWindow
 from .io import SCRATCH_PROFILE, atomic_file, check_output, open_raster, output_lock, require_crs, temp_sibling, write_cog
-from .norm import DN_OFFSET_TAG
+from .norm import DN_OFFSET_TAG, dn_offset_from_tags
 from .reporting import NULL_REPORTER, Reporter
 
 #: Output rows built at once (a multiple of the temporary GeoTIFF's 256-row blocks).
@@ -233,15 +233,19 @@ def _to_dtype(y: np.ndarray, dtype: str, nodata: float) -> np.ndarray:
     return out
 
 
-def _common_dn_offset(srcs: Sequence[Any]) -> str | None:
-    """The ``dn_offset`` tag the inputs share (None when untagged); inputs that disagree are an ``InputError``."""
-    seen: dict[str | None, str] = {}
+def _common_dn_offset(srcs: Sequence[Any]) -> float | None:
+    """The DN offset the inputs' ``dn_offset`` tags share (None when untagged); inputs that disagree (a tag on
+    some only, or different values) are an ``InputError``."""
+    seen: dict[float | None, str] = {}
     for s in srcs:
-        seen.setdefault(s.tags().get(DN_OFFSET_TAG), s.name)
+        tags = s.tags()
+        value = dn_offset_from_tags(tags, 0.0, f"input {s.name}") if DN_OFFSET_TAG in tags else None
+        seen.setdefault(value, s.name)
     if len(seen) > 1:
-        what = ", ".join(f"{v if v is not None else 'none'} ({Path(n).name})" for v, n in seen.items())
+        what = ", ".join(f"{'none' if v is None else f'{v:g}'} ({Path(n).name})" for v, n in seen.items())
         raise InputError(f"inputs record different Sentinel-2 DN offsets ({DN_OFFSET_TAG}: {what}); their digital "
-                         f"numbers are not comparable, stitch them separately")
+                         f"numbers are not comparable: stitch them separately, or tag untagged inputs with their "
+                         f"offset (gdal_edit.py -mo {DN_OFFSET_TAG}=-1000 FILE)")
     return next(iter(seen))
 
 
@@ -304,7 +308,7 @@ def stitch(inputs: Sequence[str | Path], out: str | Path, opts: StitchOptions = 
                     dst.descriptions = descriptions
                 dst.update_tags(sarkit_version=__version__, stitched_inputs=str(len(paths)))
                 if dn_offset is not None:
-                    dst.update_tags(**{DN_OFFSET_TAG: dn_offset})
+                    dst.update_tags(**{DN_OFFSET_TAG: f"{dn_offset:g}"})
                 _stitch_strips(dst, sources, reader, width, height, count, dtype, nodata, reporter)
             write_cog(tmp, cog_tmp, overview_resampling="average" if np.dtype(dtype).kind == "f" else "nearest")
         finally:

@@ -132,9 +132,9 @@ def test_dn_offset_tag_is_carried_and_disagreement_is_refused(tmp_path):
     pa, pb = tmp_path / "a.tif", tmp_path / "b.tif"
     write_scene(pa, a)
     write_scene(pb, b, transform=TRANSFORM * rasterio.Affine.translation(40, 0))
-    for p in (pa, pb):
+    for p, tag in ((pa, "-1000"), (pb, "-1000.0")):  # the same number however it is written
         with rasterio.open(p, "r+") as d:
-            d.update_tags(dn_offset="-1000")
+            d.update_tags(dn_offset=tag)
     stitch([pa, pb], tmp_path / "m.tif")
     with rasterio.open(tmp_path / "m.tif") as m:
         assert m.tags()["dn_offset"] == "-1000"  # the mosaic is read back like its tiles
@@ -143,6 +143,10 @@ def test_dn_offset_tag_is_carried_and_disagreement_is_refused(tmp_path):
     r = runner.invoke(app, ["stitch", str(pa), str(pb), "--out", str(tmp_path / "m2.tif")])
     assert r.exit_code == 2 and "different Sentinel-2 DN offsets" in r.output and "-1000 (a.tif)" in r.output
     assert not (tmp_path / "m2.tif").exists()
+    pc = tmp_path / "c.tif"
+    write_scene(pc, b)  # no tag at all: not known to match
+    r = runner.invoke(app, ["stitch", str(pa), str(pc), "--out", str(tmp_path / "m3.tif")])
+    assert r.exit_code == 2 and "none (c.tif)" in r.output
 
 
 def test_existing_output_and_missing_input_exit_2(tmp_path):
