@@ -88,6 +88,11 @@ def reflectance_to_dn(refl: np.ndarray, offset: float = 0.0, dtype: str = "uint1
     return dn.astype(dtype)
 
 
+def s2_dn_offset(baseline_offset: bool) -> float:
+    """Sentinel-2 DN offset: ``S2_BASELINE_OFFSET`` (−1000) for processing baseline 04.00+, else 0."""
+    return S2_BASELINE_OFFSET if baseline_offset else 0.0
+
+
 def dn_offset_from_tags(tags: Mapping[str, str], default: float, what: str = "raster") -> float:
     """The DN offset recorded in a raster's ``dn_offset`` tag, else ``default`` (the user's choice)."""
     text = tags.get(DN_OFFSET_TAG)
@@ -196,7 +201,7 @@ def optical_normalization(bands: Sequence[str] = RGB_BANDS,
     """Optical normalisation with one reflectance range for every band."""
     lo, hi = refl_range
     return Normalization("optical", tuple(bands), (lo,) * len(bands), (hi,) * len(bands),
-                         offset=S2_BASELINE_OFFSET if baseline_offset else 0.0)
+                         offset=s2_dn_offset(baseline_offset))
 
 
 def parse_range(text: str, what: str) -> tuple[float, float]:

@@ -34,12 +34,12 @@ from .norm import (
     DN_OFFSET_TAG,
     RGB_BANDS,
     S1_BANDS,
-    S2_BASELINE_OFFSET,
     band_names,
     check_integer_reflectance,
     detect_s1_units,
     optical_normalization,
     resolve_bands,
+    s2_dn_offset,
     sar_normalization,
     sar_to_db,
 )
@@ -465,7 +465,7 @@ def _write_scene(p: _Prepared, mine: list[_Candidate], tmp: Path, opts: TileOpti
                  task: Any, skipped: Counter) -> list[_Candidate]:
     """Read, check and write the tiles ``mine`` of one scene into ``tmp``; return those written."""
     written: list[_Candidate] = []
-    optical_dn_offset = S2_BASELINE_OFFSET if opts.s2_offset else 0.0  # recorded in every optical tile
+    optical_dn_offset = s2_dn_offset(opts.s2_offset)  # recorded in every optical tile
     with rasterio.open(p.scene.s1) as s1:
         opt, lab = _open_partners(p, reporter)
         try:

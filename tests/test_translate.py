@@ -345,6 +345,18 @@ def cli(*args: str):
     return runner.invoke(app, ["translate", *args, "--quiet"])
 
 
+def test_unreadable_dn_offset_tag_on_optical_scene_exit_2(tmp_path):
+    scene = tmp_path / "opt.tif"
+    write_optical(scene, np.full((3, 40, 50), 1500, np.uint16))
+    with rasterio.open(scene, "r+") as d:
+        d.update_tags(dn_offset="baseline4")
+    ckpt = save_identity(tmp_path / "id.safetensors", optical_normalization(), tile=64)
+    out = tmp_path / "out.tif"
+    r = cli(str(scene), "--checkpoint", str(ckpt), "--out", str(out), "--overlap", "16")
+    assert r.exit_code == 2 and "unreadable dn_offset tag 'baseline4'" in r.output
+    assert files_in(tmp_path) == {"opt.tif", "id.safetensors"}
+
+
 def test_all_nodata_scene_exit_2(tmp_path, identity_ckpt):
     scene = tmp_path / "empty.tif"
     write_sar(scene, 100, 120, data=np.full((2, 100, 120), np.nan, np.float32))

@@ -34,8 +34,8 @@ import torch
 from ..errors import InputError, WorkError
 from ..grid import PixelWindow, window_grid
 from ..io import open_raster
-from ..norm import (DEFAULT_OPTICAL_RANGE, DEFAULT_SAR_RANGE, S1_BANDS, S2_BASELINE_OFFSET, Normalization,
-                    band_names, dn_offset_from_tags, dn_to_reflectance, optical_normalization, sar_normalization)
+from ..norm import (DEFAULT_OPTICAL_RANGE, DEFAULT_SAR_RANGE, S1_BANDS, Normalization, band_names,
+                    dn_offset_from_tags, dn_to_reflectance, optical_normalization, s2_dn_offset, sar_normalization)
 from ..reporting import NULL_REPORTER, Reporter
 from . import metrics as M
 from .segmetrics import IGNORE, confusion_matrix, iou_per_class, mean_iou, pixel_accuracy, sms_map
@@ -302,7 +302,7 @@ def partition(height: int, width: int, size: int) -> list[PixelWindow]:
 
 def _default_offset(opts: EvalOptions) -> float:
     """DN offset of optical rasters without a ``dn_offset`` tag: −1000 with ``--s2-offset``, else 0."""
-    return S2_BASELINE_OFFSET if opts.s2_offset else 0.0
+    return s2_dn_offset(opts.s2_offset)
 
 
 def _norm_for(modality: str, bands: Sequence[str], opts: EvalOptions) -> Normalization:
