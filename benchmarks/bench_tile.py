@@ -1,6 +1,6 @@
-"""Tiling throughput: ``sarkit.tiling.tile_scene`` against plain rasterio windowed reads of the same scene.
+"""Tiling throughput: ``sarkit.data.tiling.tile_scene`` against plain rasterio windowed reads of the same scene.
 
-A ``sarkit.synth`` scene (SIZE², S1 2-band float32 dB + S2 13-band uint16 + labels) is generated once. In the same
+A ``sarkit.data.synth`` scene (SIZE², S1 2-band float32 dB + S2 13-band uint16 + labels) is generated once. In the same
 process, round-robin over ``--repeats`` after ``--warmup`` rounds, it times:
 
 * ``sarkit`` — ``tile_scene`` (S1 only, and S1 + S2): reads every window, converts units, checks nodata, writes
@@ -34,8 +34,8 @@ import rasterio.windows
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sarkit.synth import SynthOptions, synth_scene  # noqa: E402
-from sarkit.tiling import TileOptions, tile_scene, tile_windows  # noqa: E402
+from sarkit.data.synth import SynthOptions, synth_scene  # noqa: E402
+from sarkit.data.tiling import TileOptions, tile_scene, tile_windows  # noqa: E402
 
 
 def windows_of(path: Path, tile: int) -> list[rasterio.windows.Window]:

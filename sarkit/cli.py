@@ -14,8 +14,8 @@ from typing import Any, Callable, List, Optional
 
 import typer
 
-from . import __version__
-from .errors import SarkitError
+from sarkit import __version__
+from sarkit.errors import SarkitError
 
 app = typer.Typer(
     name="sarkit",
@@ -38,7 +38,7 @@ def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from .progress import print_error
+        from sarkit.progress import print_error
 
         as_json = kwargs.get("log_format") == "json"
         try:
@@ -64,7 +64,7 @@ def _skip(output: Path, skip_existing: bool, reporter: Any, complete: Optional[C
     """With --skip-existing: True (and say so) when ``output`` is already complete, so the command does nothing."""
     if not skip_existing:
         return False
-    from .io import output_complete
+    from sarkit.io import output_complete
 
     if (complete or output_complete)(output):
         reporter.info(f"skipped: {output} already exists (--skip-existing)", skipped=str(output))
@@ -73,7 +73,7 @@ def _skip(output: Path, skip_existing: bool, reporter: Any, complete: Optional[C
 
 
 def _reporter(quiet: bool, log_format: str) -> Any:
-    from .progress import make_reporter
+    from sarkit.progress import make_reporter
 
     if log_format not in ("text", "json"):
         raise typer.BadParameter("--log-format must be text or json")
@@ -108,8 +108,8 @@ def _root(
 ) -> None:
     """Sentinel-1 SAR ⇄ optical translation toolkit."""
     if config is not None:
-        from .config import load_config
-        from .progress import print_error
+        from sarkit.config import load_config
+        from sarkit.progress import print_error
 
         try:
             ctx.default_map = load_config(config, config_keys(ctx.command))
@@ -141,7 +141,7 @@ def synth_cmd(
 
     Example: sarkit synth scene --size 1024 --seed 7
     """
-    from .synth import SynthOptions, synth_scene
+    from sarkit.data.synth import SynthOptions, synth_scene
 
     reporter = _reporter(quiet, log_format)
     if _skip(out_dir, skip_existing, reporter):
@@ -186,9 +186,9 @@ def tile(
 
     Example: sarkit tile scene/s1.tif --optical scene/s2.tif --labels scene/labels.tif --out tiles
     """
-    from .norm import parse_range
-    from .progress import print_table
-    from .tiling import TileOptions, parse_split, tile_layout, tile_scene
+    from sarkit.raster.norm import parse_range
+    from sarkit.progress import print_table
+    from sarkit.data.tiling import TileOptions, parse_split, tile_layout, tile_scene
 
     opts = TileOptions(size=size, stride=stride, aoi=aoi, max_nodata=max_nodata, split=parse_split(split),
                        seed=seed, overwrite=overwrite, pad_edges=pad_edges, s1_units=s1_units,
@@ -199,7 +199,7 @@ def tile(
         return
     if layout is not None:
         if optical is not None or labels is not None:
-            from .errors import InputError
+            from sarkit.errors import InputError
 
             raise InputError("--layout reads optical and labels from the dataset folders: drop --optical/--labels")
         summary = tile_layout(s1, layout, out, opts, rep)
@@ -258,8 +258,8 @@ def train_cmd(
 
     Example: sarkit train --model pix2pix --data tiles --out runs/p2p --steps 20000
     """
-    from .norm import parse_band_list
-    from .train import TrainOptions, model_option_values, run_finished, train
+    from sarkit.raster.norm import parse_band_list
+    from sarkit.training.trainer import TrainOptions, model_option_values, run_finished, train
 
     reporter = _reporter(quiet, log_format)
     if _skip(out, skip_existing, reporter, run_finished):
@@ -319,8 +319,8 @@ def translate_cmd(
 
     Example: sarkit translate scene/s1.tif --checkpoint runs/pix2pix --out s1_as_optical.tif
     """
-    from .errors import InputError
-    from .translate import TranslateOptions, output_name, translate_many, translate_scene
+    from sarkit.errors import InputError
+    from sarkit.infer.translate import TranslateOptions, output_name, translate_many, translate_scene
 
     reporter = _reporter(quiet, log_format)
     opts = TranslateOptions(tile=tile, overlap=overlap, batch_size=batch_size, device=device, amp=amp, format=fmt,
@@ -370,7 +370,7 @@ def stitch_cmd(
 
     Example: sarkit stitch translated_tiles/ --out mosaic.tif
     """
-    from .stitch import StitchOptions, stitch
+    from sarkit.infer.stitch import StitchOptions, stitch
 
     reporter = _reporter(quiet, log_format)
     if _skip(out, skip_existing, reporter):
@@ -437,43 +437,44 @@ def eval_cmd(
 
     Example: sarkit eval --pred pred.tif --target s2.tif --metrics psnr,ssim,mae --report eval-out
     """
-    from .progress import print_table
+    from sarkit.progress import print_table
 
     rep = _reporter(quiet, log_format)
     if report is not None and _skip(report, skip_existing, rep):
         return
     if compare:
-        from .errors import InputError
-        from .eval.report import compare_markdown, compare_terminal
+        from sarkit.errors import InputError
+        from sarkit.eval.report import compare_markdown, compare_terminal
 
         if not reports:
             raise InputError("--compare needs report directories or report.json files, e.g. --compare runA runB")
         cols, rows = compare_terminal(reports)
         md = compare_markdown(reports)
         if report is not None:
-            from .io import atomic_dir
+            from sarkit.io import atomic_dir
 
             with atomic_dir(report, overwrite) as tmp:
                 (tmp / "compare.md").write_text(md)
         print_table("sarkit eval --compare (* = best)", cols, rows, quiet=quiet)
         return
     if reports:
-        from .errors import InputError
+        from sarkit.errors import InputError
 
         raise InputError(f"unexpected argument {reports[0]}; use --pred/--target, --checkpoint, or --compare")
-    from .devices import resolve_device
-    from .eval.report import (SUMMARY_COLUMNS, gate_failures, parse_thresholds, summary_rows, to_json_value,
+    from sarkit.devices import resolve_device
+    from sarkit.eval.report import (SUMMARY_COLUMNS, gate_failures, parse_thresholds, summary_rows, to_json_value,
                               write_report)
-    from .eval.runner import SEG_METRICS, EvalOptions, parse_metrics, run_eval
-    from .io import check_output, output_lock
-    from .norm import parse_range
+    from sarkit.eval.options import SEG_METRICS, EvalOptions, parse_metrics
+    from sarkit.eval.runner import run_eval
+    from sarkit.io import check_output, output_lock
+    from sarkit.raster.norm import parse_range
 
     under, over = parse_thresholds(fail_under, True), parse_thresholds(fail_over, False)
     names = parse_metrics(metrics)
     if metrics is None and segmenter is not None:
         names = names + tuple(m for m in SEG_METRICS if m not in names)
     if missing := [m for m in (*under, *over) if m not in names]:
-        from .errors import InputError
+        from sarkit.errors import InputError
 
         raise InputError(f"quality gate on {missing[0]}, which is not computed: add it to --metrics")
     if report is not None:
@@ -497,7 +498,7 @@ def eval_cmd(
     print_table("sarkit eval (normalised [0, 1] space)", SUMMARY_COLUMNS, summary_rows(rec), quiet=quiet)
     fails = gate_failures(result.report["summary"], under, over)
     if fails:
-        from .errors import WorkError
+        from sarkit.errors import WorkError
 
         raise WorkError("quality gate failed: " + "; ".join(fails))
 
@@ -524,8 +525,8 @@ def demo_cmd(
 
     Example: sarkit demo --out sarkit-demo --overwrite
     """
-    from .demo import DemoOptions, demo_finished, run_demo
-    from .progress import print_table
+    from sarkit.demo import DemoOptions, demo_finished, run_demo
+    from sarkit.progress import print_table
 
     reporter = _reporter(quiet, log_format)
     if _skip(out, skip_existing, reporter, demo_finished):

@@ -21,7 +21,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-from .errors import InputError
+from sarkit.errors import InputError
 
 
 def load_config(path: str | Path, commands: dict[str, dict[str, str]]) -> dict[str, dict[str, Any]]:

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import InputError
-from .io import check_output, output_lock, write_atomic_text
-from .reporting import NULL_REPORTER, Reporter
+from sarkit.errors import InputError
+from sarkit.io import check_output, output_lock, write_atomic_text
+from sarkit.reporting import NULL_REPORTER, Reporter
 
 
 @dataclass(frozen=True)
@@ -90,12 +90,13 @@ def run_demo(opts: DemoOptions, reporter: Reporter = NULL_REPORTER) -> DemoResul
 
 
 def _run_demo(opts: DemoOptions, reporter: Reporter) -> DemoResult:
-    from .eval.report import write_report
-    from .eval.runner import EvalOptions, run_eval
-    from .synth import SynthOptions, synth_scene
-    from .tiling import TileOptions, tile_scene
-    from .train import TrainOptions, train
-    from .translate import TranslateOptions, translate_scene
+    from sarkit.eval.report import write_report
+    from sarkit.eval.options import EvalOptions
+    from sarkit.eval.runner import run_eval
+    from sarkit.data.synth import SynthOptions, synth_scene
+    from sarkit.data.tiling import TileOptions, tile_scene
+    from sarkit.training.trainer import TrainOptions, train
+    from sarkit.infer.translate import TranslateOptions, translate_scene
 
     out = Path(opts.out)
     if out.exists() and opts.overwrite:
@@ -156,7 +157,7 @@ def _run_demo(opts: DemoOptions, reporter: Reporter) -> DemoResult:
     sc = train_model("cyclegan-sc", out / "run-cyclegan-sc", opts.full_steps,
                      {**resnet, "sar_segmenter": str(seg_sar), "optical_segmenter": str(seg_opt)})
     translate_and_eval(sc, "cyclegan-sc", seg_opt)
-    from .eval.report import compare_markdown
+    from sarkit.eval.report import compare_markdown
 
     reports = [out / f"report-{n}" for n in ("pix2pix", "cyclegan", "cut", "cyclegan-sc")]
     write_atomic_text(out / "compare.md", compare_markdown(reports))

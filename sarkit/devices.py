@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import InputError
+from sarkit.errors import InputError
 
 AMP_CHOICES = ("off", "bf16", "fp16")
 

@@ -17,7 +17,7 @@ import rasterio
 import rasterio.shutil
 from rasterio.errors import RasterioIOError
 
-from .errors import InputError, LockedError, OutputExistsError
+from sarkit.errors import InputError, LockedError, OutputExistsError
 
 #: DEFLATE level of every compressed GeoTIFF and COG sarkit writes. GDAL's default, 6, is much slower with the
 #: libdeflate that rasterio's GDAL uses and no smaller: a 4096² 3-band uint16 synthetic optical COG took 5.8 s of

@@ -49,7 +49,7 @@ def test_infer_generator_is_the_pix2pix_unet():
 
 
 def test_tile_bench_plain_read_covers_the_tiler_windows(tmp_path):
-    from sarkit.synth import SynthOptions, synth_scene
+    from sarkit.data.synth import SynthOptions, synth_scene
 
     tile = _load("bench_tile")
     synth_scene(tmp_path / "scene", SynthOptions(size=128, seed=0))

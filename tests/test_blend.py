@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sarkit.blend import (axis_overlaps, axis_weights, blend_grid, check_overlap, cosine_ramp, edge_overlaps,
+from sarkit.infer.blend import (axis_overlaps, axis_weights, blend_grid, check_overlap, cosine_ramp, edge_overlaps,
                           normalise, window_weights)
 from sarkit.errors import InputError
-from sarkit.grid import PixelWindow
+from sarkit.raster.grid import PixelWindow
 
 
 def blend_sums(height: int, width: int, tile: int, overlap: int, value: float = 0.0

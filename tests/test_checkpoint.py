@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from sarkit.checkpoint import load_network, load_state, save_network, save_state
+from sarkit.models.checkpoint import load_network, load_state, save_network, save_state
 from sarkit.errors import CheckpointError
 from sarkit.models.registry import NETWORKS, build_network, register_network
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from sarkit import __version__
 from sarkit.cli import app
-from sarkit.synth import SynthOptions, synth_scene
+from sarkit.data.synth import SynthOptions, synth_scene
 
 runner = CliRunner()
 COMMANDS = ("synth", "tile", "train", "translate", "stitch", "eval", "demo")

@@ -1,4 +1,4 @@
-"""open_clip image-encoder loading without network (sarkit.clip), with a tiny CLIP built in the test."""
+"""open_clip image-encoder loading without network (sarkit.models.clip), with a tiny CLIP built in the test."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sarkit.clip import CLIP_WEIGHTS_ENV, clip_cosine_loss, clip_preprocess, load_clip_image_encoder, rgb_view
+from sarkit.models.clip import CLIP_WEIGHTS_ENV, clip_cosine_loss, clip_preprocess, load_clip_image_encoder, rgb_view
 from sarkit.errors import WeightsNotFoundError
 
 TINY_CFG = {
@@ -89,7 +89,7 @@ def test_clip_loss_zero_for_identical_and_grad_reaches_input(tmp_path: Path) -> 
 
 
 def test_cached_weights_are_found_offline_in_the_hub_cache_layout(tmp_path: Path) -> None:
-    from sarkit.clip import cached_pretrained_file
+    from sarkit.models.clip import cached_pretrained_file
 
     repo = tmp_path / "models--laion--CLIP-ViT-B-32-laion2B-s34B-b79K"
     snap = repo / "snapshots" / "abc123"

@@ -1,4 +1,4 @@
-"""Tests of sarkit.coreg: grid comparison with tolerance, offset reads and on-the-fly reprojection."""
+"""Tests of sarkit.raster.align: grid comparison with tolerance, offset reads and on-the-fly reprojection."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.transform import from_origin
 
-from sarkit.coreg import AlignedReader, GridSpec, grids_equal, overlap_bounds, pixel_offset
+from sarkit.raster.align import AlignedReader, GridSpec, grids_equal, overlap_bounds, pixel_offset
 from sarkit.errors import InputError
-from sarkit.grid import PixelWindow
-from sarkit.norm import S2_BANDS
-from sarkit.tiling import TileOptions, tile_scene
+from sarkit.raster.grid import PixelWindow
+from sarkit.raster.norm import S2_BANDS
+from sarkit.data.tiling import TileOptions, tile_scene
 
 UTM = CRS.from_epsg(32631)
 WGS84 = CRS.from_epsg(4326)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from sarkit.checkpoint import load_network, save_network
+from sarkit.models.checkpoint import load_network, save_network
 from sarkit.models.base import ModelIO, StepTools, parse_options
 from sarkit.models.blocks import channel_map
 from sarkit.models.cut import CUT, CUTOptions
 from sarkit.models.registry import get_model
-from sarkit.norm import optical_normalization, sar_normalization
+from sarkit.raster.norm import optical_normalization, sar_normalization
 
 TINY = dict(ngf=8, ndf=8, n_blocks=2, num_patches=64)
 

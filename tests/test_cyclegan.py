@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from sarkit.checkpoint import load_network, load_state, save_network, save_state
+from sarkit.models.checkpoint import load_network, load_state, save_network, save_state
 from sarkit.models.base import ModelIO, StepTools
 from sarkit.models.blocks import channel_map, channel_map_matrix, encoder_layers
 from sarkit.models.cyclegan import CycleGAN, CycleGANOptions
 from sarkit.models.registry import get_model
-from sarkit.norm import optical_normalization, sar_normalization
+from sarkit.raster.norm import optical_normalization, sar_normalization
 
 TINY = dict(ngf=8, ndf=8, n_blocks=2, pool_size=4)
 

@@ -8,14 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sarkit.checkpoint import save_network
+from sarkit.models.checkpoint import save_network
 from sarkit.errors import CheckpointError, InputError
 from sarkit.models.base import ModelIO, StepTools
 from sarkit.models.blocks import patch_nce_loss, semantic_contrastive_loss
 from sarkit.models.cyclegan_sc import CycleGANSC, CycleGANSCOptions, labels_at
 from sarkit.models.registry import get_model
 from sarkit.models.segmenter import Segmenter, SegmenterOptions
-from sarkit.norm import optical_normalization, sar_normalization
+from sarkit.raster.norm import optical_normalization, sar_normalization
 
 TINY = dict(ngf=8, ndf=8, n_blocks=2, pool_size=4, num_patches=64)
 

@@ -1,4 +1,4 @@
-"""Tests of sarkit.dataset (TileDataset, read_tiling, load_manifest) on tiles written by sarkit.tiling."""
+"""Tests of sarkit.data.dataset (TileDataset, read_tiling, load_manifest) on tiles written by sarkit.data.tiling."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import rasterio
 import torch
 from rasterio.transform import from_origin
 
-from sarkit.dataset import TileDataset, load_manifest, read_tiling
+from sarkit.data.dataset import TileDataset, load_manifest, read_tiling
 from sarkit.errors import InputError
-from sarkit.norm import S2_BANDS
-from sarkit.tiling import TileOptions, tile_scene
+from sarkit.raster.norm import S2_BANDS
+from sarkit.data.tiling import TileOptions, tile_scene
 
 N = 128   # scene side
 T = 32    # tile side

@@ -17,7 +17,8 @@ from sarkit.cli import app
 from sarkit.errors import InputError, WeightsNotFoundError
 from sarkit.eval.fid import (FeatureStats, InceptionExtractor, build_inception, frechet_distance, load_inception,
                              to_rgb)
-from sarkit.eval.runner import EvalOptions, run_eval
+from sarkit.eval.options import EvalOptions
+from sarkit.eval.runner import run_eval
 from sarkit.reporting import RecordingReporter
 
 

@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 from sarkit.cli import app
 from sarkit.errors import CheckpointError, InputError, WeightsNotFoundError
 from sarkit.eval import lpips as L
-from sarkit.eval.runner import EvalOptions, run_eval
+from sarkit.eval.options import EvalOptions
+from sarkit.eval.runner import run_eval
 
 CH = (64, 192, 384, 256, 256)
 

@@ -11,7 +11,7 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from sarkit.eval import metrics as M
-from sarkit.norm import dn_to_reflectance, optical_normalization
+from sarkit.raster.norm import dn_to_reflectance, optical_normalization
 
 SK = dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0, channel_axis=0)
 

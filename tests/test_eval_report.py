@@ -19,7 +19,8 @@ from sarkit.cli import app
 from sarkit.errors import InputError
 from sarkit.eval.report import (compare_markdown, compare_terminal, gate_failures, load_schema, parse_thresholds,
                                 to_json_value, validate, write_report)
-from sarkit.eval.runner import EvalOptions, run_eval
+from sarkit.eval.options import EvalOptions
+from sarkit.eval.runner import run_eval
 
 VOID = {"meta", "img", "br", "hr", "link", "input"}
 

@@ -15,12 +15,14 @@ from skimage.metrics import structural_similarity
 from torch import nn
 from typer.testing import CliRunner
 
-from sarkit.checkpoint import save_network
+from sarkit.models.checkpoint import save_network
 from sarkit.cli import app
 from sarkit.errors import InputError
-from sarkit.eval.runner import EvalOptions, partition, parse_metrics, run_eval, select_tiles
+from sarkit.eval.options import EvalOptions, parse_metrics
+from sarkit.eval.pairs import partition
+from sarkit.eval.runner import run_eval, select_tiles
 from sarkit.models.registry import NETWORKS, Identity, register_network
-from sarkit.norm import optical_normalization, sar_normalization
+from sarkit.raster.norm import optical_normalization, sar_normalization
 from sarkit.reporting import RecordingReporter
 
 SK = dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0, channel_axis=0)
@@ -245,7 +247,7 @@ def test_best_median_worst_selection():
 
 @pytest.fixture()
 def tile_dir(tmp_path):
-    from sarkit.tiling import TileOptions, tile_scene
+    from sarkit.data.tiling import TileOptions, tile_scene
 
     rng = np.random.default_rng(0)
     s1 = _write(tmp_path / "s1.tif", (rng.random((2, 512, 256)) * -20).astype("float32"), float("nan"),
@@ -257,7 +259,7 @@ def tile_dir(tmp_path):
 
 
 def test_model_on_split(tmp_path, tile_dir):
-    from sarkit.dataset import load_manifest
+    from sarkit.data.dataset import load_manifest
 
     norm = sar_normalization().to_dict()
     gen = save_network(tmp_path / "gen.safetensors", Identity(2), kind="generator", arch="identity",

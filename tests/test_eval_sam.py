@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 from sarkit.cli import app
 from sarkit.errors import CheckpointError, InputError, WeightsNotFoundError
 from sarkit.eval import sam as S
-from sarkit.eval.runner import EvalOptions, run_eval
+from sarkit.eval.options import EvalOptions
+from sarkit.eval.runner import run_eval
 
 TINY = dict(img_size=64, patch_size=16, embed_dim=32, depth=2, num_heads=2, mlp_ratio=4.0, qkv_bias=True,
             global_attn_indexes=[1], window_size=2, prompt_embed_dim=32, mask_in_chans=16, decoder_depth=1,

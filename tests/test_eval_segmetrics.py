@@ -9,12 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from sarkit.checkpoint import save_network
+from sarkit.models.checkpoint import save_network
 from sarkit.errors import InputError
 from sarkit.eval.segmetrics import (confusion_matrix, iou_per_class, load_segmenter, mean_iou, pixel_accuracy, sms,
                                     sms_map)
 from sarkit.models.registry import NETWORKS, register_network
-from sarkit.norm import optical_normalization, sar_normalization
+from sarkit.raster.norm import optical_normalization, sar_normalization
 
 
 class TinySeg(nn.Module):

@@ -15,12 +15,12 @@ import pytest
 import rasterio
 from typer.main import get_command
 
-from sarkit.checkpoint import save_network
+from sarkit.models.checkpoint import save_network
 from sarkit.cli import app, config_keys
 from sarkit.config import load_config
 from sarkit.models.blocks import build_unet
-from sarkit.norm import optical_normalization, sar_normalization
-from sarkit.synth import SynthOptions, synth_scene
+from sarkit.raster.norm import optical_normalization, sar_normalization
+from sarkit.data.synth import SynthOptions, synth_scene
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import rasterio
 
-from sarkit.checkpoint import read_export_record, save_network
+from sarkit.models.checkpoint import read_export_record, save_network
 from sarkit.models.blocks import build_unet
-from sarkit.norm import optical_normalization, sar_normalization
-from sarkit.synth import SynthOptions, synth_scene
-from sarkit.tiling import TileOptions, tile_scene
+from sarkit.raster.norm import optical_normalization, sar_normalization
+from sarkit.data.synth import SynthOptions, synth_scene
+from sarkit.data.tiling import TileOptions, tile_scene
 
 pytestmark = pytest.mark.slow
 

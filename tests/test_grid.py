@@ -1,11 +1,11 @@
-"""Tests of sarkit.grid: window offsets, covering grids and pixel window helpers."""
+"""Tests of sarkit.raster.grid: window offsets, covering grids and pixel window helpers."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from sarkit.grid import Bounds, PixelWindow, grid_offsets, window_grid
+from sarkit.raster.grid import Bounds, PixelWindow, grid_offsets, window_grid
 
 
 def test_grid_offsets_skip_or_cover_the_remainder():

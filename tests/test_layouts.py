@@ -1,4 +1,4 @@
-"""Tests of sarkit.layouts: SEN12MS / SEN12MS-CR / Sen1Floods11 folder pairing and label schemes."""
+"""Tests of sarkit.data.layouts: SEN12MS / SEN12MS-CR / Sen1Floods11 folder pairing and label schemes."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ import rasterio
 from rasterio.transform import from_origin
 
 from sarkit.errors import InputError
-from sarkit.layouts import (
+from sarkit.data.layouts import (
     IGBP_SIMPLE_CLASSES,
     find_layout,
     find_sen1floods11,
     find_sen12ms,
     map_labels,
 )
-from sarkit.tiling import TileOptions, tile_layout
+from sarkit.data.tiling import TileOptions, tile_layout
 
 
 def write(path: Path, data: np.ndarray, crs: str = "EPSG:32631") -> Path:

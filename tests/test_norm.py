@@ -1,4 +1,4 @@
-"""Tests of sarkit.norm: units, fixed-range normalisation, reflectance ↔ DN and band resolution."""
+"""Tests of sarkit.raster.norm: units, fixed-range normalisation, reflectance ↔ DN and band resolution."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sarkit.errors import InputError
-from sarkit.norm import (
+from sarkit.raster.norm import (
     S2_BANDS,
     Normalization,
     band_names,

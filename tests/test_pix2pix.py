@@ -6,11 +6,11 @@ from pathlib import Path
 
 import torch
 
-from sarkit.checkpoint import load_network, save_network
+from sarkit.models.checkpoint import load_network, save_network
 from sarkit.models import get_model
 from sarkit.models.base import ModelIO, StepTools, parse_options
 from sarkit.models.pix2pix import masked_l1
-from sarkit.norm import optical_normalization, sar_normalization
+from sarkit.raster.norm import optical_normalization, sar_normalization
 
 
 def small_io(direction: str = "sar2opt", size: int = 32) -> ModelIO:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sarkit.clip import CLIP_WEIGHTS_ENV
+from sarkit.models.clip import CLIP_WEIGHTS_ENV
 from sarkit.errors import WeightsNotFoundError
 from sarkit.models import get_model
 from sarkit.models.base import StepTools, parse_options

@@ -7,13 +7,13 @@ import math
 import pytest
 import torch
 
-from sarkit.checkpoint import load_network, save_network
+from sarkit.models.checkpoint import load_network, save_network
 from sarkit.errors import InputError
 from sarkit.models.base import ModelIO, StepTools
 from sarkit.models.registry import get_model
 from sarkit.models.segmenter import (BN_MOMENTUM, Segmenter, SegmenterOptions, build_deeplabv3, segmentation_loss,
                                      segmentation_scores)
-from sarkit.norm import optical_normalization, sar_normalization
+from sarkit.raster.norm import optical_normalization, sar_normalization
 
 FAST = SegmenterOptions(backbone="mobilenet_v3_large")
 

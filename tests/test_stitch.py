@@ -13,8 +13,8 @@ from rio_cogeo.cogeo import cog_validate
 from typer.testing import CliRunner
 
 from sarkit.cli import app
-from sarkit.grid import PixelWindow, window_grid
-from sarkit.stitch import StitchOptions, stitch
+from sarkit.raster.grid import PixelWindow, window_grid
+from sarkit.infer.stitch import StitchOptions, stitch
 
 runner = CliRunner()
 CRS = "EPSG:32631"
@@ -211,7 +211,7 @@ def test_target_crs_option(tmp_path):
 
 
 def test_strips_read_only_intersecting_tiles(tmp_path, monkeypatch):
-    from sarkit import stitch as st
+    from sarkit.infer import stitch as st
 
     data = scene_array(1200, 64, bands=1)
     write_scene(tmp_path / "s.tif", data)
@@ -234,7 +234,7 @@ def test_strips_read_only_intersecting_tiles(tmp_path, monkeypatch):
 
 
 def test_neighbour_buckets_match_brute_force():
-    from sarkit.stitch import _neighbours
+    from sarkit.infer.stitch import _neighbours
 
     rng = np.random.default_rng(5)
     wins = [PixelWindow(int(r), int(c), int(h), int(w)) for r, c, h, w in

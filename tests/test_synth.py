@@ -1,4 +1,4 @@
-"""Tests of sarkit.synth: determinism, file format, physical plausibility and the ``sarkit synth`` command."""
+"""Tests of sarkit.data.synth: determinism, file format, physical plausibility and the ``sarkit synth`` command."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 from sarkit.cli import app
 from sarkit.errors import InputError, OutputExistsError
-from sarkit.grid import PixelWindow
-from sarkit.norm import S1_BANDS, S2_BANDS
-from sarkit.synth import (
+from sarkit.raster.grid import PixelWindow
+from sarkit.raster.norm import S1_BANDS, S2_BANDS
+from sarkit.data.synth import (
     CLASS_NAMES,
     ENL,
     SynthOptions,

@@ -1,4 +1,4 @@
-"""Tests of sarkit.tiling and the ``sarkit tile`` command (small seeded rasters written with rasterio)."""
+"""Tests of sarkit.data.tiling and the ``sarkit tile`` command (small seeded rasters written with rasterio)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 
 from sarkit.cli import app
 from sarkit.errors import InputError
-from sarkit.grid import PixelWindow
-from sarkit.norm import S2_BANDS
-from sarkit.tiling import MANIFEST_COLUMNS, TileOptions, parse_split, tile_layout, tile_scene
+from sarkit.raster.grid import PixelWindow
+from sarkit.raster.norm import S2_BANDS
+from sarkit.data.tiling import MANIFEST_COLUMNS, TileOptions, parse_split, tile_layout, tile_scene
 
 runner = CliRunner()
 UTM = "EPSG:32631"
@@ -362,8 +362,8 @@ def test_sen12mscr_layout_pairs_cloudfree_unless_cloudy(realdata, tmp_path):
 
 
 def test_assign_splits_keeps_blocks_whole_and_scenes_apart():
-    from sarkit.grid import Bounds
-    from sarkit.tiling import _Candidate, assign_splits
+    from sarkit.raster.grid import Bounds
+    from sarkit.data.tiling import _Candidate, assign_splits
 
     cands = [_Candidate(scene, PixelWindow(r * 32, c * 32, 32, 32), f"{scene}_{r}_{c}", Bounds(0, 0, 1, 1),
                         block=(scene, r // 2, c // 2))
@@ -378,7 +378,7 @@ def test_assign_splits_keeps_blocks_whole_and_scenes_apart():
 
 
 def test_failure_while_writing_leaves_nothing(tmp_path, monkeypatch):
-    import sarkit.tiling as tiling
+    import sarkit.data.tiling as tiling
 
     sc = make_scene(tmp_path, h=128, w=128)
     calls = {"n": 0}

@@ -1,4 +1,4 @@
-"""The trainer (sarkit.train) and ``sarkit train``: run directory, resume, determinism, errors, torchrun."""
+"""The trainer (sarkit.training.trainer) and ``sarkit train``: run directory, resume, determinism, errors, torchrun."""
 
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ import torch
 from rasterio.transform import from_origin
 from typer.testing import CliRunner
 
-from sarkit.checkpoint import load_network
+from sarkit.models.checkpoint import load_network
 from sarkit.cli import app
 from sarkit.errors import InputError
-from sarkit.norm import S2_BANDS, optical_normalization, sar_normalization
-from sarkit.train import DataOrder, TrainOptions, psnr_ssim, train
+from sarkit.raster.norm import S2_BANDS, optical_normalization, sar_normalization
+from sarkit.training.trainer import DataOrder, TrainOptions, psnr_ssim, train
 
 SMALL = {"ngf": "8", "ndf": "8"}
 MANIFEST_COLUMNS = ["tile_id", "split", "s1_path", "s2_path", "labels_path", "row_off", "col_off", "height",
@@ -301,7 +301,7 @@ def test_torchrun_two_processes_gloo(tiles: Path, tmp_path: Path) -> None:
     script.write_text(textwrap.dedent(f"""
         import os, torch
         from pathlib import Path
-        from sarkit.train import TrainOptions, train
+        from sarkit.training.trainer import TrainOptions, train
         res = train(TrainOptions(model="pix2pix", data=Path({str(tiles)!r}), out=Path({str(out)!r}), steps=3,
                                  batch_size=1, device="cpu", val_every=2, save_every=0, log_every=1,
                                  model_options={SMALL!r}))

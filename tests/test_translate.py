@@ -19,13 +19,14 @@ from rio_cogeo.cogeo import cog_validate
 from torch import nn
 from typer.testing import CliRunner
 
-from sarkit import translate as tr
-from sarkit.checkpoint import LoadedNetwork, file_sha256, load_network, save_network
+from sarkit.infer import engine as en
+from sarkit.infer import translate as tr
+from sarkit.models.checkpoint import LoadedNetwork, file_sha256, load_network, save_network
 from sarkit.cli import app
-from sarkit.grid import grid_offsets
+from sarkit.raster.grid import grid_offsets
 from sarkit.models.registry import NETWORKS, Identity, register_network
-from sarkit.norm import Normalization, optical_normalization, sar_normalization
-from sarkit.translate import TranslateOptions, translate_many, translate_scene
+from sarkit.raster.norm import Normalization, optical_normalization, sar_normalization
+from sarkit.infer.translate import TranslateOptions, translate_many, translate_scene
 
 runner = CliRunner()
 CRS = "EPSG:32631"
@@ -597,11 +598,11 @@ def _loaded(module: nn.Module, channels: int = 2) -> LoadedNetwork:
                          meta={"in_norm": n, "out_norm": n, "tile_size": 32, "model": "test"})
 
 
-def _guarded(module: nn.Module) -> tuple["tr._Generator", "RecordingReporter", np.ndarray]:
+def _guarded(module: nn.Module) -> tuple["en._Generator", "RecordingReporter", np.ndarray]:
     from sarkit.reporting import RecordingReporter
 
     rep = RecordingReporter()
-    gen = tr._Generator(_loaded(module), torch.device("cpu"), torch.bfloat16, 2, rep)
+    gen = en._Generator(_loaded(module), torch.device("cpu"), torch.bfloat16, 2, rep)
     x = np.random.default_rng(0).uniform(-1, 1, (3, 2, 32, 32)).astype(np.float32)
     return gen, rep, x
 
@@ -609,11 +610,11 @@ def _guarded(module: nn.Module) -> tuple["tr._Generator", "RecordingReporter", n
 def test_amp_guard_keeps_bf16_when_close_to_fp32():
     gen, rep, x = _guarded(FixedConv())
     first = gen(x)
-    assert gen.amp is torch.bfloat16 and gen.guard_psnr >= tr.AMP_MIN_PSNR_DB
+    assert gen.amp is torch.bfloat16 and gen.guard_psnr >= en.AMP_MIN_PSNR_DB
     assert rep.warnings == []
     with torch.inference_mode():
         ref = FixedConv()(torch.from_numpy(x)).numpy()
-    assert tr.psnr_01(first, ref) >= tr.AMP_MIN_PSNR_DB
+    assert en.psnr_01(first, ref) >= en.AMP_MIN_PSNR_DB
     gen(x)  # later batches are not checked again
     assert gen.amp is torch.bfloat16
 
@@ -621,7 +622,7 @@ def test_amp_guard_keeps_bf16_when_close_to_fp32():
 def test_amp_guard_falls_back_to_fp32_when_bf16_diverges():
     gen, rep, x = _guarded(Bf16Unstable())
     first = gen(x)
-    assert gen.amp is None and gen.guard_psnr < tr.AMP_MIN_PSNR_DB
+    assert gen.amp is None and gen.guard_psnr < en.AMP_MIN_PSNR_DB
     assert len(rep.warnings) == 1 and "fp32" in rep.warnings[0] and "dB" in rep.warnings[0]
     with torch.inference_mode():
         ref = Bf16Unstable()(torch.from_numpy(x)).numpy()
@@ -655,47 +656,47 @@ def test_translate_with_bf16_falls_back_end_to_end(tmp_path):
 
 def _count_fp32_forwards(monkeypatch) -> list[int]:
     calls = [0]
-    real = tr._Generator._forward
+    real = en._Generator._forward
 
     def counting(self, batch, amp, eager=False):
         calls[0] += amp is None
         return real(self, batch, amp, eager)
 
-    monkeypatch.setattr(tr._Generator, "_forward", counting)
+    monkeypatch.setattr(en._Generator, "_forward", counting)
     return calls
 
 
 def test_guard_verdict_is_kept_per_checkpoint_file_and_device(tmp_path, monkeypatch):
     """The fp32 check runs on the first scene of a checkpoint only; a rewritten checkpoint is checked again."""
-    monkeypatch.setattr(tr, "_GUARD_VERDICTS", {})
+    monkeypatch.setattr(en, "_GUARD_VERDICTS", {})
     fp32 = _count_fp32_forwards(monkeypatch)
     scene = tmp_path / "scene.tif"
     write_sar(scene, 70, 90, data=smooth_sar(70, 90))
     ckpt = save_conv(tmp_path / "conv.safetensors", sar_normalization(), sar_normalization(), tile=32)
     opts = TranslateOptions(overlap=8, amp="bf16", device="cpu", overwrite=True)
     translate_scene(scene, ckpt, tmp_path / "a.tif", opts)
-    assert fp32[0] == 1 and len(tr._GUARD_VERDICTS) == 1
-    psnr = next(iter(tr._GUARD_VERDICTS.values()))
-    assert psnr >= tr.AMP_MIN_PSNR_DB
+    assert fp32[0] == 1 and len(en._GUARD_VERDICTS) == 1
+    psnr = next(iter(en._GUARD_VERDICTS.values()))
+    assert psnr >= en.AMP_MIN_PSNR_DB
     translate_scene(scene, ckpt, tmp_path / "b.tif", opts)
     assert fp32[0] == 1  # the same file on the same device: not checked again
     np.testing.assert_array_equal(read(tmp_path / "a.tif"), read(tmp_path / "b.tif"))
     os.utime(ckpt, ns=(ckpt.stat().st_atime_ns, ckpt.stat().st_mtime_ns + 10**9))  # the file changed
     translate_scene(scene, ckpt, tmp_path / "a.tif", opts)
-    assert fp32[0] == 2 and len(tr._GUARD_VERDICTS) == 2
+    assert fp32[0] == 2 and len(en._GUARD_VERDICTS) == 2
     # another device, precision, bound or compilation is another check; a file that is not there is never kept
     cpu, bf16 = torch.device("cpu"), torch.bfloat16
-    keys = {tr._guard_key(ckpt, cpu, bf16, 40.0, False), tr._guard_key(ckpt, torch.device("cuda"), bf16, 40.0, False),
-            tr._guard_key(ckpt, cpu, torch.float16, 40.0, False), tr._guard_key(ckpt, cpu, bf16, 30.0, False),
-            tr._guard_key(ckpt, cpu, bf16, 40.0, True)}
+    keys = {en._guard_key(ckpt, cpu, bf16, 40.0, False), en._guard_key(ckpt, torch.device("cuda"), bf16, 40.0, False),
+            en._guard_key(ckpt, cpu, torch.float16, 40.0, False), en._guard_key(ckpt, cpu, bf16, 30.0, False),
+            en._guard_key(ckpt, cpu, bf16, 40.0, True)}
     assert len(keys) == 5
-    assert tr._guard_key(tmp_path / "gone.safetensors", cpu, bf16, 40.0, False) is None
+    assert en._guard_key(tmp_path / "gone.safetensors", cpu, bf16, 40.0, False) is None
 
 
 def test_guard_fallback_is_kept_and_warned_on_every_scene(tmp_path, monkeypatch):
     from sarkit.reporting import RecordingReporter
 
-    monkeypatch.setattr(tr, "_GUARD_VERDICTS", {})
+    monkeypatch.setattr(en, "_GUARD_VERDICTS", {})
     fp32 = _count_fp32_forwards(monkeypatch)
     scene, ckpt = _unstable_scene(tmp_path)
     first, second = RecordingReporter(), RecordingReporter()
@@ -714,22 +715,22 @@ def test_pix2pix_unet_bf16_is_within_40db_of_fp32():
 
     torch.manual_seed(0)
     net = build_unet(2, 3, num_downs=6, ngf=16).eval()  # 64² tiles, the full pix2pix structure at width 16
-    gen = tr._Generator(_loaded(net), torch.device("cpu"), torch.bfloat16, 3)
+    gen = en._Generator(_loaded(net), torch.device("cpu"), torch.bfloat16, 3)
     x = np.random.default_rng(1).uniform(-1, 1, (4, 2, 64, 64)).astype(np.float32)
     low = gen._forward(x, torch.bfloat16)
     ref = gen._forward(x, None)
     assert np.abs(ref).std() > 0.05  # a non-trivial output, so the PSNR is not high merely because it is ~0
-    assert tr.psnr_01(low, ref) >= tr.AMP_MIN_PSNR_DB
+    assert en.psnr_01(low, ref) >= en.AMP_MIN_PSNR_DB
 
 
 def test_amp_auto_on_cpu_follows_native_bf16(monkeypatch):
     cpu = torch.device("cpu")
-    monkeypatch.setattr(tr, "cpu_supports_bf16", lambda: True)
-    assert tr.resolve_amp_auto("auto", cpu) is torch.bfloat16
-    monkeypatch.setattr(tr, "cpu_supports_bf16", lambda: False)
-    assert tr.resolve_amp_auto("auto", cpu) is None
-    assert tr.resolve_amp_auto("off", cpu) is None
-    assert tr.resolve_amp_auto("bf16", cpu) is torch.bfloat16
+    monkeypatch.setattr(en, "cpu_supports_bf16", lambda: True)
+    assert en.resolve_amp_auto("auto", cpu) is torch.bfloat16
+    monkeypatch.setattr(en, "cpu_supports_bf16", lambda: False)
+    assert en.resolve_amp_auto("auto", cpu) is None
+    assert en.resolve_amp_auto("off", cpu) is None
+    assert en.resolve_amp_auto("bf16", cpu) is torch.bfloat16
 
 
 # ------------------------------------------------------------------------------------------------ threads
@@ -795,7 +796,7 @@ def test_compiled_generator_matches_eager(tmp_path):
     ckpt = save_conv(tmp_path / "conv.safetensors", sar_normalization(), sar_normalization(), tile=64)
     translate_scene(scene, ckpt, tmp_path / "eager.tif", TranslateOptions(overlap=16, batch_size=3, amp="off"))
     compiled_calls = {"n": 0}
-    real_run = tr._Generator._run
+    real_run = en._Generator._run
 
     def counting_run(self, xb, eager):
         if self.compiled is not None and not eager and xb.shape[0] >= 2:
@@ -806,7 +807,7 @@ def test_compiled_generator_matches_eager(tmp_path):
 
     rep = RecordingReporter()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(tr._Generator, "_run", counting_run)
+        mp.setattr(en._Generator, "_run", counting_run)
         translate_scene(scene, ckpt, tmp_path / "compiled.tif",
                         TranslateOptions(overlap=16, batch_size=3, amp="off", compile=True), rep)
     assert rep.warnings == []  # no fallback to eager

@@ -2,8 +2,9 @@
 the DeepLabV3 segmenter or Segment Anything), the streaming runner over scenes, tile sets and a model on a split,
 and the reports it writes."""
 
-from .metrics import mae, psnr, ssim
-from .runner import EvalOptions, EvalResult, evaluate, open_source, parse_metrics, run_eval
+from sarkit.eval.metrics import mae, psnr, ssim
+from sarkit.eval.options import EvalOptions, EvalResult, parse_metrics
+from sarkit.eval.runner import evaluate, open_source, run_eval
 
 __all__ = ["EvalOptions", "EvalResult", "evaluate", "mae", "open_source", "parse_metrics", "psnr", "run_eval",
            "ssim"]

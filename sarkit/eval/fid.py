@@ -13,7 +13,7 @@
 * Statistics are streamed (running Σx and Σxxᵀ in float64), so memory does not grow with the sample count.
 * ``FD = ‖μ1 − μ2‖² + tr(Σ1 + Σ2 − 2·(Σ1Σ2)^½)`` with ``scipy.linalg.sqrtm``; when the square root is not
   finite, ``ε·I`` (ε = 1e−6) is added to both covariances; the real part is kept.
-* FID-CLIP: the same distance on ``open_clip`` image-encoder embeddings loaded offline by ``sarkit.clip``
+* FID-CLIP: the same distance on ``open_clip`` image-encoder embeddings loaded offline by ``sarkit.models.clip``
   (``--clip-weights`` / ``$SARKIT_CLIP_WEIGHTS``; ``--clip-model`` an open_clip name or a model-config JSON),
   images resized to the encoder's input size and standardised with its mean/std.
 """
@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import CheckpointError, InputError, WeightsNotFoundError
+from sarkit.errors import CheckpointError, InputError, WeightsNotFoundError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -178,11 +178,11 @@ class InceptionExtractor:
 
 
 class ClipExtractor:
-    """Images in [0, 1] (N, 3, H, W) → open_clip image embeddings via ``sarkit.clip`` (offline weights only)."""
+    """Images in [0, 1] (N, 3, H, W) → open_clip image embeddings via ``sarkit.models.clip`` (offline weights only)."""
 
     def __init__(self, model: str, weights: str | os.PathLike | None = None,
                  device: str | torch.device = "cpu") -> None:
-        from ..clip import load_clip_image_encoder
+        from sarkit.models.clip import load_clip_image_encoder
 
         self.device = torch.device(device)
         self.encoder = load_clip_image_encoder(model, weights_path=weights, device=self.device)
@@ -192,7 +192,7 @@ class ClipExtractor:
 
     @torch.no_grad()
     def __call__(self, rgb01: torch.Tensor) -> torch.Tensor:
-        from ..clip import clip_preprocess
+        from sarkit.models.clip import clip_preprocess
 
         e = self.encoder
         x = clip_preprocess(rgb01.to(self.device, torch.float32).clamp(0, 1), e.image_size, e.mean, e.std)

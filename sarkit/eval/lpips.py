@@ -41,8 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import CheckpointError, InputError
-from .fid import read_state_dict, resolve_weights
+from sarkit.errors import CheckpointError, InputError
+from sarkit.eval.fid import read_state_dict, resolve_weights
 
 LPIPS_ENV = "SARKIT_LPIPS_WEIGHTS"
 BACKBONE_ENV = "SARKIT_LPIPS_BACKBONE"

@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import InputError
+from sarkit.errors import InputError
 
 SCHEMA_PATH = Path(__file__).with_name("report_schema.json")
 #: Column order of summaries and comparisons, with the better direction.
@@ -132,10 +132,10 @@ def validate(instance: Any, schema: dict[str, Any], path: str = "$", root: dict[
 # ----------------------------------------------------------------------------------------------- images
 
 def _to_uint8_rgb(x01: np.ndarray, bands: Sequence[str]) -> np.ndarray:
-    """(C, H, W) in [0, 1] (NaN nodata) → (H, W, 3) uint8 via ``sarkit.clip.rgb_view``; nodata dark grey."""
+    """(C, H, W) in [0, 1] (NaN nodata) → (H, W, 3) uint8 via ``sarkit.models.clip.rgb_view``; nodata dark grey."""
     import torch
 
-    from ..clip import rgb_view
+    from sarkit.models.clip import rgb_view
 
     t = torch.from_numpy(np.ascontiguousarray(x01, dtype=np.float32))[None]
     rgb = rgb_view(t, list(bands))[0].numpy()
@@ -188,7 +188,7 @@ def render_thumbnail(block: Any, pred_norm: Any, input_norm: Any, max_px: int) -
 
 def scene_preview(src: Any, idx: Sequence[int], norm: Any, modality: str, max_px: int) -> dict[str, str]:
     """A whole scene read at reduced resolution (overviews when present) → base64 PNG in the fixed ranges."""
-    from ..norm import dn_to_reflectance, sar_to_db
+    from sarkit.raster.norm import dn_to_reflectance, sar_to_db
 
     scale = max(src.height, src.width) / max_px
     h, w = max(1, round(src.height / max(scale, 1))), max(1, round(src.width / max(scale, 1)))
@@ -370,7 +370,7 @@ def render_html(report: dict[str, Any], thumbnails: Sequence[dict[str, Any]],
 
 def write_report(out_dir: str | Path, result: Any, overwrite: bool) -> Path:
     """Write report.json, report.md, tiles.csv and report.html into ``out_dir`` atomically (all or nothing)."""
-    from ..io import atomic_dir
+    from sarkit.io import atomic_dir
 
     report = to_json_value(result.report)
     errs = validate(report, load_schema())

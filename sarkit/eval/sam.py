@@ -37,9 +37,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import CheckpointError, InputError
-from .fid import read_state_dict, resolve_weights
-from .segmetrics import sms_map
+from sarkit.errors import CheckpointError, InputError
+from sarkit.eval.fid import read_state_dict, resolve_weights
+from sarkit.eval.segmetrics import sms_map
 
 SAM_ENV = "SARKIT_SAM_WEIGHTS"
 GRID = 8

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import InputError
-from ..norm import Normalization
+from sarkit.errors import InputError
+from sarkit.raster.norm import Normalization
 
 IGNORE = 255
 
@@ -121,7 +121,7 @@ class Segmenter:
 
 def load_segmenter(path: str | Path, device: str | torch.device = "cpu") -> Segmenter:
     """Load an exported segmenter (``kind="segmenter"``) from a RUN directory or a file."""
-    from ..checkpoint import load_network
+    from sarkit.models.checkpoint import load_network
 
     net = load_network(path, kind="segmenter", device=device)
     meta: dict[str, Any] = net.meta

@@ -2,7 +2,7 @@
 
 A model owns its networks (``self.nets``, an ``nn.ModuleDict`` of trained networks; frozen helpers such as CLIP
 or segmenters live elsewhere and are never saved as trainable state), builds its optimizers, and runs one
-training iteration in ``train_step``. The trainer (``sarkit.train``) owns data, devices, mixed precision,
+training iteration in ``train_step``. The trainer (``sarkit.training.trainer``) owns data, devices, mixed precision,
 distributed gradient averaging, checkpoints, resume, logging and validation.
 """
 
@@ -16,7 +16,7 @@ from typing import Any, Callable, ClassVar, ContextManager
 import torch
 from torch import nn
 
-from ..errors import InputError
+from sarkit.errors import InputError
 
 
 @dataclass(frozen=True)

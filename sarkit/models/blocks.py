@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .registry import register_network
+from sarkit.models.registry import register_network
 
 
 def norm_layer(kind: str, channels: int) -> nn.Module:

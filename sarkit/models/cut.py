@@ -24,11 +24,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import StepTools, TrainableModel, set_requires_grad
-from .blocks import (GANLoss, PatchGAN, PatchSampler, ResnetGenerator, channel_map, encoder_layers, init_weights,
+from sarkit.models.base import StepTools, TrainableModel, set_requires_grad
+from sarkit.models.blocks import (GANLoss, PatchGAN, PatchSampler, ResnetGenerator, channel_map, encoder_layers, init_weights,
                      patch_nce_loss)
-from .cyclegan import domains
-from .registry import register_model
+from sarkit.models.cyclegan import domains
+from sarkit.models.registry import register_model
 
 
 @dataclass

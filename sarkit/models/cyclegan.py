@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import ModelIO, StepTools, TrainableModel, set_requires_grad
-from .blocks import GANLoss, ImagePool, PatchGAN, ResnetGenerator, channel_map, init_weights
-from .registry import register_model
+from sarkit.models.base import ModelIO, StepTools, TrainableModel, set_requires_grad
+from sarkit.models.blocks import GANLoss, ImagePool, PatchGAN, ResnetGenerator, channel_map, init_weights
+from sarkit.models.registry import register_model
 
 
 @dataclass

@@ -39,10 +39,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import CheckpointError, InputError
-from .blocks import PatchSampler, channel_map, encoder_layers, semantic_contrastive_loss
-from .cyclegan import CycleGAN, CycleGANOptions
-from .registry import register_model
+from sarkit.errors import CheckpointError, InputError
+from sarkit.models.blocks import PatchSampler, channel_map, encoder_layers, semantic_contrastive_loss
+from sarkit.models.cyclegan import CycleGAN, CycleGANOptions
+from sarkit.models.registry import register_model
 
 
 @dataclass
@@ -60,7 +60,7 @@ class CycleGANSCOptions(CycleGANOptions):
 
 def load_frozen_segmenter(path: str, modality: str, norm: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
     """Load an exported segmenter for ``modality``, check it fits the data's bands/ranges, freeze it."""
-    from ..checkpoint import load_network
+    from sarkit.models.checkpoint import load_network
 
     option = f"--{modality}-segmenter"
     if not path:

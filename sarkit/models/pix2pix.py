@@ -18,9 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import StepTools, TrainableModel, set_requires_grad
-from .blocks import GANLoss, PatchGAN, adam, init_weights, unet_levels
-from .registry import build_network, register_model
+from sarkit.models.base import StepTools, TrainableModel, set_requires_grad
+from sarkit.models.blocks import GANLoss, PatchGAN, adam, init_weights, unet_levels
+from sarkit.models.registry import build_network, register_model
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 f is a frozen open_clip image encoder (default ViT-B-32 / laion2b_s34b_b79k from open_clip's local cache, or a
 file from ``--clip-weights`` / ``$SARKIT_CLIP_WEIGHTS``). Images go from [-1, 1] to [0, 1], to their RGB view
-(``sarkit.clip.rgb_view``: B4,B3,B2 when present; 1 band → grey; VV,VH → (VV, VH, mean); else the first three),
+(``sarkit.models.clip.rgb_view``: B4,B3,B2 when present; 1 band → grey; VV,VH → (VV, VH, mean); else the first three),
 then through CLIP's own resize and mean/std. Gradients reach G only (the encoder's weights are frozen and the
 target's embedding is computed without gradient). Total generator loss: GAN + λ_L1·L1 + λ_CLIP·L_CLIP, with
 λ_CLIP = 1.0 by default (comparable in size to the GAN term; L_CLIP lies in [0, 2]).
@@ -17,10 +17,10 @@ import os
 from dataclasses import dataclass
 import torch
 
-from ..clip import CLIP_WEIGHTS_ENV, DEFAULT_CLIP_MODEL, DEFAULT_CLIP_PRETRAINED, ClipImageEncoder, clip_cosine_loss, \
+from sarkit.models.clip import CLIP_WEIGHTS_ENV, DEFAULT_CLIP_MODEL, DEFAULT_CLIP_PRETRAINED, ClipImageEncoder, clip_cosine_loss, \
     load_clip_image_encoder, rgb_view
-from .pix2pix import Pix2Pix
-from .registry import register_model
+from sarkit.models.pix2pix import Pix2Pix
+from sarkit.models.registry import register_model
 
 
 @dataclass

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from torch import nn
 
-from ..errors import InputError
+from sarkit.errors import InputError
 
 MODELS: dict[str, type] = {}
 NETWORKS: dict[str, Callable[..., nn.Module]] = {}
@@ -31,7 +31,7 @@ def register_model(name: str) -> Callable[[type], type]:
 
 def get_model(name: str) -> type:
     """The model class registered as ``name`` (``InputError`` listing the valid names otherwise)."""
-    from . import load_all
+    from sarkit.models import load_all
 
     load_all()
     if name not in MODELS:
@@ -41,7 +41,7 @@ def get_model(name: str) -> type:
 
 def model_names() -> list[str]:
     """Names of every registered model."""
-    from . import load_all
+    from sarkit.models import load_all
 
     load_all()
     return sorted(MODELS)
@@ -61,7 +61,7 @@ def register_network(name: str) -> Callable[[Callable[..., nn.Module]], Callable
 
 def build_network(arch: str, kwargs: dict[str, Any]) -> nn.Module:
     """Rebuild a network from its registered architecture name and keyword arguments."""
-    from . import load_all
+    from sarkit.models import load_all
 
     load_all()
     if arch not in NETWORKS:

@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InputError
-from .base import StepTools, TrainableModel
-from .registry import register_model, register_network
+from sarkit.errors import InputError
+from sarkit.models.base import StepTools, TrainableModel
+from sarkit.models.registry import register_model, register_network
 
 IGNORE_INDEX = 255
 #: BatchNorm running-statistics momentum of every backbone. torchvision builds MobileNetV3 with 0.01: after a short

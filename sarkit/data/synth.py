@@ -34,11 +34,11 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import InputError
-from .grid import Bounds, PixelWindow
-from .io import GTIFF_PROFILE, atomic_dir
-from .norm import S1_BANDS, S2_BANDS, linear_to_db, reflectance_to_dn
-from .reporting import NULL_REPORTER, Reporter
+from sarkit.errors import InputError
+from sarkit.raster.grid import Bounds, PixelWindow
+from sarkit.io import GTIFF_PROFILE, atomic_dir
+from sarkit.raster.norm import S1_BANDS, S2_BANDS, linear_to_db, reflectance_to_dn
+from sarkit.reporting import NULL_REPORTER, Reporter
 
 #: Land-cover class names; the index is the class id stored in ``labels.tif``.
 CLASS_NAMES: list[str] = ["water", "forest", "cropland", "grassland", "bare", "urban", "road"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from sarkit.errors import InputError
 
 LAYOUTS = ("sen12ms", "sen1floods11")
 

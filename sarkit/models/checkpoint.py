@@ -27,9 +27,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from . import __version__
-from .errors import CheckpointError, InputError
-from .io import atomic_file
+from sarkit import __version__
+from sarkit.errors import CheckpointError, InputError
+from sarkit.io import atomic_file
 
 EXPORT_KEY = "sarkit"
 
@@ -65,7 +65,7 @@ def file_sha256(path: Path) -> str:
 
 def _hash_in_background(path: Path) -> Future[str]:
     """``file_sha256(path)`` computed in a low-priority thread (0.1 s for a 200 MB U-Net, off the caller's way)."""
-    from .devices import background_pool
+    from sarkit.devices import background_pool
 
     pool = background_pool("sarkit-hash")
     try:
@@ -121,7 +121,7 @@ def _build_loaded(arch: str, kwargs: dict[str, Any], state: dict[str, torch.Tens
     The tensors are copied first: safetensors hands out views at the header's byte offsets, not 64-byte aligned,
     and oneDNN then takes other code paths (last-bit differences from the same weights in a trained network).
     """
-    from .models.registry import build_network
+    from sarkit.models.registry import build_network
 
     with torch.device("meta"):
         net = build_network(arch, kwargs)

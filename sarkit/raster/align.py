@@ -19,8 +19,8 @@ from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 
-from .errors import InputError
-from .grid import Bounds, PixelWindow
+from sarkit.errors import InputError
+from sarkit.raster.grid import Bounds, PixelWindow
 
 #: Relative tolerance on pixel size, and tolerance on the origin in pixels, under which two grids are equal.
 PIXEL_SIZE_RTOL = 1e-9

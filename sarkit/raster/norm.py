@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .errors import InputError
+from sarkit.errors import InputError
 
 #: Sentinel-2 L1C band order of 13-band products (SEN12MS, Sen1Floods11, SAFE stacks).
 S2_BANDS: tuple[str, ...] = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12")

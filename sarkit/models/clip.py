@@ -19,7 +19,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 import torch
 import torch.nn.functional as F
 
-from .errors import WeightsNotFoundError
+from sarkit.errors import WeightsNotFoundError
 
 #: Environment variable naming a CLIP weights file for machines without network.
 CLIP_WEIGHTS_ENV = "SARKIT_CLIP_WEIGHTS"

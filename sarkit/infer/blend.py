@@ -16,8 +16,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import InputError
-from .grid import PixelWindow, grid_offsets
+from sarkit.errors import InputError
+from sarkit.raster.grid import PixelWindow, grid_offsets
 
 
 def cosine_ramp(n: int) -> np.ndarray:

@@ -22,13 +22,13 @@ import rasterio.windows
 from rasterio.enums import Resampling
 from rasterio.warp import transform_geom
 
-from . import __version__
-from .coreg import AlignedReader, GridSpec, overlap_bounds, read_padded
-from .errors import InputError
-from .grid import Bounds, PixelWindow, window_grid
-from .io import DEFLATE_LEVEL, GTIFF_PROFILE, atomic_dir, check_output, open_raster, require_crs
-from .layouts import LABEL_NODATA, SEN1FLOODS11_CLASSES, Scene, find_layout, map_labels
-from .norm import (
+from sarkit import __version__
+from sarkit.raster.align import AlignedReader, GridSpec, overlap_bounds, read_padded
+from sarkit.errors import InputError
+from sarkit.raster.grid import Bounds, PixelWindow, window_grid
+from sarkit.io import DEFLATE_LEVEL, GTIFF_PROFILE, atomic_dir, check_output, open_raster, require_crs
+from sarkit.data.layouts import LABEL_NODATA, SEN1FLOODS11_CLASSES, Scene, find_layout, map_labels
+from sarkit.raster.norm import (
     DEFAULT_OPTICAL_RANGE,
     DEFAULT_SAR_RANGE,
     DN_OFFSET_TAG,
@@ -43,7 +43,7 @@ from .norm import (
     sar_normalization,
     sar_to_db,
 )
-from .reporting import NULL_REPORTER, Reporter
+from sarkit.reporting import NULL_REPORTER, Reporter
 
 SPLITS = ("train", "val", "test")
 MANIFEST_COLUMNS = ["tile_id", "split", "s1_path", "s2_path", "labels_path", "row_off", "col_off", "height",

@@ -18,9 +18,9 @@ import rasterio
 import torch
 from torch.utils.data import Dataset
 
-from .errors import InputError
-from .norm import Normalization, dn_to_reflectance, resolve_bands
-from .tiling import SPLITS
+from sarkit.errors import InputError
+from sarkit.raster.norm import Normalization, dn_to_reflectance, resolve_bands
+from sarkit.data.tiling import SPLITS
 
 LABEL_IGNORE = 255
 

@@ -2,7 +2,7 @@
 
 The scene is read in strips of one tile row (``tile`` rows, the full width) and never held whole. Tiles of a
 strip go through the generator in batches; each prediction is added, times its blend weights
-(``sarkit.blend``), to an accumulator that covers only the rows still open. Rows that no later tile row
+(``sarkit.infer.blend``), to an accumulator that covers only the rows still open. Rows that no later tile row
 reaches are final: they are normalised (weighted sum / weight sum), decoded to physical units and written to a
 tiled temporary GeoTIFF next to the output, which is finally converted to a Cloud-Optimized GeoTIFF and renamed
 into place. Memory is therefore bounded by a few strips whatever the scene size. The next strips are read in a
@@ -34,15 +34,16 @@ import torch
 from rasterio.enums import ColorInterp
 from rasterio.errors import NotGeoreferencedWarning
 
-from . import __version__
-from .blend import BlendGrid, blend_grid, check_overlap, normalise
-from .checkpoint import LoadedNetwork, load_network, read_export_record, resolve_export
-from .devices import background_pool, configure_backends, cpu_supports_bf16, resolve_amp, resolve_device
-from .errors import CheckpointError, InputError, SarkitError
-from .io import SCRATCH_PROFILE, atomic_file, check_output, open_raster, output_lock, temp_sibling, write_cog
-from .norm import (DN_OFFSET_TAG, S1_BANDS, S2_BANDS, S2_SCALE, Normalization, band_names, detect_s1_units,
+from sarkit import __version__
+from sarkit.infer.blend import BlendGrid, blend_grid, check_overlap, normalise
+from sarkit.models.checkpoint import LoadedNetwork, load_network, read_export_record, resolve_export
+from sarkit.devices import background_pool, configure_backends, resolve_device
+from sarkit.errors import InputError, SarkitError
+from sarkit.io import SCRATCH_PROFILE, atomic_file, check_output, open_raster, output_lock, temp_sibling, write_cog
+from sarkit.raster.norm import (DN_OFFSET_TAG, S1_BANDS, S2_BANDS, S2_SCALE, Normalization, band_names, detect_s1_units,
                    dn_offset_from_tags, dn_to_reflectance, sar_to_db)
-from .reporting import NULL_REPORTER, Reporter
+from sarkit.reporting import NULL_REPORTER, Reporter
+from sarkit.infer.engine import (_Generator, _generator_norms, _pad_tile, resolve_amp_auto)
 
 FORMATS = ("native", "rgb8")
 #: GDAL block cache while translating (bytes): bounds the memory GDAL may keep for dirty output blocks.
@@ -52,11 +53,8 @@ TEMP_BLOCK = 256
 #: Strips read ahead of the one the generator is on (each costs a strip of input memory; two instead of one gained
 #: nothing measurable on a 2-core CPU and raised the 8192²/2048² peak-memory ratio from 1.21 to 1.24).
 READ_AHEAD = 1
-#: Mixed precision is kept only when its output on the first batch is at least this close to fp32 (PSNR, dB, of
-#: the model range mapped to [0, 1]); below it translate falls back to fp32 with a warning.
-AMP_MIN_PSNR_DB = 40.0
-#: Tiles of the first batch that the mixed-precision check also runs in fp32 (one: each costs an fp32 forward).
-AMP_GUARD_TILES = 1
+
+
 
 
 @dataclass(frozen=True)
@@ -144,34 +142,6 @@ def _check_out(scene: Path, out: Path, overwrite: bool) -> None:
         raise InputError(f"cannot create output directory {parent}: {exc.strerror}") from None
     if not os.access(parent, os.W_OK):
         raise InputError(f"cannot write to {parent}: permission denied")
-
-
-def resolve_amp_auto(amp: str, device: torch.device) -> torch.dtype | None:
-    """``auto`` → bf16 on a CUDA device that supports it or on a CPU with native bf16 (AVX512-BF16/AMX), else off;
-    other values as ``resolve_amp``.
-
-    On a 2-core AVX512-BF16 EPYC, bf16 autocast runs the pix2pix U-Net about twice as fast as fp32 (see
-    docs/benchmarks.md); on CPUs without native bf16 it is emulated and slower, hence off there."""
-    if (amp or "auto").lower() == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-        return torch.bfloat16 if device.type == "cpu" and cpu_supports_bf16() else None
-    return resolve_amp(amp, device)
-
-
-def psnr_01(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR (dB) between two model-range ([-1, 1]) arrays mapped to [0, 1]; inf when equal, NaN-safe."""
-    d = (np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)) / 2.0
-    mse = float(np.mean(np.square(np.nan_to_num(d, nan=1.0))))
-    return float("inf") if mse == 0 else -10.0 * float(np.log10(mse))
-
-
-def _generator_norms(net: LoadedNetwork) -> tuple[Normalization, Normalization]:
-    """Input and output normalisations recorded in a generator checkpoint."""
-    meta = net.meta
-    if "in_norm" not in meta or "out_norm" not in meta:
-        raise CheckpointError(f"{net.path} lacks in_norm/out_norm metadata; re-export it with sarkit train")
-    return Normalization.from_dict(meta["in_norm"]), Normalization.from_dict(meta["out_norm"])
 
 
 # ------------------------------------------------------------------------------------------------ reading
@@ -404,128 +374,6 @@ class _StripBlender:
 
 
 # ------------------------------------------------------------------------------------------------ the loop
-def _pad_tile(x: np.ndarray, tile: int) -> np.ndarray:
-    """Pad a (C, h, w) window to (C, tile, tile) by mirror reflection (scenes smaller than one tile)."""
-    c, h, w = x.shape
-    if h == tile and w == tile:
-        return x
-    return np.pad(x, ((0, 0), (0, tile - h), (0, tile - w)), mode="symmetric")
-
-
-#: Autocast guard results of this process, {``_guard_key``: PSNR dB}: a generator file is checked once per
-#: device and precision, not once per scene (``translate A.tif B.tif …``, or a library loop over scenes).
-_GUARD_VERDICTS: dict[tuple[Any, ...], float] = {}
-
-
-def _guard_key(path: Path, device: torch.device, amp: torch.dtype, min_psnr: float,
-               compiled: bool) -> tuple[Any, ...] | None:
-    """What one guard check holds for: the checkpoint file (path, inode, size, modification time), the device,
-    the precision, the bound and compilation; None where the file cannot be identified (no caching)."""
-    try:
-        st = Path(path).stat()
-    except OSError:
-        return None
-    return (str(Path(path).resolve()), st.st_ino, st.st_size, st.st_mtime_ns, str(device), str(amp), min_psnr,
-            compiled)
-
-
-class _Generator:
-    """Runs batches through the network: eval mode, inference mode, optional autocast; returns float32 numpy.
-
-    The network runs in channels-last memory layout (oneDNN's fast path on CPU, tensor cores on CUDA; measured
-    1.2–1.7× faster than contiguous for the pix2pix U-Net on CPU). With autocast, the first ``AMP_GUARD_TILES`` tiles
-    of the first batch are also run in fp32 and autocast is kept only when its output is at least ``min_psnr`` dB
-    close (``guard``); otherwise the generator falls back to fp32 and warns through ``reporter``. The verdict is
-    kept for the process (``_GUARD_VERDICTS``): the next scene with the same checkpoint file is not checked again.
-
-    ``compile``: batches of two tiles or more go through ``torch.compile(module)`` with a dynamic batch dimension
-    (one compilation per scene, tens of seconds; measured on the CPU for the pix2pix U-Net, bf16,
-    batch 8: 0.0225 instead of 0.024 s per tile after 19 s of compilation). Single tiles and the fp32 check run
-    eagerly. When compilation fails (no C++ compiler for inductor on a CPU, say) it warns and runs eagerly.
-    """
-
-    def __init__(self, net: LoadedNetwork, device: torch.device, amp: torch.dtype | None, out_channels: int,
-                 reporter: Reporter = NULL_REPORTER, min_psnr: float = AMP_MIN_PSNR_DB,
-                 channels_last: bool = True, compile: bool = False) -> None:
-        self.module = net.module.to(device).eval()
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        if channels_last:
-            self.module.to(memory_format=torch.channels_last)
-        self.device = device
-        self.amp = amp
-        self.out_channels = out_channels
-        self.path = net.path
-        self.reporter = reporter
-        self.min_psnr = min_psnr
-        self.guard_psnr: float | None = None  # measured on the first batch when autocast is on
-        self._checked = amp is None
-        self.compiled: Any = torch.compile(self.module) if compile else None
-        self._guard_key = None if amp is None else _guard_key(net.path, device, amp, min_psnr, compile)
-        if self._guard_key is not None and self._guard_key in _GUARD_VERDICTS:
-            self._checked = True
-            self._keep_amp_if_close(_GUARD_VERDICTS[self._guard_key], "checked on an earlier scene")
-
-    def _run(self, xb: torch.Tensor, eager: bool) -> Any:
-        """The network on ``xb``: compiled (batch dimension dynamic) unless ``eager``, a single tile, or
-        compilation failed before."""
-        if self.compiled is None or eager or xb.shape[0] < 2:
-            return self.module(xb)
-        torch._dynamo.mark_dynamic(xb, 0)
-        try:
-            return self.compiled(xb)
-        except Exception as exc:  # compilation errors come from several torch modules
-            self.compiled = None
-            self.reporter.warn(f"torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
-                               "running the generator eagerly")
-            return self.module(xb)
-
-    def _forward(self, batch: np.ndarray, amp: torch.dtype | None, eager: bool = False) -> np.ndarray:
-        ctx = (torch.autocast(self.device.type, dtype=amp) if amp is not None else contextlib.nullcontext())
-        with torch.inference_mode(), ctx:
-            xb = torch.from_numpy(batch).to(self.device, non_blocking=True)
-            if xb.ndim == 4:
-                xb = xb.contiguous(memory_format=self.memory_format)
-            yb = self._run(xb, eager)
-        if not isinstance(yb, torch.Tensor) or tuple(yb.shape) != (batch.shape[0], self.out_channels,
-                                                                     batch.shape[2], batch.shape[3]):
-            shape = tuple(yb.shape) if isinstance(yb, torch.Tensor) else type(yb).__name__
-            raise CheckpointError(f"generator {self.path} returned {shape} for input {tuple(batch.shape)}; expected "
-                                  f"{self.out_channels} channels of the same size (check --tile)")
-        return yb.float().contiguous().cpu().numpy()
-
-    def guard(self, batch: np.ndarray) -> np.ndarray:
-        """Run ``batch`` with autocast and its first ``AMP_GUARD_TILES`` tiles in fp32 too (eval mode: tiles are
-        independent); keep autocast only if their PSNR ≥ ``min_psnr``. Returns the prediction of the precision
-        kept."""
-        self._checked = True
-        low = self._forward(batch, self.amp)
-        k = min(AMP_GUARD_TILES, batch.shape[0])
-        ref = self._forward(np.ascontiguousarray(batch[:k]), None, eager=True)
-        psnr = psnr_01(low[:k], ref)
-        if self._guard_key is not None:
-            _GUARD_VERDICTS[self._guard_key] = psnr
-        if not self._keep_amp_if_close(psnr, "on the first batch"):
-            return ref if k == batch.shape[0] else self._forward(batch, None)
-        return low
-
-    def _keep_amp_if_close(self, psnr: float, where: str) -> bool:
-        """Record the guard's PSNR; below ``min_psnr`` drop autocast for fp32 with a warning. True if kept."""
-        self.guard_psnr = psnr
-        if psnr >= self.min_psnr:
-            return True
-        name = str(self.amp).replace("torch.", "")
-        self.reporter.warn(f"{name} autocast output is {psnr:.1f} dB PSNR from fp32 {where} (< {self.min_psnr:g} "
-                           f"dB): running this generator in fp32 (--amp off skips the check)")
-        self.amp = None
-        return False
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """(N, C_in, T, T) model-range tiles → (N, C_out, T, T) model-range predictions."""
-        if not self._checked:
-            return self.guard(batch)
-        return self._forward(batch, self.amp)
-
-
 def _run_scene(reader: SceneReader, grid: BlendGrid, gen: _Generator, blender: _StripBlender,
                batch_size: int, read_pool: ThreadPoolExecutor | None, blend: _Ordered, task: Any) -> None:
     """The strip loop: read the next strips (``read_pool``) while the generator runs on strip i's tiles; blend,

@@ -3,7 +3,7 @@
 The output grid is the union of the inputs' bounds (in the first input's CRS, or ``crs``) at the first input's
 resolution, aligned to the first input's pixel grid, so tiles cut from one scene land on whole pixels and are
 read directly. Inputs in another CRS (or off that grid) are warped onto it (``WarpedVRT``, nearest neighbour by
-default). Each input pixel is weighted by ``sarkit.blend`` ramps: a cosine ramp over the width it shares with
+default). Each input pixel is weighted by ``sarkit.infer.blend`` ramps: a cosine ramp over the width it shares with
 overlapping tiles on each side, full weight on the mosaic's outer border, and 0 on its nodata pixels; the
 mosaic is ``Σ w·v / Σ w``. Pixels no valid input covers are nodata.
 
@@ -28,13 +28,13 @@ from rasterio.transform import Affine
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import calculate_default_transform, transform_bounds
 
-from . import __version__
-from .blend import axis_weights, edge_overlaps, normalise
-from .errors import InputError
-from .grid import Bounds, PixelWindow
-from .io import SCRATCH_PROFILE, atomic_file, check_output, open_raster, output_lock, require_crs, temp_sibling, write_cog
-from .norm import DN_OFFSET_TAG, dn_offset_from_tags
-from .reporting import NULL_REPORTER, Reporter
+from sarkit import __version__
+from sarkit.infer.blend import axis_weights, edge_overlaps, normalise
+from sarkit.errors import InputError
+from sarkit.raster.grid import Bounds, PixelWindow
+from sarkit.io import SCRATCH_PROFILE, atomic_file, check_output, open_raster, output_lock, require_crs, temp_sibling, write_cog
+from sarkit.raster.norm import DN_OFFSET_TAG, dn_offset_from_tags
+from sarkit.reporting import NULL_REPORTER, Reporter
 
 #: Output rows built at once (a multiple of the temporary GeoTIFF's 256-row blocks).
 STRIP_ROWS = 512

@@ -37,16 +37,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import __version__
-from .checkpoint import load_state, read_export_record, save_network, save_state
-from .clip import rgb_view
-from .devices import configure_backends, make_scaler, resolve_amp, resolve_device
-from .errors import CheckpointError, InputError, OutputExistsError, SarkitError, WorkError
-from .io import output_lock, remove_stale_temps, temp_sibling, write_atomic_text
-from .models.base import ModelIO, StepTools, options_dict, parse_options
-from .models.registry import get_model
-from .norm import RGB_BANDS
-from .reporting import NULL_REPORTER
+from sarkit import __version__
+from sarkit.models.checkpoint import load_state, read_export_record, save_network, save_state
+from sarkit.models.clip import rgb_view
+from sarkit.devices import configure_backends, make_scaler, resolve_amp, resolve_device
+from sarkit.errors import CheckpointError, InputError, OutputExistsError, SarkitError, WorkError
+from sarkit.io import output_lock, remove_stale_temps, temp_sibling, write_atomic_text
+from sarkit.models.base import ModelIO, StepTools, options_dict, parse_options
+from sarkit.models.registry import get_model
+from sarkit.raster.norm import RGB_BANDS
+from sarkit.reporting import NULL_REPORTER
 
 #: Epochs when neither ``steps`` nor ``epochs`` is given (pix2pix/CycleGAN: 100 constant + 100 decaying).
 DEFAULT_EPOCHS = 200
@@ -298,7 +298,7 @@ def _is_segmenter(cls: type) -> bool:
 
 def _open_data(opts: TrainOptions, cls: type) -> _Data:
     """Training (paired or unpaired) and validation data sets, and the ModelIO they imply."""
-    from .dataset import TileDataset, load_manifest, read_tiling
+    from sarkit.data.dataset import TileDataset, load_manifest, read_tiling
 
     root = Path(opts.data)
     if not root.is_dir():
@@ -590,7 +590,7 @@ def write_sample_grid(path: Path, rows: list[list[torch.Tensor]]) -> None:
     """PNG grid: one row per tile, columns as given (each (3, H, W) in [0, 1]), 2-pixel white gutters."""
     from PIL import Image
 
-    from .io import atomic_file
+    from sarkit.io import atomic_file
 
     if not rows:
         return

@@ -1,0 +1,1 @@
+"""Input data: generated scenes, dataset folder layouts, tiling into co-registered tiles, the torch tile dataset."""

@@ -1,0 +1,254 @@
+"""Evaluation sources: two scenes, two tile sets, or a generator on a split; each yields ``Block``s."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from sarkit.errors import InputError
+from sarkit.raster.grid import PixelWindow
+from sarkit.io import open_raster
+from sarkit.raster.norm import (S1_BANDS, Normalization, band_names)
+from sarkit.reporting import NULL_REPORTER, Reporter
+from sarkit.eval.options import HALO, EvalOptions
+from sarkit.eval.pairs import _default_offset, _modality_of, _norm_for, _PairReader, partition
+
+
+@dataclass
+class Block:
+    """One evaluated tile: model-range arrays (C, H, W) with NaN nodata; ``core`` = counted part (block coords)."""
+
+    id: str
+    pred: np.ndarray
+    target: np.ndarray
+    core: PixelWindow
+    labels: np.ndarray | None = None
+    input: np.ndarray | None = None
+    window: PixelWindow | None = None
+
+
+
+# ----------------------------------------------------------------------------------------------- sources
+
+class SceneSource:
+    """Two scenes (and optional labels) streamed in ``tile_size`` windows on the target grid."""
+
+    mode = "scenes"
+
+    def __init__(self, pred: Path, target: Path, labels: Path | None, opts: EvalOptions,
+                 reporter: Reporter = NULL_REPORTER) -> None:
+        self.reader = _PairReader(Path(pred), Path(target), Path(labels) if labels else None, reporter,
+                                  _default_offset(opts))
+        names = self.reader.band_names()
+        self.norm = _norm_for(self.reader.modality, names, opts)
+        self.pred_norm = replace(self.norm, offset=self.reader.pred_offset)
+        self.target_norm = replace(self.norm, offset=self.reader.target_offset)
+        self.input_norm: Normalization | None = None
+        self.class_names = self.reader.class_names
+        self.has_labels = labels is not None
+        self.windows = partition(self.reader.height, self.reader.width, opts.tile_size)
+        self.bad_nan = 0
+        self.inputs = {"mode": self.mode, "pred": str(pred), "target": str(target),
+                       "labels": str(labels) if labels else None,
+                       "size": [self.reader.height, self.reader.width]}
+        if self.reader.modality == "optical":
+            self.inputs["dn_offset"] = {"pred": self.reader.pred_offset, "target": self.reader.target_offset}
+        self.ranges_source = "cli" if (opts.s1_range or opts.s2_range) else "default"
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def _block(self, win: PixelWindow, tile_id: str) -> Block:
+        p, t, lab, core, bad = self.reader.read(win, HALO)
+        self.bad_nan += bad
+        return Block(tile_id, self.norm.encode(p), self.norm.encode(t), core, lab, None, win)
+
+    def blocks(self) -> Iterator[Block]:
+        for w in self.windows:
+            yield self._block(w, f"r{w.row_off}_c{w.col_off}")
+
+    def fetch(self, tile_id: str) -> Block:
+        m = re.fullmatch(r"r(\d+)_c(\d+)", tile_id)
+        win = next(w for w in self.windows if m and (w.row_off, w.col_off) == (int(m[1]), int(m[2])))
+        return self._block(win, tile_id)
+
+    def overview(self, opts: EvalOptions) -> list[dict[str, str]]:
+        """Whole-scene previews (input if given, prediction, target), longer side ``opts.overview_px``."""
+        from sarkit.eval.report import scene_preview
+
+        items = []
+        if opts.input_scene is not None:
+            with open_raster(opts.input_scene, "input scene") as src:
+                names = band_names(src, S1_BANDS if src.count <= 2 else None)
+                modality = _modality_of(src)
+                items.append({"label": "input", **scene_preview(src, list(range(1, src.count + 1)),
+                                                                _norm_for(modality, names, opts), modality,
+                                                                opts.overview_px)})
+        pred_idx = list(range(1, self.reader.pred.count + 1))
+        for label, src, idx, norm in (("prediction", self.reader.pred, pred_idx, self.pred_norm),
+                                      ("target", self.reader.target, self.reader.target_idx, self.target_norm)):
+            items.append({"label": label, **scene_preview(src, idx, norm, self.reader.modality, opts.overview_px)})
+        return items
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+def _tif_stems(d: Path, what: str) -> dict[str, Path]:
+    if not d.is_dir():
+        raise InputError(f"{what} directory not found: {d}")
+    return {p.stem: p for p in sorted(d.iterdir()) if p.suffix.lower() in (".tif", ".tiff")}
+
+
+class TileSetSource:
+    """Two directories of tiles matched by file stem (tile id); optional labels directory likewise."""
+
+    mode = "tiles"
+
+    def __init__(self, pred: Path, target: Path, labels: Path | None, opts: EvalOptions,
+                 reporter: Reporter = NULL_REPORTER) -> None:
+        ps, ts = _tif_stems(Path(pred), "prediction"), _tif_stems(Path(target), "target")
+        ls = _tif_stems(Path(labels), "labels") if labels else {}
+        ids = sorted(set(ps) & set(ts))
+        if not ids:
+            raise InputError(f"no tile ids in common between {pred} ({len(ps)} tiles) and {target} "
+                             f"({len(ts)} tiles); tiles are matched by file name")
+        if len(ids) < max(len(ps), len(ts)):
+            reporter.warn(f"{len(ps) - len(ids)} prediction and {len(ts) - len(ids)} target tiles have no partner "
+                          f"and are skipped")
+        if labels and (missing := [i for i in ids if i not in ls]):
+            raise InputError(f"{len(missing)} tiles have no labels in {labels} (e.g. {missing[0]})")
+        self.pairs = {i: (ps[i], ts[i], ls.get(i)) for i in ids}
+        self.opts, self.reporter = opts, reporter
+        first = _PairReader(*self.pairs[ids[0]], reporter, _default_offset(opts))
+        self.modality, self.names = first.modality, first.band_names()
+        self.class_names = first.class_names
+        self.has_labels = bool(labels)
+        first.close()
+        self.norm = _norm_for(self.modality, self.names, opts)
+        self.pred_norm = replace(self.norm, offset=first.pred_offset)  # each tile pair reads its own tags
+        self.target_norm = replace(self.norm, offset=first.target_offset)
+        self.input_norm = None
+        self.ids = ids
+        self.bad_nan = 0
+        self.inputs = {"mode": self.mode, "pred": str(pred), "target": str(target),
+                       "labels": str(labels) if labels else None, "tiles": len(ids)}
+        if self.modality == "optical":
+            self.inputs["dn_offset"] = {"pred": first.pred_offset, "target": first.target_offset}
+        self.ranges_source = "cli" if (opts.s1_range or opts.s2_range) else "default"
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _pair_blocks(self, tile_id: str) -> Iterator[Block]:
+        reader = _PairReader(*self.pairs[tile_id], self.reporter, _default_offset(self.opts))
+        try:
+            if reader.modality != self.modality or reader.band_names() != self.names:
+                raise InputError(f"tile {tile_id} has bands {reader.band_names()} ({reader.modality}); the first "
+                                 f"tile has {self.names} ({self.modality})")
+            wins = partition(reader.height, reader.width, self.opts.tile_size)
+            for w in wins:
+                p, t, lab, core, bad = reader.read(w, HALO)
+                self.bad_nan += bad
+                bid = tile_id if len(wins) == 1 else f"{tile_id}/r{w.row_off}_c{w.col_off}"
+                yield Block(bid, self.norm.encode(p), self.norm.encode(t), core, lab, None, w)
+        finally:
+            reader.close()
+
+    def blocks(self) -> Iterator[Block]:
+        for i in self.ids:
+            yield from self._pair_blocks(i)
+
+    def fetch(self, tile_id: str) -> Block:
+        return next(b for b in self._pair_blocks(tile_id.split("/")[0]) if b.id == tile_id)
+
+    def close(self) -> None:
+        pass
+
+
+class ModelSplitSource:
+    """An exported generator run on a split of a tile directory, against the split's target tiles."""
+
+    mode = "model"
+
+    def __init__(self, checkpoint: Path, data: Path, split: str, opts: EvalOptions,
+                 reporter: Reporter = NULL_REPORTER) -> None:
+        from sarkit.models.checkpoint import load_network
+        from sarkit.data.dataset import TileDataset, read_tiling
+
+        self.device = torch.device(opts.device)
+        if opts.s1_range or opts.s2_range:
+            reporter.warn("--s1-range/--s2-range are ignored with --checkpoint: the checkpoint's ranges are used")
+        if opts.s2_offset:
+            reporter.warn("--s2-offset is ignored with --checkpoint: the tiling records the offset of its tiles")
+        self.net = load_network(checkpoint, kind="generator", device=self.device)
+        meta = self.net.meta
+        if "in_norm" not in meta or "out_norm" not in meta:
+            raise InputError(f"{self.net.path} lacks in_norm/out_norm metadata; re-export it with sarkit train")
+        self.input_norm = Normalization.from_dict(meta["in_norm"])
+        self.pred_norm = Normalization.from_dict(meta["out_norm"])
+        self.in_key, self.out_key = self.input_norm.modality, self.pred_norm.modality
+        bands = {self.in_key: list(self.input_norm.bands), self.out_key: list(self.pred_norm.bands)}
+        tiling = read_tiling(data)
+        kwargs: dict[str, Any] = {"sar_bands": bands.get("sar")}
+        if "optical" in bands:
+            kwargs["optical_bands"] = tuple(bands["optical"])
+        self.ds = TileDataset(data, split=split, mode="paired", labels=bool(tiling.get("classes")), **kwargs)
+        if len(self.ds) == 0:
+            raise InputError(f"split {split!r} of {data} has no tiles")
+        self.ds_norm = self.ds.sar_norm if self.out_key == "sar" else self.ds.optical_norm
+        self.reencode = (tuple(self.ds_norm.lo), tuple(self.ds_norm.hi)) != (self.pred_norm.lo, self.pred_norm.hi)
+        if self.reencode:
+            reporter.warn("the tiling's target ranges differ from the checkpoint's out_norm; the target is "
+                          "re-encoded with the checkpoint's ranges")
+        self.target_norm = self.pred_norm
+        self.class_names = self.ds.class_names
+        self.has_labels = bool(tiling.get("classes"))
+        self.opts = opts
+        self.bad_nan = 0
+        self.ranges_source = "checkpoint"
+        self.inputs = {"mode": self.mode, "checkpoint": str(self.net.path), "checkpoint_sha256": self.net.sha256,
+                       "data": str(data), "split": split, "tiles": len(self.ds),
+                       "direction": meta.get("direction")}
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def _run(self, idx: list[int]) -> list[Block]:
+        items = [self.ds[i] for i in idx]
+        x = torch.stack([it[self.in_key] for it in items]).to(self.device)
+        with torch.no_grad():
+            y = self.net.module(x).float().cpu().numpy()
+        out = []
+        for it, yi in zip(items, y):
+            valid = it["valid"].numpy()
+            tgt = it[self.out_key].numpy().astype(np.float32)
+            if self.reencode:
+                tgt = self.pred_norm.encode(self.ds_norm.decode(tgt))
+            bad = int((~np.isfinite(yi).all(axis=0) & valid).sum())
+            self.bad_nan += bad
+            yi = yi.copy()
+            yi[:, ~valid] = np.nan
+            tgt[:, ~valid] = np.nan
+            inp = it[self.in_key].numpy().copy()
+            inp[:, ~valid] = np.nan
+            h, w = valid.shape
+            lab = it["labels"].numpy() if "labels" in it else None
+            out.append(Block(it["id"], yi, tgt, PixelWindow(0, 0, h, w), lab, inp, None))
+        return out
+
+    def blocks(self) -> Iterator[Block]:
+        bs = max(1, self.opts.batch_size)
+        for s in range(0, len(self.ds), bs):
+            yield from self._run(list(range(s, min(s + bs, len(self.ds)))))
+
+    def fetch(self, tile_id: str) -> Block:
+        return self._run([self.ds.ids.index(tile_id)])[0]
+
+    def close(self) -> None:
+        pass

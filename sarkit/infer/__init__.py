@@ -1,0 +1,1 @@
+"""Inference: the predictor engine, whole-scene translation, blending and stitching into COGs."""
