@@ -3,9 +3,9 @@
 * Features: torchvision's ``inception_v3`` architecture (``weights=None, aux_logits=False,
   init_weights=False``) with ``fc`` replaced by the identity, so the output is the 2048-d average-pool vector.
   Images in [0, 1] are resized to 299×299 (bilinear) and normalised with the ImageNet mean/std.
-  The weights come from a local file only (``--fid-weights PATH`` or ``$SARKIT_FID_WEIGHTS``): a state dict for
-  torchvision's ``inception_v3`` layout, as safetensors or a ``torch.save`` file read with
-  ``weights_only=True``. Note: the reference FID network (TF ``pt_inception-2015-12-05``) differs slightly from
+  The weights come from a local file only (``--fid-weights PATH`` or ``$SARKIT_FID_WEIGHTS``, found by
+  ``sarkit.weights``, kind ``INCEPTION``): a state dict for torchvision's ``inception_v3`` layout, as
+  safetensors or a ``torch.save`` file read with ``weights_only=True``. Note: the reference FID network (TF ``pt_inception-2015-12-05``) differs slightly from
   torchvision's ImageNet Inception, so values are comparable between sarkit runs with the same weights file,
   not bit-identical with papers that used the TF graph.
 * Channels: optical RGB (three bands, B4 B3 B2 when named) is used as is; SAR (VV, VH) is mapped to three
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -30,11 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sarkit.errors import CheckpointError, InputError, WeightsNotFoundError
+from sarkit.errors import CheckpointError, InputError
+from sarkit.weights import INCEPTION, read_state_dict, resolve
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-FID_ENV = "SARKIT_FID_WEIGHTS"
 INCEPTION_DIM = 2048
 INCEPTION_SIZE = 299
 
@@ -48,43 +47,10 @@ def build_inception() -> nn.Module:
     return net
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of a safetensors file or of a ``torch.save`` state dict (``weights_only=True``)."""
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path), device="cpu")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch / safetensors raise several types for foreign files
-        raise CheckpointError(f"cannot read weights file {path}: {str(exc).splitlines()[0][:160]}") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise CheckpointError(f"weights file {path} does not hold a state dict")
-    return state
-
-
-def resolve_weights(path: str | os.PathLike | None, env: str, option: str, what: str,
-                    default: Path | None = None, hint: str = "") -> Path:
-    """The weights file from the option, else the environment, else ``default`` (a local cache file that
-    exists); ``WeightsNotFoundError`` naming the option and the variable when none is there."""
-    p = path or os.environ.get(env) or default
-    if not p:
-        extra = f", {hint}" if hint else ""
-        raise WeightsNotFoundError(f"{what} needs local weights: pass {option} PATH or set {env}{extra} "
-                                   f"(sarkit never downloads weights)")
-    p = Path(p)
-    if not p.is_file():
-        raise WeightsNotFoundError(f"{what} weights not found: {p} (check {option} or {env})")
-    return p
-
-
 def load_inception(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> nn.Module:
     """Inception-v3 feature network with weights from ``path`` / ``$SARKIT_FID_WEIGHTS``, in eval mode."""
-    p = resolve_weights(path, FID_ENV, "--fid-weights", "FID")
-    state = {k.removeprefix("module."): v for k, v in read_state_dict(p).items()}
-    state = {k: v for k, v in state.items() if not k.startswith(("AuxLogits.", "fc."))}
+    p = resolve(INCEPTION, path)
+    state = {k: v for k, v in read_state_dict(p).items() if not k.startswith(("AuxLogits.", "fc."))}
     net = build_inception()
     try:
         net.load_state_dict(state, strict=True)

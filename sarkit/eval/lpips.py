@@ -21,7 +21,8 @@ Weights, from local files only (sarkit never downloads):
   (``features.*``; ``classifier.*`` is ignored), default torchvision's cache file
   ``torch.hub.get_dir()/checkpoints/alexnet-owt-7be5be79.pth`` when it exists.
 
-Both are read with ``torch.load(weights_only=True)`` or as safetensors (by suffix).
+Both are found by ``sarkit.weights`` (kinds ``LPIPS_HEADS``, ``LPIPS_BACKBONE``) and read with
+``torch.load(weights_only=True)`` or as safetensors (by suffix).
 
 Nodata (``valid`` mask): pixels invalid in either image are set to mid-grey (0.5) in both images before the
 network, and the spatial mean of every layer is weighted by the fraction of valid pixels in each feature cell
@@ -31,7 +32,6 @@ smaller than ``MIN_SIZE`` px on a side are too small for AlexNet's two pooling s
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,11 +42,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from sarkit.errors import CheckpointError, InputError
-from sarkit.eval.fid import read_state_dict, resolve_weights
+from sarkit.weights import LPIPS_BACKBONE, LPIPS_HEADS, read_state_dict, resolve
 
-LPIPS_ENV = "SARKIT_LPIPS_WEIGHTS"
-BACKBONE_ENV = "SARKIT_LPIPS_BACKBONE"
-BACKBONE_FILE = "alexnet-owt-7be5be79.pth"
 SHIFT = (-0.030, -0.088, -0.188)
 SCALE = (0.458, 0.448, 0.450)
 CHANNELS = (64, 192, 384, 256, 256)
@@ -145,43 +142,9 @@ class LPIPS(nn.Module):
 
 # ----------------------------------------------------------------------------------------------- loading
 
-def bundled_heads() -> Path | None:
-    """``weights/v0.1/alex.pth`` of an installed ``lpips`` package (found without importing it), if any."""
-    try:
-        spec = importlib.util.find_spec("lpips")
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for loc in spec.submodule_search_locations:
-        p = Path(loc) / "weights" / "v0.1" / "alex.pth"
-        if p.is_file():
-            return p
-    return None
-
-
-def cached_backbone() -> Path | None:
-    """torchvision's cached AlexNet weights (``torch.hub.get_dir()/checkpoints/alexnet-owt-7be5be79.pth``), if any."""
-    p = Path(torch.hub.get_dir()) / "checkpoints" / BACKBONE_FILE
-    return p if p.is_file() else None
-
-
-def resolve_heads(path: str | os.PathLike | None = None) -> Path:
-    """The heads file: ``path``, else ``$SARKIT_LPIPS_WEIGHTS``, else the ``lpips`` package's alex.pth."""
-    return resolve_weights(path, LPIPS_ENV, "--lpips-weights", "LPIPS", default=bundled_heads(),
-                           hint="or install the lpips package, whose alex.pth is used")
-
-
-def resolve_backbone(path: str | os.PathLike | None = None) -> Path:
-    """The AlexNet file: ``path``, else ``$SARKIT_LPIPS_BACKBONE``, else torchvision's cache file."""
-    return resolve_weights(path, BACKBONE_ENV, "--lpips-backbone", "LPIPS backbone (AlexNet)",
-                           default=cached_backbone(),
-                           hint=f"or put torchvision's {BACKBONE_FILE} in {Path(torch.hub.get_dir()) / 'checkpoints'}")
-
-
 def read_heads(path: Path) -> list[torch.Tensor]:
     """The five (1, C, 1, 1) heads of an LPIPS weights file (``linK.model.1.weight`` or ``lins.K.…``)."""
-    state = {k.removeprefix("module."): v for k, v in read_state_dict(path).items()}
+    state = read_state_dict(path)
     heads = []
     for k, c in enumerate(CHANNELS):
         w = state.get(f"lin{k}.model.1.weight", state.get(f"lins.{k}.model.1.weight"))
@@ -194,7 +157,7 @@ def read_heads(path: Path) -> list[torch.Tensor]:
 
 def read_backbone(path: Path) -> nn.Sequential:
     """AlexNet ``features`` with the ``features.*`` tensors of a torchvision alexnet state dict (strict)."""
-    state = {k.removeprefix("module."): v for k, v in read_state_dict(path).items()}
+    state = read_state_dict(path)
     feats = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
     net = alexnet_features()
     try:
@@ -216,7 +179,7 @@ class LpipsFiles:
 def load_lpips(weights: str | os.PathLike | None = None, backbone: str | os.PathLike | None = None,
                device: str | torch.device = "cpu") -> tuple[LPIPS, LpipsFiles]:
     """LPIPS (AlexNet v0.1) from local files (see the module docstring), in eval mode on ``device``."""
-    files = LpipsFiles(resolve_heads(weights), resolve_backbone(backbone))
+    files = LpipsFiles(resolve(LPIPS_HEADS, weights), resolve(LPIPS_BACKBONE, backbone))
     net = LPIPS(read_backbone(files.backbone), read_heads(files.heads))
     return net.to(device).eval(), files
 

@@ -17,8 +17,8 @@ Input: images in [0, 1], three channels (optical B4, B3, B2; SAR as (VV, VH, (VV
 uses), nodata set to 0, scaled to SAM's 0–255 pixel range, resized (bilinear, antialiased) so that the longer
 side is the encoder's ``img_size``, then normalised and padded by ``Sam.preprocess``.
 
-Weights: ``--sam-weights PATH`` or ``$SARKIT_SAM_WEIGHTS``, an official SAM checkpoint (``sam_vit_b_01ec64.pth``,
-``sam_vit_l_0b3195.pth``, ``sam_vit_h_4b8939.pth``) read with ``torch.load(weights_only=True)``, or the same
+Weights: ``--sam-weights PATH`` or ``$SARKIT_SAM_WEIGHTS`` (found by ``sarkit.weights``, kind ``SAM``), an
+official SAM checkpoint (``sam_vit_b_01ec64.pth``, ``sam_vit_l_0b3195.pth``, ``sam_vit_h_4b8939.pth``) read with ``torch.load(weights_only=True)``, or the same
 tensors as safetensors. The model is built from ``segment_anything``'s classes with the configuration read
 off the tensor shapes (``infer_config``), never with its ``build_sam*`` loaders (they unpickle). The mask
 decoder's head count is not visible in the shapes and is SAM's fixed 8.
@@ -38,10 +38,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from sarkit.errors import CheckpointError, InputError
-from sarkit.eval.fid import read_state_dict, resolve_weights
 from sarkit.eval.segmetrics import sms_map
+from sarkit.weights import SAM, read_state_dict, resolve
 
-SAM_ENV = "SARKIT_SAM_WEIGHTS"
 GRID = 8
 DECODER_HEADS = 8
 #: Prompts decoded together (bounds the decoder's per-prompt copies of the image embedding).
@@ -161,17 +160,12 @@ def build_sam(cfg: SamConfig) -> nn.Module:
                  pixel_mean=list(PIXEL_MEAN), pixel_std=list(PIXEL_STD)).eval()
 
 
-def resolve_sam(path: str | os.PathLike | None = None) -> Path:
-    """The checkpoint file from ``path`` or ``$SARKIT_SAM_WEIGHTS`` (``WeightsNotFoundError`` otherwise)."""
-    return resolve_weights(path, SAM_ENV, "--sam-weights", "SAM (--sms-model sam)")
-
-
 def load_sam(path: str | os.PathLike | None = None, device: str | torch.device = "cpu"
              ) -> tuple[nn.Module, SamConfig, Path]:
     """Build SAM from the shapes of a local checkpoint and load its tensors (strict) onto ``device``."""
     import_sam()
-    p = resolve_sam(path)
-    state = {k.removeprefix("module."): v for k, v in read_state_dict(p).items()}
+    p = resolve(SAM, path)
+    state = read_state_dict(p)
     cfg = infer_config(state, p)
     sam = build_sam(cfg)
     try:

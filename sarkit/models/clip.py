@@ -1,9 +1,9 @@
 """Frozen open_clip image encoders, loaded without touching the network, and the RGB view fed to them.
 
-Weights come from, in order: an explicit file (``--clip-weights PATH`` or ``$SARKIT_CLIP_WEIGHTS``), a file path
-given as the ``pretrained`` tag, or open_clip's own download cache for the tag (the Hugging Face cache or
-``~/.cache/clip``), looked up locally only. When none is there a one-line ``WeightsNotFoundError`` says how to
-provide them. ``model`` is an open_clip architecture name (``ViT-B-32``) or a path to an open_clip model config
+Weights are found by ``sarkit.weights`` (kind ``CLIP``), in order: an explicit file (``--clip-weights PATH`` or
+``$SARKIT_CLIP_WEIGHTS``), a file path given as the ``pretrained`` tag, or open_clip's own download cache for the
+tag (the Hugging Face cache or ``~/.cache/clip``), looked up locally only. When none is there a one-line
+``WeightsNotFoundError`` says how to provide them. ``model`` is an open_clip architecture name (``ViT-B-32``) or a path to an open_clip model config
 JSON (``{"embed_dim", "vision_cfg", "text_cfg"}``), which is registered under its file stem.
 
 CLIP preprocessing is applied inside ``clip_preprocess`` on differentiable tensors: values in [0, 1] are resized
@@ -20,9 +20,10 @@ import torch
 import torch.nn.functional as F
 
 from sarkit.errors import WeightsNotFoundError
+from sarkit.weights import CLIP, CacheQuery, Source, locate
 
-#: Environment variable naming a CLIP weights file for machines without network.
-CLIP_WEIGHTS_ENV = "SARKIT_CLIP_WEIGHTS"
+#: Environment variable naming a CLIP weights file for machines without network (``sarkit.weights.CLIP``).
+CLIP_WEIGHTS_ENV = CLIP.env
 DEFAULT_CLIP_MODEL = "ViT-B-32"
 DEFAULT_CLIP_PRETRAINED = "laion2b_s34b_b79k"
 _OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -38,12 +39,6 @@ class ClipImageEncoder(NamedTuple):
     std: tuple[float, float, float]
 
 
-def _missing(model: str, pretrained: str, why: str) -> WeightsNotFoundError:
-    return WeightsNotFoundError(
-        f"CLIP weights for {model}/{pretrained} not available locally ({why}); pass --clip-weights PATH or set "
-        f"{CLIP_WEIGHTS_ENV}=PATH to an open_clip checkpoint file")
-
-
 def _model_name(model: str) -> str:
     """open_clip architecture name; a JSON config file is registered with open_clip under its stem."""
     import open_clip
@@ -56,38 +51,6 @@ def _model_name(model: str) -> str:
         open_clip.add_model_config(p)
         return p.stem
     return model
-
-
-def cached_pretrained_file(model: str, pretrained: str, cache_dir: str | None = None) -> Path | None:
-    """The locally cached weights file of an open_clip (model, tag), or None; never downloads."""
-    from open_clip.pretrained import get_pretrained_cfg
-
-    cfg = get_pretrained_cfg(model, pretrained)
-    if not cfg:
-        return None
-    if cfg.get("file"):
-        return Path(cfg["file"]) if Path(cfg["file"]).is_file() else None
-    hub = cfg.get("hf_hub", "")
-    if hub:
-        try:
-            from huggingface_hub import try_to_load_from_cache
-        except ImportError:  # pragma: no cover - huggingface_hub ships with open_clip
-            try_to_load_from_cache = None
-        if try_to_load_from_cache is not None:
-            repo, filename = os.path.split(hub.rstrip("/")) if not hub.endswith("/") else (hub.rstrip("/"), "")
-            names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
-            if filename.endswith((".bin", ".pth")):
-                names.insert(0, filename[:-4] + ".safetensors")
-            for name in names:
-                found = try_to_load_from_cache(repo_id=repo, filename=name, cache_dir=cache_dir)
-                if isinstance(found, str) and os.path.isfile(found):
-                    return Path(found)
-    url = cfg.get("url", "")
-    if url:
-        target = Path(cache_dir or os.path.expanduser("~/.cache/clip")) / os.path.basename(url)
-        if target.is_file():
-            return target
-    return None
 
 
 def _preprocess_stats(model: Any) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
@@ -113,22 +76,11 @@ def load_clip_image_encoder(model: str = DEFAULT_CLIP_MODEL, pretrained: str = D
     if name not in open_clip.list_models():
         raise WeightsNotFoundError(f"unknown CLIP model {model!r}; use an open_clip name such as "
                                    f"{DEFAULT_CLIP_MODEL} or a model config JSON")
-    weights = weights_path or os.environ.get(CLIP_WEIGHTS_ENV) or None
+    found = locate(CLIP, weights_path, query=CacheQuery(name, pretrained, cache_dir), fallback=pretrained or None)
+    file = found.path
     force_pp: dict[str, Any] = {}
     quick_gelu = False
-    if weights:
-        file = Path(weights)
-        if not file.is_file():
-            raise WeightsNotFoundError(f"CLIP weights file not found: {file}; fix --clip-weights or "
-                                       f"{CLIP_WEIGHTS_ENV}")
-    elif pretrained and Path(pretrained).is_file():
-        file = Path(pretrained)
-    else:
-        found = cached_pretrained_file(name, pretrained, cache_dir)
-        if found is None:
-            why = "not in the open_clip cache" if get_pretrained_cfg(name, pretrained) else "unknown tag"
-            raise _missing(model, pretrained, why)
-        file = found
+    if found.source is Source.CACHE:  # a tag's file: apply that tag's preprocessing and activation
         tag_cfg = get_pretrained_cfg(name, pretrained)
         force_pp = {k: tag_cfg[k] for k in ("mean", "std") if k in tag_cfg}
         quick_gelu = bool(tag_cfg.get("quick_gelu", False))  # e.g. OpenAI weights were trained with QuickGELU

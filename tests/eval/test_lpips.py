@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -123,8 +125,8 @@ def test_nodata_is_ignored_and_too_small_tiles_are_nan(net):
 def test_missing_weights_name_the_option_and_the_variable(monkeypatch, weights, tmp_path):
     monkeypatch.delenv("SARKIT_LPIPS_WEIGHTS", raising=False)
     monkeypatch.delenv("SARKIT_LPIPS_BACKBONE", raising=False)
-    monkeypatch.setattr(L, "bundled_heads", lambda: None)
-    monkeypatch.setattr(L, "cached_backbone", lambda: None)
+    monkeypatch.setitem(sys.modules, "lpips", None)  # as if the lpips package were not installed
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # an empty torch hub cache
     with pytest.raises(WeightsNotFoundError) as err:
         L.load_lpips(None, weights / "alexnet.pth")
     msg = str(err.value)
@@ -137,17 +139,11 @@ def test_missing_weights_name_the_option_and_the_variable(monkeypatch, weights, 
         L.load_lpips(tmp_path / "nope.pth", weights / "alexnet.pth")
     # the environment variables are read, and the torch hub cache is the backbone's default
     monkeypatch.setenv("SARKIT_LPIPS_WEIGHTS", str(weights / "alex.pth"))
-    monkeypatch.setattr(L, "cached_backbone", lambda: weights / "alexnet.safetensors")
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth"
+    cached.parent.mkdir(parents=True)
+    shutil.copyfile(weights / "alexnet.pth", cached)
     _, files = L.load_lpips()
-    assert files.heads == weights / "alex.pth" and files.backbone == weights / "alexnet.safetensors"
-
-
-def test_cached_backbone_is_torchvisions_hub_file(monkeypatch, tmp_path):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    assert L.cached_backbone() is None
-    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
-    (tmp_path / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth").write_bytes(b"")
-    assert L.cached_backbone() == tmp_path / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth"
+    assert files.heads == weights / "alex.pth" and files.backbone == cached
 
 
 def test_foreign_files_are_clear_errors(weights, tmp_path):
