@@ -179,8 +179,9 @@ class OpenClipCache:
         cfg = self.config(query)
         if not cfg:
             return f"or name a tag open_clip has for {model} ({tag!r} is unknown)"
-        where = hf_hub_cache(query.cache_dir) if cfg.get("hf_hub") else \
-            Path(query.cache_dir or os.path.expanduser("~/.cache/clip"))
+        places = [str(hf_hub_cache(query.cache_dir))] if cfg.get("hf_hub") else []
+        places += [query.cache_dir or os.path.expanduser("~/.cache/clip")] if cfg.get("url") else []
+        where = " or ".join(places) or "open_clip's cache"
         return f"or put open_clip's file for {model}/{tag} in {where} (not in the open_clip cache now)"
 
     def describe(self) -> str:
@@ -214,7 +215,7 @@ CLIP = WeightKind(
     name="clip", what="CLIP", option="--clip-weights", env="SARKIT_CLIP_WEIGHTS",
     used_by="`sarkit train --model pix2pix-clip`, `sarkit eval --metrics fid-clip`",
     file="an open_clip checkpoint (`open_clip_model.safetensors`, `open_clip_pytorch_model.bin`, OpenAI `.pt`)",
-    get="`open_clip.pretrained.download_pretrained(get_pretrained_cfg(MODEL, TAG))` prints the downloaded file",
+    get="`open_clip.pretrained.download_pretrained(get_pretrained_cfg(MODEL, TAG))` downloads it and prints its path",
     cache=(OpenClipCache(),))
 INCEPTION = WeightKind(
     name="inception", what="FID", option="--fid-weights", env="SARKIT_FID_WEIGHTS",
@@ -236,8 +237,9 @@ LPIPS_BACKBONE = WeightKind(
 SAM = WeightKind(
     name="sam", what="SAM (--sms-model sam)", option="--sam-weights", env="SARKIT_SAM_WEIGHTS",
     used_by="`sarkit eval --metrics sms --sms-model sam`",
-    file="an official Segment Anything checkpoint (`sam_vit_b_01ec64.pth`, `_l_0b3195`, `_h_4b8939`)",
-    get="the checkpoint links of the segment-anything repository")
+    file="an official Segment Anything checkpoint (`sam_vit_b_01ec64.pth`, `sam_vit_l_0b3195.pth`, "
+         "`sam_vit_h_4b8939.pth`)",
+    get="the checkpoint links in the segment-anything repository's README; plus `pip install 'sarkit[sam]'`")
 
 #: Every kind sarkit knows, by name.
 KINDS: dict[str, WeightKind] = {k.name: k for k in (CLIP, INCEPTION, LPIPS_HEADS, LPIPS_BACKBONE, SAM)}
@@ -279,7 +281,7 @@ def missing_error(k: WeightKind, query: CacheQuery) -> WeightsNotFoundError:
 
 def locate(k: WeightKind, explicit: str | os.PathLike | None = None, *, query: CacheQuery = CacheQuery(),
            fallback: str | os.PathLike | None = None) -> Found:
-    """explicit path → ``$ENV`` → ``fallback`` (when a file) → cache locations; ``WeightsNotFoundError`` if none."""
+    """explicit path → ``$ENV`` → ``fallback`` (if a file) → cache locations; else ``WeightsNotFoundError``."""
     named, source = (explicit, Source.OPTION) if explicit else (os.environ.get(k.env) or None, Source.ENV)
     if named:
         p = Path(named)
@@ -336,10 +338,10 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 # ------------------------------------------------------------------------------------------------ docs
 
 def markdown_table(kinds: tuple[WeightKind, ...] | None = None) -> str:
-    """The table of docs/weights.md: a row per kind (option, variable, cache location, how to get the file)."""
-    rows = ["| kind | used by | option | environment variable | cache location | the file, and how to get it |",
-            "| --- | --- | --- | --- | --- | --- |"]
+    """The table of docs/weights.md: a row per kind (option, variable, cache location, file, how to get it)."""
+    rows = ["| kind | used by | option | environment variable | cache location | the file | how to get it |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
     for k in kinds or tuple(KINDS.values()):
         cache = "; ".join(loc.describe() for loc in k.cache) or "none"
-        rows.append(f"| {k.name} | {k.used_by} | `{k.option} FILE` | `${k.env}` | {cache} | {k.file}: {k.get} |")
+        rows.append(f"| {k.name} | {k.used_by} | `{k.option} FILE` | `${k.env}` | {cache} | {k.file} | {k.get} |")
     return "\n".join(rows)
