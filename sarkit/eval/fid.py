@@ -5,9 +5,10 @@
   Images in [0, 1] are resized to 299×299 (bilinear) and normalised with the ImageNet mean/std.
   The weights come from a local file only (``--fid-weights PATH`` or ``$SARKIT_FID_WEIGHTS``, found by
   ``sarkit.weights``, kind ``INCEPTION``): a state dict for torchvision's ``inception_v3`` layout, as
-  safetensors or a ``torch.save`` file read with ``weights_only=True``. Note: the reference FID network (TF ``pt_inception-2015-12-05``) differs slightly from
-  torchvision's ImageNet Inception, so values are comparable between sarkit runs with the same weights file,
-  not bit-identical with papers that used the TF graph.
+  safetensors or a ``torch.save`` file read with ``weights_only=True``. Note: the reference FID network
+  (TF ``pt_inception-2015-12-05``) differs slightly from torchvision's ImageNet Inception, so values are
+  comparable between sarkit runs with the same weights file, not bit-identical with papers that used the TF
+  graph.
 * Channels: optical RGB (three bands, B4 B3 B2 when named) is used as is; SAR (VV, VH) is mapped to three
   channels as (VV, VH, (VV + VH)/2); a single band is repeated three times.
 * Statistics are streamed (running Σx and Σxxᵀ in float64), so memory does not grow with the sample count.

@@ -18,10 +18,11 @@ uses), nodata set to 0, scaled to SAM's 0–255 pixel range, resized (bilinear, 
 side is the encoder's ``img_size``, then normalised and padded by ``Sam.preprocess``.
 
 Weights: ``--sam-weights PATH`` or ``$SARKIT_SAM_WEIGHTS`` (found by ``sarkit.weights``, kind ``SAM``), an
-official SAM checkpoint (``sam_vit_b_01ec64.pth``, ``sam_vit_l_0b3195.pth``, ``sam_vit_h_4b8939.pth``) read with ``torch.load(weights_only=True)``, or the same
-tensors as safetensors. The model is built from ``segment_anything``'s classes with the configuration read
-off the tensor shapes (``infer_config``), never with its ``build_sam*`` loaders (they unpickle). The mask
-decoder's head count is not visible in the shapes and is SAM's fixed 8.
+official SAM checkpoint (``sam_vit_b_01ec64.pth``, ``sam_vit_l_0b3195.pth``, ``sam_vit_h_4b8939.pth``) read
+with ``torch.load(weights_only=True)``, or the same tensors as safetensors. The model is built from
+``segment_anything``'s classes with the configuration read off the tensor shapes (``infer_config``), never with
+its ``build_sam*`` loaders (they unpickle). The mask decoder's head count is not visible in the shapes and is
+SAM's fixed 8.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 Weights are found by ``sarkit.weights`` (kind ``CLIP``), in order: an explicit file (``--clip-weights PATH`` or
 ``$SARKIT_CLIP_WEIGHTS``), a file path given as the ``pretrained`` tag, or open_clip's own download cache for the
 tag (the Hugging Face cache or ``~/.cache/clip``), looked up locally only. When none is there a one-line
-``WeightsNotFoundError`` says how to provide them. ``model`` is an open_clip architecture name (``ViT-B-32``) or a path to an open_clip model config
-JSON (``{"embed_dim", "vision_cfg", "text_cfg"}``), which is registered under its file stem.
+``WeightsNotFoundError`` says how to provide them. ``model`` is an open_clip architecture name (``ViT-B-32``)
+or a path to an open_clip model config JSON (``{"embed_dim", "vision_cfg", "text_cfg"}``), which is
+registered under its file stem.
 
 CLIP preprocessing is applied inside ``clip_preprocess`` on differentiable tensors: values in [0, 1] are resized
 (bicubic, antialiased) to the encoder's input size and standardised with its mean/std.

@@ -86,3 +86,26 @@ def test_clip_loss_zero_for_identical_and_grad_reaches_input(tmp_path: Path) -> 
     loss = clip_cosine_loss(enc, fake, real)
     loss.backward()
     assert float(loss.detach()) > 0 and fake.grad is not None and fake.grad.abs().sum() > 0
+
+
+def test_pretrained_given_as_a_file_is_used_after_option_and_env(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg, weights, model = make_tiny_clip(tmp_path)
+    monkeypatch.delenv(CLIP_WEIGHTS_ENV, raising=False)
+    enc = load_clip_image_encoder(str(cfg), str(weights))
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(enc.encode(x), model.visual(x), atol=1e-6)
+    monkeypatch.setenv(CLIP_WEIGHTS_ENV, str(tmp_path / "typo.pt"))  # the variable wins, and names no file
+    with pytest.raises(WeightsNotFoundError, match=r"CLIP weights not found: .*typo\.pt \(check --clip-weights"):
+        load_clip_image_encoder(str(cfg), str(weights))
+
+
+def test_missing_weights_message_names_the_tag_and_the_cache_looked_in(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(CLIP_WEIGHTS_ENV, raising=False)
+    with pytest.raises(WeightsNotFoundError) as err:
+        load_clip_image_encoder("ViT-B-32", "laion2b_s34b_b79k", cache_dir=str(tmp_path / "empty"))
+    assert "ViT-B-32/laion2b_s34b_b79k" in str(err.value) and str(tmp_path / "empty") in str(err.value)
+    with pytest.raises(WeightsNotFoundError, match="'no-such-tag' is unknown"):
+        load_clip_image_encoder("ViT-B-32", "no-such-tag", cache_dir=str(tmp_path / "empty"))
