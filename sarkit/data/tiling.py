@@ -444,13 +444,13 @@ def _open_partners(p: _Prepared, opts: TileOptions,
     if p.scene.s2 is not None:
         opt = GeoTiffSource(p.scene.s2, Modality.OPTICAL, names=p.optical_bands, grid=p.grid,
                             resampling=Resampling.bilinear, fill=OPTICAL_NODATA,
-                            dn_offset=s2_dn_offset(opts.s2_offset), label="optical raster",
+                            dn_offset=s2_dn_offset(opts.s2_offset), label=f"optical raster {p.scene.s2.name}",
                             ref_name="the Sentinel-1 scene")
         if opt.aligned.resampled:
             reporter.info(f"reprojecting {p.scene.s2.name} onto the Sentinel-1 grid (bilinear)")
     if p.scene.labels is not None:
         lab = AlignedReader(p.scene.labels, p.grid, Resampling.nearest, _label_fill(p.scene.labels),
-                            what="label raster")
+                            what=f"label raster {p.scene.labels.name}")
         if lab.resampled:
             reporter.info(f"reprojecting {p.scene.labels.name} onto the Sentinel-1 grid (nearest)")
     return opt, lab
@@ -462,7 +462,7 @@ def _write_scene(p: _Prepared, mine: list[_Candidate], tmp: Path, opts: TileOpti
     written: list[_Candidate] = []
     optical_dn_offset = s2_dn_offset(opts.s2_offset)  # recorded in every optical tile
     with GeoTiffSource(p.scene.s1, Modality.SAR, names=p.sar_bands, units=p.sar_units,
-                       label="Sentinel-1 raster") as s1:
+                       label=f"Sentinel-1 raster {p.scene.s1.name}") as s1:
         opt, lab = _open_partners(p, opts, reporter)
         try:
             for c in mine:

@@ -66,18 +66,19 @@ class AlignedReader:
 
     ``src`` is a path (opened and closed here) or an open dataset (left open). ``src_nodata`` is the value that
     marks nodata in the source (None: the raster's own, else ``fill``); nodata pixels and pixels outside the
-    source read as ``fill``. ``what`` names the raster and ``ref_name`` the reference in error messages.
+    source read as ``fill``. ``what`` names the raster ("optical raster s2.tif"; default "raster PATH") and
+    ``ref_name`` the reference in error messages.
     ``InputError`` when the raster does not overlap the reference, its CRS cannot be transformed to the
     reference's, or it lacks georeferencing and differs in size.
     """
 
     def __init__(self, src: Any, ref: GridSpec, resampling: Resampling, fill: float,
-                 src_nodata: float | None = None, what: str = "raster",
+                 src_nodata: float | None = None, what: str | None = None,
                  ref_name: str = "the Sentinel-1 scene") -> None:
         self._owned = not hasattr(src, "read")
         self.src = rasterio.open(src) if self._owned else src
         self.ref = ref
-        self.what = what
+        self.what = what or f"raster {self.src.name}"
         self.fill = fill
         self.grid = GridSpec.of(self.src)
         try:
@@ -94,10 +95,10 @@ class AlignedReader:
 
     def _check(self, ref_name: str) -> tuple[ReadPath, PixelOffset | None]:
         """The read path, after checking the raster can be placed on the reference at all."""
-        ref, grid, name = self.ref, self.grid, self.src.name
+        ref, grid = self.ref, self.grid
         if not (ref.georeferenced and grid.georeferenced):
             if (grid.height, grid.width) != (ref.height, ref.width):
-                raise InputError(f"{self.what} {name} ({grid.width}×{grid.height}) and {ref_name} "
+                raise InputError(f"{self.what} ({grid.width}×{grid.height}) and {ref_name} "
                                  f"({ref.width}×{ref.height}) differ in size and lack a CRS to align them")
             return _read_path(ref, grid)
         path, offset = _read_path(ref, grid)
@@ -111,7 +112,7 @@ class AlignedReader:
             assert offset is not None
             overlap = PixelWindow(offset.row, offset.col, ref.height, ref.width).intersect(grid.window)
         if overlap is None:
-            raise InputError(f"{self.what} does not overlap {ref_name}: {name} (give files of the same area)")
+            raise InputError(f"{self.what} does not overlap {ref_name} (give files of the same area)")
         return path, offset
 
     @property

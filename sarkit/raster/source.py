@@ -175,22 +175,19 @@ class GeoTiffSource(RasterSource):
             self.nodata = declared if fill is None else float(fill)
             self._declared = ds.nodata
             self._stored_dtype = np.float32 if self.modality is Modality.SAR else self.dtype
-            self.aligned = AlignedReader(ds, grid or GridSpec.of(ds), resampling, self.nodata,
-                                         src_nodata=declared, what=self.label, ref_name=ref_name)
-            self.grid = self.aligned.ref
             self.dn_offset = 0.0
             if self.modality is Modality.OPTICAL:
                 self.dn_offset = (float(dn_offset) if dn_offset is not None
                                   else dn_offset_from_tags(ds.tags(), default_dn_offset, self.label))
             if units not in ("db", "linear", "auto"):
                 raise InputError(f"SAR units must be auto, db or linear, got {units!r}")
-            self._units = units if units != "auto" else None
-            if self.modality is Modality.OPTICAL:
-                self._units = "db"  # no unit to detect: optical values are digital numbers
+            # optical values are digital numbers: no unit to detect
+            self._units = units if units != "auto" else ("db" if self.modality is Modality.OPTICAL else None)
             self._unit_bands = unit_bands
+            self.aligned = AlignedReader(ds, grid or GridSpec.of(ds), resampling, self.nodata,
+                                         src_nodata=declared, what=self.label, ref_name=ref_name)
+            self.grid = self.aligned.ref  # the last step: nothing after it can fail and leave it open
         except BaseException:
-            if hasattr(self, "aligned"):
-                self.aligned.close()
             if self._owned:
                 ds.close()
             raise
