@@ -83,10 +83,9 @@ def stored_nodata(modality: Modality, nodata: float | None) -> float:
 
 
 def to_physical(stored: np.ndarray, modality: Modality, nodata: float, units: str = "db",
-                dn_offset: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """Stored values (C, h, w) → physical values (dB or ``(DN + offset) / 10000``) with NaN at nodata, ±inf and
-    (linear SAR) non-positive power, and the (C, h, w) mask of stored values that were NaN or ±inf."""
-    nonfinite = ~np.isfinite(stored) if stored.dtype.kind == "f" else np.zeros(stored.shape, dtype=bool)
+                dn_offset: float = 0.0) -> np.ndarray:
+    """Stored values (C, h, w) → physical values (C, h, w) float32: dB (``10·log10(p)`` for linear power) or
+    reflectance ``(DN + offset) / 10000``, NaN where the value is ``nodata``, NaN, ±inf or non-positive power."""
     if modality is Modality.OPTICAL:
         v = dn_to_reflectance(stored, offset=dn_offset, nodata=None if math.isnan(nodata) else nodata)
     else:
@@ -95,8 +94,17 @@ def to_physical(stored: np.ndarray, modality: Modality, nodata: float, units: st
             v[stored == nodata] = np.nan
         if units == "linear":
             v = linear_to_db(v)
-    v[nonfinite] = np.nan
-    return v, nonfinite
+    inf = np.isinf(v)
+    if inf.any():
+        v[inf] = np.nan
+    return v
+
+
+def nonfinite_pixels(stored: np.ndarray) -> np.ndarray:
+    """(h, w) mask of pixels where any band of the stored values (C, h, w) is NaN or ±inf."""
+    if stored.dtype.kind != "f":
+        return np.zeros(stored.shape[1:], dtype=bool)
+    return ~np.isfinite(stored).all(axis=0)
 
 
 def to_model(reading: Reading, norm: Normalization) -> tuple[np.ndarray, np.ndarray]:
@@ -214,7 +222,7 @@ class GeoTiffSource(RasterSource):
         for fr in (0.0, 0.5, 1.0):
             for fc in (0.0, 0.5, 1.0):
                 win = PixelWindow(int(fr * (g.height - h)), int(fc * (g.width - w)), h, w)
-                v, _ = to_physical(self.read_stored(win, self._unit_bands), self.modality, self.nodata, "db")
+                v = to_physical(self.read_stored(win, self._unit_bands), self.modality, self.nodata, "db")
                 parts.append(v)
         return detect_s1_units(np.stack(parts))
 
@@ -224,21 +232,21 @@ class GeoTiffSource(RasterSource):
 
     def read(self, window: PixelWindow, bands: Sequence[str] | None = None) -> Reading:
         stored = self.read_stored(window, bands)
-        values, nonfinite = to_physical(stored, self.modality, self.nodata, self.units, self.dn_offset)
+        values = to_physical(stored, self.modality, self.nodata, self.units, self.dn_offset)
         valid = ~np.isnan(values).any(axis=0)
-        return Reading(values, valid, self._stray(window, nonfinite))
+        return Reading(values, valid, self._stray(window, stored))
 
-    def _stray(self, window: PixelWindow, nonfinite: np.ndarray) -> np.ndarray:
+    def _stray(self, window: PixelWindow, stored: np.ndarray) -> np.ndarray:
         """Pixels whose stored value is NaN or ±inf although NaN is not the raster's declared nodata (for a warped
         raster NaN marks what the warp could not fill, so counts as declared); pixels outside the raster never."""
-        stray = np.zeros(nonfinite.shape[1:], dtype=bool)
+        stray = np.zeros(stored.shape[1:], dtype=bool)
         declared_nan = self._declared is not None and math.isnan(self._declared)
-        if declared_nan or (self.path is ReadPath.WARPED and self._declared is None):
+        if declared_nan or (self.path is ReadPath.WARPED and self._declared is None) or stored.dtype.kind != "f":
             return stray
         inside = self.aligned.covered(window)
         if inside is not None:
             rs, cs = inside.slices()
-            stray[rs, cs] = nonfinite[:, rs, cs].any(axis=0)
+            stray[rs, cs] = nonfinite_pixels(stored[:, rs, cs])
         return stray
 
     def close(self) -> None:
