@@ -4,9 +4,10 @@ The output grid is the union of the inputs' bounds (in the first input's CRS, or
 resolution, aligned to the first input's pixel grid, so tiles cut from one scene land on whole pixels and are
 read directly (through a whole-pixel offset). Inputs in another CRS (or off that grid) are warped onto it
 (``WarpedVRT``, nearest neighbour by default). Both go through ``sarkit.raster.align.AlignedReader``, and "on the
-grid" is the one rule of ``sarkit.raster.grid`` (``GRID_TOL_PX``). Each input pixel is weighted by ``sarkit.infer.blend`` ramps: a cosine ramp over the width it shares with
-overlapping tiles on each side, full weight on the mosaic's outer border, and 0 on its nodata pixels; the
-mosaic is ``Σ w·v / Σ w``. Pixels no valid input covers are nodata.
+grid" is the one rule of ``sarkit.raster.grid`` (``GRID_TOL_PX``). Each input pixel is weighted by
+``sarkit.infer.blend`` ramps: a cosine ramp over the width it shares with overlapping tiles on each side, full
+weight on the mosaic's outer border, and 0 on its nodata pixels; the mosaic is ``Σ w·v / Σ w``. Pixels no
+valid input covers are nodata.
 
 Memory is bounded: the output is built in strips of rows, reading only the tiles that intersect each strip.
 """

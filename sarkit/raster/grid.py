@@ -134,8 +134,9 @@ def pixel_offset(ref: GridSpec, other: GridSpec) -> PixelOffset | None:
     """Whole-pixel position (row, col) of ``ref``'s pixel (0, 0) in ``other``'s grid, or None when ``ref``'s pixels
     are not pixels of ``other``.
 
-    With ``u = other⁻¹ ∘ ref`` (``ref`` pixel coordinates → ``other`` pixel coordinates) the grids share pixels when
-    ``u(p) = p + (col, row)`` with whole ``row``, ``col`` within ``GRID_TOL_PX`` at the four corners of ``ref``.
+    With ``u = other⁻¹ ∘ ref`` (``ref`` pixel coordinates → ``other`` pixel coordinates) the grids share pixels
+    when ``u(p) = p + (col, row)`` with whole ``row``, ``col`` within ``GRID_TOL_PX`` at the four corners of
+    ``ref``.
     Grids in different CRSs never share pixels.
     """
     if ref.crs != other.crs:

@@ -158,12 +158,12 @@ class GeoTiffSource(RasterSource):
     """One GeoTIFF (any GDAL raster) as a ``RasterSource``, on its own grid or read onto ``grid``.
 
     ``src`` is a path (opened here, closed by ``close``) or an open dataset (left open). ``names`` overrides the
-    band names (default: ``sar_band_names`` for SAR, ``norm.band_names`` for optical). ``units`` is the SAR unit
-    ("db", "linear", or "auto": detected once, on ``unit_bands`` (None = all), at the first read). ``dn_offset`` None takes the raster's ``dn_offset`` tag, else
-    ``default_dn_offset``. With ``grid`` the raster is read onto it with ``resampling`` when its own grid differs;
-    ``fill`` is the stored value nodata and pixels outside the raster read as (default ``stored_nodata``: the
-    raster's nodata, else NaN for SAR, 0 for optical); the raster's own nodata value is replaced by it. ``label`` names
-    the raster in messages ("scene x.tif"); ``ref_name`` names ``grid``'s raster.
+    band names (default: ``sar_band_names`` for SAR, ``sarkit.raster.norm.band_names`` for optical). ``units`` is
+    the SAR unit: "db", "linear", or "auto" (detected once, on ``unit_bands`` or all bands, at first use).
+    ``dn_offset`` None takes the raster's ``dn_offset`` tag, else ``default_dn_offset``. With ``grid`` the raster
+    is read onto it (``AlignedReader``, with ``resampling`` when it must be warped). ``fill`` is the stored value
+    that nodata and pixels outside the raster read as (default ``stored_nodata``); the raster's own nodata value is
+    replaced by it. ``label`` names the raster in messages ("scene x.tif"), ``ref_name`` the raster of ``grid``.
     """
 
     def __init__(self, src: Any, modality: Modality | str, *, names: Sequence[str] | None = None,
