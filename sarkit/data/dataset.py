@@ -19,8 +19,9 @@ import torch
 from torch.utils.data import Dataset
 
 from sarkit.errors import InputError
-from sarkit.raster.norm import Normalization, dn_to_reflectance, resolve_bands
 from sarkit.data.tiling import SPLITS
+from sarkit.raster.norm import Normalization, resolve_bands
+from sarkit.raster.source import GeoTiffSource, Modality, Reading, to_model
 
 LABEL_IGNORE = 255
 
@@ -85,11 +86,11 @@ class TileDataset(Dataset):
         self.mode, self.augment, self.seed, self.epoch = mode, augment, int(seed), 0
         self.split = split
         norms = self.record["normalization"]
-        all_sar = list(self.record["sar_bands"])
+        all_sar = self.all_sar = list(self.record["sar_bands"])
         sel = all_sar if sar_bands is None else list(sar_bands)
         self.sar_index = resolve_bands(all_sar, sel, "SAR tiles")
         self.sar_norm = Normalization.from_dict(norms["sar"]).select([all_sar[i] for i in self.sar_index])
-        all_opt = self.record.get("optical_bands")
+        all_opt = self.all_optical = self.record.get("optical_bands")
         self.optical_index: list[int] | None = None
         self.optical_norm: Normalization | None = None
         if optical_bands is not None and all_opt:
@@ -120,19 +121,22 @@ class TileDataset(Dataset):
             return i % len(self.rows)
         return int(self._rng(i, 0).integers(len(self.rows)))
 
-    def _read_sar(self, row: dict[str, str]) -> np.ndarray:
-        """Model-range SAR (C, H, W) with NaN at nodata."""
-        with rasterio.open(self.root / row["s1_path"]) as src:
-            db = src.read([i + 1 for i in self.sar_index]).astype(np.float32)
-        return self.sar_norm.encode(db)
+    def _read(self, path: Path, modality: Modality, names: list[str], norm: Normalization) -> Reading:
+        """A whole tile in physical units (SAR dB; optical reflectance with the tiling's DN offset)."""
+        with GeoTiffSource(path, modality, names=names, units="db", dn_offset=norm.offset,
+                           label=f"tile {path.name}") as src:
+            return src.read(src.grid.window, norm.bands)
 
-    def _read_optical(self, row: dict[str, str]) -> np.ndarray:
-        """Model-range optical (C, H, W) with NaN at nodata."""
-        assert self.optical_index is not None and self.optical_norm is not None
-        with rasterio.open(self.root / row["s2_path"]) as src:
-            dn = src.read([i + 1 for i in self.optical_index])
-        refl = dn_to_reflectance(dn, offset=self.optical_norm.offset, nodata=0)
-        return self.optical_norm.encode(refl)
+    def _read_sar(self, row: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
+        """Model-range SAR (C, H, W) with −1 at nodata, and its validity mask."""
+        reading = self._read(self.root / row["s1_path"], Modality.SAR, self.all_sar, self.sar_norm)
+        return to_model(reading, self.sar_norm)
+
+    def _read_optical(self, row: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
+        """Model-range optical (C, H, W) with −1 at nodata, and its validity mask."""
+        assert self.optical_norm is not None and self.all_optical is not None
+        reading = self._read(self.root / row["s2_path"], Modality.OPTICAL, self.all_optical, self.optical_norm)
+        return to_model(reading, self.optical_norm)
 
     def _read_labels(self, row: dict[str, str]) -> np.ndarray:
         with rasterio.open(self.root / row["labels_path"]) as src:
@@ -144,15 +148,13 @@ class TileDataset(Dataset):
             raise IndexError(i)
         i %= n
         row = self.rows[i]
-        sar = self._read_sar(row)
+        sar, sar_valid = self._read_sar(row)
         arrays: dict[str, np.ndarray] = {"sar": sar}
         item: dict[str, Any] = {"id": row["tile_id"]}
-        sar_valid = np.isfinite(sar).all(axis=0)
         opt_valid = np.ones_like(sar_valid)
         if self.optical_index is not None:
             j = self.partner(i)
-            optical = self._read_optical(self.rows[j])
-            opt_valid = np.isfinite(optical).all(axis=0)
+            optical, opt_valid = self._read_optical(self.rows[j])
             arrays["optical"] = optical
             if self.mode == "unpaired":
                 item["sar_id"], item["optical_id"] = row["tile_id"], self.rows[j]["tile_id"]
@@ -164,7 +166,7 @@ class TileDataset(Dataset):
             arrays = {k: _apply_ops(v, ops) for k, v in arrays.items()}
         for key in ("sar", "optical"):
             if key in arrays:
-                item[key] = torch.from_numpy(np.nan_to_num(arrays[key], nan=-1.0).astype(np.float32))
+                item[key] = torch.from_numpy(arrays[key].astype(np.float32, copy=False))
         item["sar_valid"] = torch.from_numpy(arrays["sar_valid"])
         item["optical_valid"] = torch.from_numpy(arrays["optical_valid"])
         item["valid"] = item["sar_valid"] & item["optical_valid"]

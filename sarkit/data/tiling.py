@@ -23,9 +23,9 @@ from rasterio.enums import Resampling
 from rasterio.warp import transform_geom
 
 from sarkit import __version__
-from sarkit.raster.align import AlignedReader, GridSpec, overlap_bounds, read_padded
 from sarkit.errors import InputError
-from sarkit.raster.grid import Bounds, PixelWindow, window_grid
+from sarkit.raster.align import AlignedReader
+from sarkit.raster.grid import Bounds, GridSpec, PixelWindow, overlap_bounds, window_grid
 from sarkit.io import DEFLATE_LEVEL, GTIFF_PROFILE, atomic_dir, check_output, open_raster, require_crs
 from sarkit.data.layouts import LABEL_NODATA, SEN1FLOODS11_CLASSES, Scene, find_layout, map_labels
 from sarkit.raster.norm import (
@@ -33,7 +33,6 @@ from sarkit.raster.norm import (
     DEFAULT_SAR_RANGE,
     DN_OFFSET_TAG,
     RGB_BANDS,
-    S1_BANDS,
     band_names,
     check_integer_reflectance,
     detect_s1_units,
@@ -41,8 +40,8 @@ from sarkit.raster.norm import (
     resolve_bands,
     s2_dn_offset,
     sar_normalization,
-    sar_to_db,
 )
+from sarkit.raster.source import GeoTiffSource, Modality, sar_band_names
 from sarkit.reporting import NULL_REPORTER, Reporter
 
 SPLITS = ("train", "val", "test")
@@ -151,14 +150,6 @@ class _Prepared:
     classes: list[str] | None
 
 
-def _sar_bands(src: Any) -> list[str]:
-    """S1 band names: descriptions, else VV (one band) or VV, VH (two bands)."""
-    desc = [d for d in (src.descriptions or ())]
-    if src.count == 1:
-        return [desc[0].strip() if desc and desc[0] else "VV"]
-    return band_names(src, default=S1_BANDS)
-
-
 def _decimated(src: Any, bands: list[int] | None = None, side: int = 256) -> np.ndarray:
     """A small decimated read of the whole raster (for unit and dtype checks), NaN where nodata."""
     bands = bands or list(range(1, src.count + 1))
@@ -206,7 +197,7 @@ def _prepare(scene: Scene, opts: TileOptions) -> _Prepared:
         if opts.size > s1.height or opts.size > s1.width:
             raise InputError(f"--size {opts.size} is larger than the scene ({s1.height}×{s1.width} pixels): "
                              f"{scene.s1} (use a smaller --size)")
-        sar_bands = _sar_bands(s1)
+        sar_bands = sar_band_names(s1)
         units = opts.s1_units
         if units == "auto":
             units = detect_s1_units(_decimated(s1))
@@ -397,15 +388,15 @@ def _check_consistent(prepared: list[_Prepared]) -> None:
             raise InputError(f"some scenes have labels and others not ({p.scene.s1.name}): tile them separately")
 
 
-def _read_scene_tile(p: _Prepared, w: PixelWindow, s1: Any, opt: AlignedReader | None,
+def _read_scene_tile(p: _Prepared, w: PixelWindow, s1: GeoTiffSource, opt: GeoTiffSource | None,
                      lab: AlignedReader | None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, float]:
     """SAR dB, optical DN and label ids of one window on the S1 grid, and the nodata fraction."""
-    raw = read_padded(s1, w, list(range(1, s1.count + 1)), np.nan, np.float32)
-    sar = sar_to_db(raw, p.sar_units, s1.nodata)
-    invalid = ~np.isfinite(sar).all(axis=0)
+    reading = s1.read(w)
+    sar = reading.values
+    invalid = ~reading.valid
     optical = labels = None
     if opt is not None:
-        optical = opt.read(w)
+        optical = opt.read_stored(w)
         invalid |= (optical == OPTICAL_NODATA).all(axis=0)
     if lab is not None:
         scheme = p.scene.label_scheme
@@ -446,16 +437,20 @@ def _candidates(prepared: list[_Prepared], opts: TileOptions, skipped: Counter) 
     return cands
 
 
-def _open_partners(p: _Prepared, reporter: Reporter) -> tuple[AlignedReader | None, AlignedReader | None]:
-    """Readers of the optical and label rasters on the scene's S1 grid (None where absent)."""
+def _open_partners(p: _Prepared, opts: TileOptions,
+                   reporter: Reporter) -> tuple[GeoTiffSource | None, AlignedReader | None]:
+    """Readers of the optical (DN, nodata 0) and label rasters on the scene's S1 grid (None where absent)."""
     opt = lab = None
     if p.scene.s2 is not None:
-        opt = AlignedReader(p.scene.s2, p.grid, Resampling.bilinear, OPTICAL_NODATA, what="optical raster")
-        if opt.resampled:
+        opt = GeoTiffSource(p.scene.s2, Modality.OPTICAL, names=p.optical_bands, grid=p.grid,
+                            resampling=Resampling.bilinear, fill=OPTICAL_NODATA,
+                            dn_offset=s2_dn_offset(opts.s2_offset), label=f"optical raster {p.scene.s2.name}",
+                            ref_name="the Sentinel-1 scene")
+        if opt.aligned.resampled:
             reporter.info(f"reprojecting {p.scene.s2.name} onto the Sentinel-1 grid (bilinear)")
     if p.scene.labels is not None:
         lab = AlignedReader(p.scene.labels, p.grid, Resampling.nearest, _label_fill(p.scene.labels),
-                            what="label raster")
+                            what=f"label raster {p.scene.labels.name}")
         if lab.resampled:
             reporter.info(f"reprojecting {p.scene.labels.name} onto the Sentinel-1 grid (nearest)")
     return opt, lab
@@ -466,8 +461,9 @@ def _write_scene(p: _Prepared, mine: list[_Candidate], tmp: Path, opts: TileOpti
     """Read, check and write the tiles ``mine`` of one scene into ``tmp``; return those written."""
     written: list[_Candidate] = []
     optical_dn_offset = s2_dn_offset(opts.s2_offset)  # recorded in every optical tile
-    with rasterio.open(p.scene.s1) as s1:
-        opt, lab = _open_partners(p, reporter)
+    with GeoTiffSource(p.scene.s1, Modality.SAR, names=p.sar_bands, units=p.sar_units,
+                       label=f"Sentinel-1 raster {p.scene.s1.name}") as s1:
+        opt, lab = _open_partners(p, opts, reporter)
         try:
             for c in mine:
                 sar, optical, labels, c.nodata_fraction = _read_scene_tile(p, c.window, s1, opt, lab)

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from rasterio.enums import Resampling
+
 from sarkit.errors import InputError
-from sarkit.raster.grid import PixelWindow, window_grid
 from sarkit.io import open_raster
-from sarkit.raster.norm import (DEFAULT_OPTICAL_RANGE, DEFAULT_SAR_RANGE, S1_BANDS, Normalization, band_names,
-                    dn_offset_from_tags, dn_to_reflectance, optical_normalization, s2_dn_offset, sar_normalization)
+from sarkit.raster.align import AlignedReader, ReadPath
+from sarkit.raster.grid import GridSpec, PixelWindow, window_grid
+from sarkit.raster.norm import (DEFAULT_OPTICAL_RANGE, DEFAULT_SAR_RANGE, Normalization, band_names,
+                                optical_normalization, s2_dn_offset, sar_normalization)
+from sarkit.raster.source import GeoTiffSource, sar_band_names
 from sarkit.reporting import Reporter
 from sarkit.eval.segmetrics import IGNORE
 from sarkit.eval.options import EvalOptions
@@ -20,161 +23,126 @@ from sarkit.eval.options import EvalOptions
 
 # ----------------------------------------------------------------------------------------------- raster pairs
 
-def _close_transform(a: Any, b: Any, tol: float = 1e-3) -> bool:
-    """Affine transforms equal within ``tol`` pixels (absorbs float noise such as Sen1Floods11's 3e-19°)."""
-    px = max(abs(b.a), abs(b.e), 1e-300)
-    return all(abs(x - y) <= tol * px for x, y in zip(tuple(a)[:6], tuple(b)[:6]))
-
-
 def _modality_of(src: Any) -> str:
     """float → SAR in dB; integer → optical digital numbers."""
     return "sar" if np.dtype(src.dtypes[0]).kind == "f" else "optical"
 
 
+def _label_fill(src: Any) -> float:
+    """Value label pixels without data read as: the raster's nodata, else NaN (float) or 255 (integers)."""
+    if src.nodata is not None:
+        return float(src.nodata)
+    return float("nan") if np.dtype(src.dtypes[0]).kind == "f" else 255
+
+
+def _names(src: Any) -> list[str]:
+    """Band names of a prediction or target raster, by the naming rule of its modality (``_modality_of``)."""
+    return sar_band_names(src) if _modality_of(src) == "sar" else band_names(src)
+
+
+def _match_bands(pred: Path, pn: list[str], target: Path, tn: list[str]) -> list[int]:
+    """1-based target bands matching the prediction's bands ``pn``: by name (a 3-band B4,B3,B2 prediction against a
+    13-band Sentinel-2 target), else by position when the counts agree."""
+    if pn != tn and set(pn) <= set(tn):
+        return [tn.index(n) + 1 for n in pn]
+    if len(pn) != len(tn):
+        raise InputError(f"different band counts: prediction {pred} has {len(pn)} "
+                         f"({', '.join(pn)}), target {target} has {len(tn)} ({', '.join(tn)})")
+    return list(range(1, len(tn) + 1))
+
+
 class _PairReader:
-    """A prediction and a target raster (and optional labels) on the target's grid."""
+    """A prediction and a target raster (and optional labels) on the target's grid, in physical units.
+
+    The prediction is read onto the target grid (bilinear when it must be warped) and the labels likewise
+    (nearest), both through ``sarkit.raster``'s one aligned reader; ``InputError`` (everything closed) for pairs
+    that cannot be compared.
+    """
 
     def __init__(self, pred: Path, target: Path, labels: Path | None, reporter: Reporter,
                  default_offset: float = 0.0) -> None:
         self._stack: list[Any] = []
+        try:
+            self._open(Path(pred), Path(target), labels, reporter, default_offset)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, pred: Path, target: Path, labels: Path | None, reporter: Reporter,
+              default_offset: float) -> None:
         self.target = self._keep(open_raster(target, "target"))
-        self.pred = self._keep(open_raster(pred, "prediction"))
+        pred_ds = self._keep(open_raster(pred, "prediction"))
         self.pred_name, self.target_name = str(pred), str(target)
         self.modality = _modality_of(self.target)
-        if self.pred.dtypes[0] == "uint8" and self.modality == "optical":
-            self.close()
+        if pred_ds.dtypes[0] == "uint8" and self.modality == "optical":
             raise InputError(f"prediction {pred} is 8-bit (sarkit translate --format rgb8, for display): its values "
                              f"are not reflectance; evaluate the native output (--format native) instead")
-        self.target_idx = self._match_bands(pred, target)
-        if _modality_of(self.pred) != self.modality:
-            self.close()
-            raise InputError(f"prediction {pred} is {_modality_of(self.pred)} ({self.pred.dtypes[0]}) but target "
+        pred_names, target_names = _names(pred_ds), _names(self.target)
+        self.target_idx = _match_bands(pred, pred_names, target, target_names)
+        if _modality_of(pred_ds) != self.modality:
+            raise InputError(f"prediction {pred} is {_modality_of(pred_ds)} ({pred_ds.dtypes[0]}) but target "
                              f"{target} is {self.modality} ({self.target.dtypes[0]}); compare like with like")
-        self.pred_nodata = self._nodata(self.pred)
-        self.target_nodata = self._nodata(self.target)
-        self.pred_offset = self._dn_offset(self.pred, "prediction", default_offset)
-        self.target_offset = self._dn_offset(self.target, "target", default_offset)
-        self.pred = self._align(self.pred, "prediction", reporter, resampling="bilinear")
-        self.labels = None
+        self.bands = [target_names[i - 1] for i in self.target_idx]
+        grid = GridSpec.of(self.target)
+        ref_name = f"the target {self.target.name}"
+        self.pred_source = self._keep(GeoTiffSource(
+            pred_ds, self.modality, names=pred_names, default_dn_offset=default_offset, grid=grid,
+            resampling=Resampling.bilinear, label=f"prediction {pred_ds.name}", ref_name=ref_name))
+        self.target_source = self._keep(GeoTiffSource(self.target, self.modality, names=target_names,
+                                                      default_dn_offset=default_offset,
+                                                      label=f"target {self.target.name}"))
+        self.pred_offset, self.target_offset = self.pred_source.dn_offset, self.target_source.dn_offset
+        self._report_alignment("prediction", self.pred_source.aligned, reporter)
+        self.pred = self.pred_source.aligned.dataset  # on the target grid when warped (previews)
+        self.labels: AlignedReader | None = None
+        self.class_names = None
         if labels is not None:
             lab = self._keep(open_raster(labels, "labels"))
             self.label_nodata = lab.nodata
-            self.labels = self._align(lab, "labels", reporter, resampling="nearest")
+            self.labels = self._keep(AlignedReader(lab, grid, Resampling.nearest, _label_fill(lab),
+                                                   what=f"labels {lab.name}", ref_name=ref_name))
+            self._report_alignment("labels", self.labels, reporter)
             self.class_names = _class_names(lab)
-        else:
-            self.class_names = None
         self.height, self.width = self.target.height, self.target.width
 
-    def _names(self, src: Any) -> list[str]:
-        return band_names(src, list(S1_BANDS[: src.count]) if _modality_of(src) == "sar" else None)
-
-    def _match_bands(self, pred: Path, target: Path) -> list[int]:
-        """1-based target bands matching the prediction's bands: by name (a 3-band B4,B3,B2 prediction against a
-        13-band Sentinel-2 target), else by position when the counts agree."""
-        pn, tn = self._names(self.pred), self._names(self.target)
-        if pn != tn and set(pn) <= set(tn):
-            return [tn.index(n) + 1 for n in pn]
-        if self.pred.count != self.target.count:
-            self.close()
-            raise InputError(f"different band counts: prediction {pred} has {self.pred.count} "
-                             f"({', '.join(pn)}), target {target} has {self.target.count} ({', '.join(tn)})")
-        return list(range(1, self.target.count + 1))
+    @staticmethod
+    def _report_alignment(what: str, reader: AlignedReader, reporter: Reporter) -> None:
+        """Warn when a raster is not on the target grid (shifted by whole pixels, or reprojected)."""
+        if reader.path is ReadPath.WARPED:
+            reporter.warn(f"{what} grid differs from the target's; reprojecting it onto the target grid "
+                          f"({'bilinear' if what == 'prediction' else 'nearest'})")
+        elif reader.path is ReadPath.OFFSET:
+            assert reader.offset is not None
+            reporter.warn(f"{what} grid is the target's shifted by whole pixels ({reader.offset.row} rows, "
+                          f"{reader.offset.col} columns); reprojecting it onto the target grid by a shifted read "
+                          f"(no resampling)")
 
     def _keep(self, src: Any) -> Any:
         self._stack.append(src)
         return src
 
-    def _nodata(self, src: Any) -> float | None:
-        if src.nodata is not None:
-            return float(src.nodata)
-        return 0.0 if self.modality == "optical" else None
-
-    def _dn_offset(self, src: Any, what: str, default: float) -> float:
-        """Optical DN offset: the raster's ``dn_offset`` tag (sarkit's tiles and translations), else ``default``."""
-        if self.modality != "optical":
-            return 0.0
-        try:
-            return dn_offset_from_tags(src.tags(), default, f"{what} {src.name}")
-        except InputError:
-            self.close()
-            raise
-
-    def _align(self, src: Any, what: str, reporter: Reporter, resampling: str) -> Any:
-        """``src`` itself when on the target grid, else a warped view onto it (``InputError`` if impossible)."""
-        tgt = self.target
-        same_shape = (src.height, src.width) == (tgt.height, tgt.width)
-        if src.crs is None or tgt.crs is None or src.transform.is_identity or tgt.transform.is_identity:
-            if same_shape:
-                return src
-            self.close()
-            raise InputError(f"{what} {src.name} ({src.width}×{src.height}) and target ({tgt.width}×{tgt.height}) "
-                             f"differ in size and lack a CRS to align them")
-        if src.crs == tgt.crs and same_shape and _close_transform(src.transform, tgt.transform):
-            return src
-        from rasterio.enums import Resampling
-        from rasterio.vrt import WarpedVRT
-        from rasterio.warp import transform_bounds
-
-        try:
-            b = transform_bounds(src.crs, tgt.crs, *src.bounds)
-        except Exception as exc:  # pyproj/GDAL raise various errors for impossible transforms
-            self.close()
-            raise InputError(f"{what} CRS {src.crs} cannot be transformed to the target's {tgt.crs}: "
-                             f"{str(exc).splitlines()[0][:120]}") from None
-        tb = tgt.bounds
-        if not all(map(math.isfinite, b)) or b[0] >= tb.right or b[2] <= tb.left or b[1] >= tb.top or b[3] <= tb.bottom:
-            self.close()
-            raise InputError(f"{what} {src.name} does not overlap the target {tgt.name}")
-        reporter.warn(f"{what} grid differs from the target's; reprojecting it onto the target grid ({resampling})")
-        nodata = src.nodata
-        if nodata is None:
-            nodata = float("nan") if np.dtype(src.dtypes[0]).kind == "f" else (0 if what != "labels" else 255)
-        vrt = WarpedVRT(src, crs=tgt.crs, transform=tgt.transform, width=tgt.width, height=tgt.height,
-                        resampling=getattr(Resampling, resampling), src_nodata=nodata, nodata=nodata)
-        if what == "prediction":
-            self.pred_nodata = float(nodata)
-        return self._keep(vrt)
-
     def band_names(self) -> list[str]:
-        names = self._names(self.target)
-        return [names[i - 1] for i in self.target_idx]
+        return list(self.bands)
 
     def read(self, win: PixelWindow, pad: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, PixelWindow, int]:
-        """Physical pred/target (C, h, w) of ``win`` grown by ``pad`` px (clipped), labels, the core, NaN count."""
-        outer = PixelWindow(max(0, win.row_off - pad), max(0, win.col_off - pad), 0, 0)
-        r1 = min(self.height, win.row_end + pad)
-        c1 = min(self.width, win.col_end + pad)
-        outer = PixelWindow(outer.row_off, outer.col_off, r1 - outer.row_off, c1 - outer.col_off)
-        rw = outer.to_rasterio()
-        t = self._physical(self.target.read(self.target_idx, window=rw), self.target_nodata, self.target_offset)
-        raw = self.pred.read(window=rw)
-        p = self._physical(raw, self.pred_nodata, self.pred_offset)
-        t_valid = np.isfinite(t).all(axis=0)
-        bad_nan = 0
-        if self.modality == "sar" and not (self.pred_nodata is not None and math.isnan(self.pred_nodata)):
-            core = PixelWindow(win.row_off - outer.row_off, win.col_off - outer.col_off, win.height, win.width)
-            nonfinite = ~np.isfinite(np.asarray(raw, dtype=np.float32)).all(axis=0)
-            bad_nan = int((nonfinite & t_valid)[core.slices()].sum())
+        """Physical pred/target (C, h, w) of ``win`` grown by ``pad`` px (clipped), labels, the core, and the number
+        of core pixels where the prediction holds NaN/inf undeclared as nodata while the target is valid."""
+        r0, c0 = max(0, win.row_off - pad), max(0, win.col_off - pad)
+        r1, c1 = min(self.height, win.row_end + pad), min(self.width, win.col_end + pad)
+        outer = PixelWindow(r0, c0, r1 - r0, c1 - c0)
+        core = PixelWindow(win.row_off - r0, win.col_off - c0, win.height, win.width)
+        t = self.target_source.read(outer, self.bands)
+        p = self.pred_source.read(outer)
+        bad_nan = int((p.stray & t.valid)[core.slices()].sum())
         labels = None
         if self.labels is not None:
-            lab = self.labels.read(1, window=rw).astype(np.int64)
+            lab = self.labels.read(outer, [1])[0].astype(np.int64)
             bad = lab < 0
             if self.label_nodata is not None:
                 bad |= lab == int(self.label_nodata)
             lab[bad] = IGNORE
             labels = lab
-        core = PixelWindow(win.row_off - outer.row_off, win.col_off - outer.col_off, win.height, win.width)
-        return p, t, labels, core, bad_nan
-
-    def _physical(self, a: np.ndarray, nodata: float | None, offset: float) -> np.ndarray:
-        """Raw values → physical units (dB / reflectance ``(DN + offset) / 10000``) with NaN nodata."""
-        if self.modality == "optical":
-            return dn_to_reflectance(a, offset=offset, nodata=nodata)
-        v = np.asarray(a, dtype=np.float32).copy()
-        if nodata is not None and not math.isnan(nodata):
-            v[a == nodata] = np.nan
-        v[~np.isfinite(v)] = np.nan
-        return v
+        return p.values, t.values, labels, core, bad_nan
 
     def close(self) -> None:
         for s in reversed(self._stack):

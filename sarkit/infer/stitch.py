@@ -2,10 +2,12 @@
 
 The output grid is the union of the inputs' bounds (in the first input's CRS, or ``crs``) at the first input's
 resolution, aligned to the first input's pixel grid, so tiles cut from one scene land on whole pixels and are
-read directly. Inputs in another CRS (or off that grid) are warped onto it (``WarpedVRT``, nearest neighbour by
-default). Each input pixel is weighted by ``sarkit.infer.blend`` ramps: a cosine ramp over the width it shares with
-overlapping tiles on each side, full weight on the mosaic's outer border, and 0 on its nodata pixels; the
-mosaic is ``Σ w·v / Σ w``. Pixels no valid input covers are nodata.
+read directly (through a whole-pixel offset). Inputs in another CRS (or off that grid) are warped onto it
+(``WarpedVRT``, nearest neighbour by default). Both go through ``sarkit.raster.align.AlignedReader``, and "on the
+grid" is the one rule of ``sarkit.raster.grid`` (``GRID_TOL_PX``). Each input pixel is weighted by
+``sarkit.infer.blend`` ramps: a cosine ramp over the width it shares with overlapping tiles on each side, full
+weight on the mosaic's outer border, and 0 on its nodata pixels; the mosaic is ``Σ w·v / Σ w``. Pixels no
+valid input covers are nodata.
 
 Memory is bounded: the output is built in strips of rows, reading only the tiles that intersect each strip.
 """
@@ -25,21 +27,19 @@ from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.errors import CRSError, NotGeoreferencedWarning
 from rasterio.transform import Affine
-from rasterio.vrt import WarpedVRT
 from rasterio.warp import calculate_default_transform, transform_bounds
 
 from sarkit import __version__
 from sarkit.infer.blend import axis_weights, edge_overlaps, normalise
 from sarkit.errors import InputError
-from sarkit.raster.grid import Bounds, PixelWindow
+from sarkit.raster.align import AlignedReader
+from sarkit.raster.grid import GRID_TOL_PX, Bounds, GridSpec, PixelWindow, pixel_offset
 from sarkit.io import SCRATCH_PROFILE, atomic_file, check_output, open_raster, output_lock, require_crs, temp_sibling, write_cog
 from sarkit.raster.norm import DN_OFFSET_TAG, dn_offset_from_tags
 from sarkit.reporting import NULL_REPORTER, Reporter
 
 #: Output rows built at once (a multiple of the temporary GeoTIFF's 256-row blocks).
 STRIP_ROWS = 512
-#: Tolerance (in pixels) under which an input counts as aligned with the output grid.
-ALIGN_TOL = 1e-6
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ def _resolution(src: rasterio.DatasetReader, crs: CRS) -> tuple[float, float]:
 def _snap(value: float, origin: float, step: float, up: bool) -> float:
     """``origin + k·step`` nearest to ``value`` from below (or above with ``up``), tolerant to rounding."""
     k = (value - origin) / step
-    k = math.ceil(k - ALIGN_TOL) if up else math.floor(k + ALIGN_TOL)
+    k = math.ceil(k - GRID_TOL_PX) if up else math.floor(k + GRID_TOL_PX)
     return origin + k * step
 
 
@@ -136,26 +136,22 @@ def _output_grid(bounds: list[Bounds], anchor: Bounds, res: tuple[float, float])
     left = _snap(min(b.left for b in bounds), anchor.left, xres, up=False)
     top = _snap(max(b.top for b in bounds), anchor.top, yres, up=True)
     right, bottom = max(b.right for b in bounds), min(b.bottom for b in bounds)
-    width = max(1, math.ceil((right - left) / xres - ALIGN_TOL))
-    height = max(1, math.ceil((top - bottom) / yres - ALIGN_TOL))
+    width = max(1, math.ceil((right - left) / xres - GRID_TOL_PX))
+    height = max(1, math.ceil((top - bottom) / yres - GRID_TOL_PX))
     return Affine(xres, 0.0, left, 0.0, -yres, top), width, height
 
 
-def _place(src: rasterio.DatasetReader, crs: CRS, b: Bounds, transform: Affine, width: int,
-           height: int) -> tuple[PixelWindow, bool]:
-    """Footprint window of an input on the output grid, and whether it sits on whole output pixels."""
-    t = src.transform
-    col = (t.c - transform.c) / transform.a
-    row = (t.f - transform.f) / transform.e
-    aligned = (src.crs == crs and t.b == 0 and t.d == 0 and abs(t.a - transform.a) <= ALIGN_TOL * abs(transform.a)
-               and abs(t.e - transform.e) <= ALIGN_TOL * abs(transform.e)
-               and abs(col - round(col)) < ALIGN_TOL * 1e3 and abs(row - round(row)) < ALIGN_TOL * 1e3)
-    if aligned:
-        return PixelWindow(int(round(row)), int(round(col)), src.height, src.width), True
-    c0 = math.floor((b.left - transform.c) / transform.a + ALIGN_TOL)
-    c1 = math.ceil((b.right - transform.c) / transform.a - ALIGN_TOL)
-    r0 = math.floor((transform.f - b.top) / -transform.e + ALIGN_TOL)
-    r1 = math.ceil((transform.f - b.bottom) / -transform.e - ALIGN_TOL)
+def _place(src: rasterio.DatasetReader, b: Bounds, mosaic: GridSpec) -> tuple[PixelWindow, bool]:
+    """Footprint window of an input on the mosaic grid, and whether it sits on whole mosaic pixels (the grid rule
+    ``pixel_offset``, asked as ``AlignedReader`` asks it: where the mosaic's pixel (0, 0) lies in the input)."""
+    offset = pixel_offset(mosaic, GridSpec.of(src))
+    if offset is not None:
+        return PixelWindow(-offset.row, -offset.col, src.height, src.width), True
+    transform, width, height = mosaic.transform, mosaic.width, mosaic.height
+    c0 = math.floor((b.left - transform.c) / transform.a + GRID_TOL_PX)
+    c1 = math.ceil((b.right - transform.c) / transform.a - GRID_TOL_PX)
+    r0 = math.floor((transform.f - b.top) / -transform.e + GRID_TOL_PX)
+    r1 = math.ceil((transform.f - b.bottom) / -transform.e - GRID_TOL_PX)
     c0, r0 = max(c0, 0), max(r0, 0)
     c1, r1 = min(c1, width), min(r1, height)
     return PixelWindow(r0, c0, max(r1 - r0, 0), max(c1 - c0, 0)), False
@@ -189,12 +185,11 @@ def _invalid(data: np.ndarray, nodata: float | None) -> np.ndarray:
 
 
 class _Reader:
-    """Reads an input's pixels for a window of the output grid (directly when aligned, else warped)."""
+    """Reads an input's pixels for a window of the mosaic grid (through a whole-pixel offset when on the grid, else
+    warped), with ``sarkit.raster.align.AlignedReader``."""
 
-    def __init__(self, crs: CRS, transform: Affine, width: int, height: int, resampling: Resampling,
-                 dtype: str) -> None:
-        self.crs, self.transform, self.width, self.height = crs, transform, width, height
-        self.resampling, self.dtype = resampling, dtype
+    def __init__(self, mosaic: GridSpec, resampling: Resampling, dtype: str) -> None:
+        self.mosaic, self.resampling, self.dtype = mosaic, resampling, dtype
 
     def vrt_nodata(self, s: _Source) -> float:
         """Fill value of warped reads outside the input: its nodata, else NaN (float) or 0 (integers)."""
@@ -204,17 +199,11 @@ class _Reader:
 
     def read(self, s: _Source, win: PixelWindow) -> tuple[np.ndarray, np.ndarray]:
         """(data float64 (C, h, w) with 0 at nodata, validity (h, w)) of ``s`` over output window ``win``."""
-        with rasterio.open(s.path) as src:
-            if s.aligned:
-                local = PixelWindow(win.row_off - s.footprint.row_off, win.col_off - s.footprint.col_off,
-                                    win.height, win.width)
-                data = src.read(window=local.to_rasterio())
-                nodata = s.nodata
-            else:
-                nodata = self.vrt_nodata(s)
-                with WarpedVRT(src, crs=self.crs, transform=self.transform, width=self.width, height=self.height,
-                               resampling=self.resampling, nodata=nodata) as vrt:
-                    data = vrt.read(window=win.to_rasterio())
+        fill = self.vrt_nodata(s)
+        with AlignedReader(s.path, self.mosaic, self.resampling, fill, what=f"input tile {s.path}",
+                           ref_name="the mosaic") as src:
+            data = src.read(win)
+            nodata = fill if src.resampled else s.nodata  # pixels read as they are keep the input's own nodata
         valid = ~_invalid(data, nodata)
         out = data.astype(np.float64)
         out[:, ~valid] = 0.0
@@ -283,9 +272,10 @@ def stitch(inputs: Sequence[str | Path], out: str | Path, opts: StitchOptions = 
         crs = _target_crs(opts.crs, first)
         bounds = [_bounds_in(s, crs) for s in srcs]
         transform, width, height = _output_grid(bounds, bounds[0], _resolution(first, crs))
+        mosaic = GridSpec(crs, transform, height, width)
         sources = []
         for s, b in zip(srcs, bounds):
-            fp, aligned = _place(s, crs, b, transform, width, height)
+            fp, aligned = _place(s, b, mosaic)
             sources.append(_Source(Path(s.name), fp, aligned, s.nodata))
         dtype, count, descriptions = first.dtypes[0], first.count, first.descriptions
         nodata = first.nodata if first.nodata is not None else (float("nan") if np.dtype(dtype).kind == "f" else 0)
@@ -299,7 +289,7 @@ def stitch(inputs: Sequence[str | Path], out: str | Path, opts: StitchOptions = 
         s.col_w = axis_weights(s.footprint.width, left, right)
     profile = {**SCRATCH_PROFILE, "dtype": dtype, "count": count, "width": width, "height": height,
                "crs": crs, "transform": transform, "nodata": nodata}
-    reader = _Reader(crs, transform, width, height, resampling, dtype)
+    reader = _Reader(mosaic, resampling, dtype)
     with output_lock(out), atomic_file(out, overwrite=opts.overwrite) as cog_tmp:
         tmp = temp_sibling(out, ".tif")
         try:

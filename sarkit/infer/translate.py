@@ -40,8 +40,8 @@ from sarkit.models.checkpoint import LoadedNetwork, load_network, read_export_re
 from sarkit.devices import background_pool, configure_backends, resolve_device
 from sarkit.errors import InputError, SarkitError
 from sarkit.io import SCRATCH_PROFILE, atomic_file, check_output, open_raster, output_lock, temp_sibling, write_cog
-from sarkit.raster.norm import (DN_OFFSET_TAG, S1_BANDS, S2_BANDS, S2_SCALE, Normalization, band_names, detect_s1_units,
-                   dn_offset_from_tags, dn_to_reflectance, sar_to_db)
+from sarkit.raster.norm import DN_OFFSET_TAG, S2_SCALE, Normalization
+from sarkit.raster.source import SceneReader
 from sarkit.reporting import NULL_REPORTER, Reporter
 from sarkit.infer.engine import (_Generator, _generator_norms, _pad_tile, resolve_amp_auto)
 
@@ -142,60 +142,6 @@ def _check_out(scene: Path, out: Path, overwrite: bool) -> None:
         raise InputError(f"cannot create output directory {parent}: {exc.strerror}") from None
     if not os.access(parent, os.W_OK):
         raise InputError(f"cannot write to {parent}: permission denied")
-
-
-# ------------------------------------------------------------------------------------------------ reading
-class SceneReader:
-    """Reads strips of the generator's input bands in physical units and model range, with the nodata mask."""
-
-    def __init__(self, src: rasterio.DatasetReader, norm: Normalization) -> None:
-        self.src = src
-        self.norm = norm
-        names = band_names(src, default=S1_BANDS if norm.modality == "sar" else S2_BANDS)
-        upper = [n.upper() for n in names]
-        missing = [b for b in norm.bands if b.upper() not in upper]
-        if missing:
-            raise InputError(f"scene {Path(src.name).name} lacks band(s) {', '.join(missing)} the checkpoint needs "
-                             f"(needs {', '.join(norm.bands)}; scene has {', '.join(names)})")
-        self.indexes = [upper.index(b.upper()) + 1 for b in norm.bands]
-        self.nodata = src.nodata
-        self.units = self._sar_units() if norm.modality == "sar" else ""
-        # optical DN offset: the scene's own dn_offset tag (a sarkit output) wins over the checkpoint's assumption
-        self.dn_offset = (dn_offset_from_tags(src.tags(), norm.offset, f"scene {Path(src.name).name}")
-                          if norm.modality == "optical" else 0.0)
-
-    def _sar_units(self) -> str:
-        """SAR input units decided once per scene (from in_norm, or detected on a 3×3 grid of 128-pixel windows
-        spread over the scene when auto: a few blocks read, whatever the scene size)."""
-        if self.norm.units in ("db", "linear"):
-            return self.norm.units
-        h, w = min(self.src.height, 128), min(self.src.width, 128)
-        parts = []
-        for fr in (0.0, 0.5, 1.0):
-            for fc in (0.0, 0.5, 1.0):
-                r, c = int(fr * (self.src.height - h)), int(fc * (self.src.width - w))
-                parts.append(self.src.read(self.indexes, window=rasterio.windows.Window(c, r, w, h)))
-        sample = np.stack(parts).astype(np.float32)
-        if self.nodata is not None and not np.isnan(self.nodata):
-            sample[sample == self.nodata] = np.nan
-        return detect_s1_units(sample)
-
-    def physical(self, row: int, height: int) -> np.ndarray:
-        """Rows ``[row, row+height)`` of the input bands in physical units (dB or reflectance), NaN = nodata."""
-        win = rasterio.windows.Window(0, row, self.src.width, height)
-        data = self.src.read(self.indexes, window=win)
-        if self.norm.modality == "sar":
-            return sar_to_db(data, self.units, nodata=self.nodata)
-        nodata = self.nodata if self.nodata is not None else 0
-        return dn_to_reflectance(data, offset=self.dn_offset, nodata=nodata)
-
-    def strip(self, row: int, height: int) -> tuple[np.ndarray, np.ndarray]:
-        """Model-range strip (C, h, W) with nodata filled by −1, and its validity mask (h, W)."""
-        phys = self.physical(row, height)
-        valid = ~np.isnan(phys).any(axis=0)
-        x = self.norm.encode(phys)
-        x[np.isnan(x)] = -1.0
-        return x, valid
 
 
 # ------------------------------------------------------------------------------------------------ output

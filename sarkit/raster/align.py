@@ -1,103 +1,48 @@
-"""Co-registration: read optical and label rasters on the Sentinel-1 pixel grid, one window at a time.
+"""Read a raster onto a reference grid, one window at a time: the one way sarkit co-registers rasters.
 
-Rasters whose grid equals the reference grid (within a tolerance: real products differ by ~3e-19° in pixel
-size) are read directly; rasters on a grid shifted by a whole number of pixels are read through an offset
-window; anything else is warped on the fly through ``rasterio.vrt.WarpedVRT`` (bilinear for reflectance,
-nearest for labels), so that no scene is ever held in memory whole.
+``AlignedReader`` chooses one of three paths with the grid rule of ``sarkit.raster.grid`` (``GRID_TOL_PX``):
+
+* ``DIRECT``: the raster's grid is the reference grid; windows are read as they are.
+* ``OFFSET``: the raster's grid is the reference grid shifted by whole pixels (another extent of the same pixel
+  grid); windows are read through the shifted window, pixels outside the raster are ``fill``.
+* ``WARPED``: anything else; the raster is reprojected on the fly through ``rasterio.vrt.WarpedVRT`` with the
+  caller's resampling (bilinear for reflectance, nearest for labels and for stitched tiles by default), so no
+  raster is ever held in memory whole.
+
+Rasters without georeferencing (no CRS, or GDAL's identity transform) cannot be aligned: they are read pixel for
+pixel when their size is the reference's, else refused. Used by tiling (optical and labels on the Sentinel-1 grid),
+by evaluation (prediction and labels on the target grid) and by stitching (inputs on the mosaic grid).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 import numpy as np
 import rasterio
-from affine import Affine
-from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
-from rasterio.warp import transform_bounds
 
 from sarkit.errors import InputError
-from sarkit.raster.grid import Bounds, PixelWindow
-
-#: Relative tolerance on pixel size, and tolerance on the origin in pixels, under which two grids are equal.
-PIXEL_SIZE_RTOL = 1e-9
-ORIGIN_TOL_PX = 1e-6
+from sarkit.raster.grid import GridSpec, PixelOffset, PixelWindow, overlap_bounds, pixel_offset, same_grid
 
 
-@dataclass(frozen=True)
-class GridSpec:
-    """A raster pixel grid: CRS, affine transform and size in pixels."""
+class ReadPath(str, Enum):
+    """How a raster is read onto a reference grid."""
 
-    crs: CRS
-    transform: Affine
-    height: int
-    width: int
-
-    @classmethod
-    def of(cls, src: Any) -> "GridSpec":
-        """The grid of an open raster."""
-        return cls(src.crs, src.transform, src.height, src.width)
-
-    @property
-    def bounds(self) -> Bounds:
-        """Outer bounds of the grid: corners of pixel (0, 0) and (height, width)."""
-        x0, y0 = self.transform @ (0, 0)
-        x1, y1 = self.transform @ (self.width, self.height)
-        return Bounds(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
-
-
-def _is_north_up(t: Affine) -> bool:
-    return t.b == 0 and t.d == 0
-
-
-def pixel_offset(ref: GridSpec, other: GridSpec) -> tuple[int, int] | None:
-    """Whole-pixel (row, col) offset of ``ref``'s origin inside ``other``'s grid, or None when not aligned.
-
-    Aligned means: same CRS, north-up, pixel sizes equal within ``PIXEL_SIZE_RTOL`` (relative) and the origin
-    difference a whole number of pixels within ``ORIGIN_TOL_PX``.
-    """
-    if ref.crs != other.crs or not (_is_north_up(ref.transform) and _is_north_up(other.transform)):
-        return None
-    ra, re_ = ref.transform.a, ref.transform.e
-    oa, oe = other.transform.a, other.transform.e
-    if abs(ra - oa) > PIXEL_SIZE_RTOL * abs(ra) or abs(re_ - oe) > PIXEL_SIZE_RTOL * abs(re_):
-        return None
-    col = (ref.transform.c - other.transform.c) / oa
-    row = (ref.transform.f - other.transform.f) / oe
-    rc, cc = round(row), round(col)
-    # the origin tolerance is checked at the far corner too, so that a tiny pixel-size drift cannot add up
-    far_col = (ref.transform.c + ra * ref.width - other.transform.c) / oa - ref.width
-    far_row = (ref.transform.f + re_ * ref.height - other.transform.f) / oe - ref.height
-    if max(abs(row - rc), abs(col - cc), abs(far_row - rc), abs(far_col - cc)) > ORIGIN_TOL_PX:
-        return None
-    return int(rc), int(cc)
-
-
-def grids_equal(a: GridSpec, b: GridSpec) -> bool:
-    """True when two grids have the same CRS, size and pixels within tolerance (no resampling needed)."""
-    return (a.height, a.width) == (b.height, b.width) and pixel_offset(a, b) == (0, 0)
-
-
-def overlap_bounds(ref: GridSpec, other: GridSpec) -> Bounds | None:
-    """Intersection of the two footprints in ``ref``'s CRS, or None when they do not overlap."""
-    ob = other.bounds
-    if other.crs != ref.crs:
-        ob = Bounds(*transform_bounds(other.crs, ref.crs, *ob, densify_pts=21))
-    rb = ref.bounds
-    left, bottom = max(rb.left, ob.left), max(rb.bottom, ob.bottom)
-    right, top = min(rb.right, ob.right), min(rb.top, ob.top)
-    if right <= left or top <= bottom:
-        return None
-    return Bounds(left, bottom, right, top)
+    DIRECT = "direct"
+    OFFSET = "offset"
+    WARPED = "warped"
 
 
 def read_padded(src: Any, window: PixelWindow, bands: list[int], fill: float, dtype: Any) -> np.ndarray:
-    """Read ``window`` of ``src`` (any part outside the raster is ``fill``) as a (bands, h, w) array."""
-    out = np.full((len(bands), window.height, window.width), fill, dtype=dtype)
+    """Read ``window`` of ``src`` (any part outside the raster is ``fill``) as a (bands, h, w) array of ``dtype``."""
     inner = window.intersect(PixelWindow(0, 0, src.height, src.width))
+    if inner == window:  # the common case (whole strips of a scene): one read, no copy into a padded array
+        data = src.read(bands, window=window.to_rasterio())
+        return data if data.dtype == np.dtype(dtype) else data.astype(dtype)
+    out = np.full((len(bands), window.height, window.width), fill, dtype=dtype)
     if inner is None:
         return out
     data = src.read(bands, window=inner.to_rasterio())
@@ -106,35 +51,79 @@ def read_padded(src: Any, window: PixelWindow, bands: list[int], fill: float, dt
     return out
 
 
-class AlignedReader:
-    """Reads windows of a raster on the reference (Sentinel-1) grid; the raster is resampled only if needed.
+def _read_path(ref: GridSpec, grid: GridSpec) -> tuple[ReadPath, PixelOffset | None]:
+    """The path by which a raster on ``grid`` is read onto ``ref`` and, unless warped, its whole-pixel offset."""
+    if not (ref.georeferenced and grid.georeferenced):
+        return ReadPath.DIRECT, PixelOffset(0, 0)  # the caller checked the sizes agree
+    if same_grid(ref, grid):
+        return ReadPath.DIRECT, PixelOffset(0, 0)
+    offset = pixel_offset(ref, grid)
+    return (ReadPath.OFFSET, offset) if offset is not None else (ReadPath.WARPED, None)
 
-    ``src_nodata`` is the value that marks nodata in the source (None: the raster's own, else ``fill``);
-    pixels outside the source footprint read as ``fill``.
+
+class AlignedReader:
+    """Reads windows of a raster on the reference grid ``ref``; the raster is resampled only when its grid differs.
+
+    ``src`` is a path (opened and closed here) or an open dataset (left open). ``src_nodata`` is the value that
+    marks nodata in the source (None: the raster's own, else ``fill``); nodata pixels and pixels outside the
+    source read as ``fill``. ``what`` names the raster ("optical raster s2.tif"; default "raster PATH") and
+    ``ref_name`` the reference in error messages.
+    ``InputError`` when the raster does not overlap the reference, its CRS cannot be transformed to the
+    reference's, or it lacks georeferencing and differs in size.
     """
 
-    def __init__(self, path: Any, ref: GridSpec, resampling: Resampling, fill: float,
-                 src_nodata: float | None = None, what: str = "raster") -> None:
-        self.src = rasterio.open(path)
+    def __init__(self, src: Any, ref: GridSpec, resampling: Resampling, fill: float,
+                 src_nodata: float | None = None, what: str | None = None,
+                 ref_name: str = "the Sentinel-1 scene") -> None:
+        self._owned = not hasattr(src, "read")
+        self.src = rasterio.open(src) if self._owned else src
         self.ref = ref
-        self.what = what
+        self.what = what or f"raster {self.src.name}"
         self.fill = fill
-        grid = GridSpec.of(self.src)
-        if overlap_bounds(ref, grid) is None:
-            self.src.close()
-            raise InputError(f"{what} does not overlap the Sentinel-1 scene: {path} (give files of the same area)")
+        self.grid = GridSpec.of(self.src)
+        try:
+            self.path, self.offset = self._check(ref_name)
+        except BaseException:
+            self.close()
+            raise
         self.src_nodata = src_nodata if src_nodata is not None else (
             self.src.nodata if self.src.nodata is not None else fill)
-        self.offset = pixel_offset(ref, grid)
         self.vrt: WarpedVRT | None = None
-        if self.offset is None:
+        if self.path is ReadPath.WARPED:
             self.vrt = WarpedVRT(self.src, crs=ref.crs, transform=ref.transform, width=ref.width,
                                  height=ref.height, resampling=resampling, src_nodata=self.src_nodata, nodata=fill)
+
+    def _check(self, ref_name: str) -> tuple[ReadPath, PixelOffset | None]:
+        """The read path, after checking the raster can be placed on the reference at all."""
+        ref, grid = self.ref, self.grid
+        if not (ref.georeferenced and grid.georeferenced):
+            if (grid.height, grid.width) != (ref.height, ref.width):
+                raise InputError(f"{self.what} ({grid.width}×{grid.height}) and {ref_name} "
+                                 f"({ref.width}×{ref.height}) differ in size and lack a CRS to align them")
+            return _read_path(ref, grid)
+        path, offset = _read_path(ref, grid)
+        if path is ReadPath.WARPED:
+            try:
+                overlap = overlap_bounds(ref, grid)
+            except Exception as exc:  # pyproj/GDAL raise various errors for impossible transforms
+                raise InputError(f"{self.what} CRS {grid.crs} cannot be transformed to the CRS of {ref_name} "
+                                 f"({ref.crs}): {str(exc).splitlines()[0][:120]}") from None
+        else:
+            assert offset is not None
+            overlap = PixelWindow(offset.row, offset.col, ref.height, ref.width).intersect(grid.window)
+        if overlap is None:
+            raise InputError(f"{self.what} does not overlap {ref_name} (give files of the same area)")
+        return path, offset
 
     @property
     def resampled(self) -> bool:
         """True when the source is warped (not read pixel for pixel)."""
-        return self.vrt is not None
+        return self.path is ReadPath.WARPED
+
+    @property
+    def dataset(self) -> Any:
+        """The source as a dataset: the warped view on the reference grid when warped, else the raster itself."""
+        return self.vrt if self.vrt is not None else self.src
 
     @property
     def count(self) -> int:
@@ -144,22 +133,39 @@ class AlignedReader:
     def dtype(self) -> str:
         return self.src.dtypes[0]
 
-    def read(self, window: PixelWindow, bands: list[int] | None = None) -> np.ndarray:
-        """(bands, h, w) of the source on the reference grid for ``window``; nodata and outside → ``fill``."""
+    def covered(self, window: PixelWindow) -> PixelWindow | None:
+        """The part of ``window`` (in the window's own coordinates) read from the source, not filled: all of it when
+        warped (the warp marks what it cannot fill as nodata), None when nothing."""
+        if self.offset is None:
+            return PixelWindow(0, 0, window.height, window.width)
+        shifted = PixelWindow(window.row_off + self.offset.row, window.col_off + self.offset.col,
+                              window.height, window.width)
+        inner = shifted.intersect(self.grid.window)
+        if inner is None:
+            return None
+        return PixelWindow(inner.row_off - shifted.row_off, inner.col_off - shifted.col_off, inner.height,
+                           inner.width)
+
+    def read(self, window: PixelWindow, bands: list[int] | None = None, dtype: Any = None) -> np.ndarray:
+        """(bands, h, w) of the source on the reference grid for ``window`` (in ``dtype``, else the source's); nodata
+        and pixels outside the source → ``fill``."""
         bands = bands or list(range(1, self.src.count + 1))
+        dtype = dtype or self.src.dtypes[0]
         if self.vrt is not None:
-            return read_padded(self.vrt, window, bands, self.fill, self.src.dtypes[0])
-        dr, dc = self.offset  # type: ignore[misc]
-        shifted = PixelWindow(window.row_off + dr, window.col_off + dc, window.height, window.width)
-        data = read_padded(self.src, shifted, bands, self.fill, self.src.dtypes[0])
-        if self.src_nodata is not None and self.src_nodata != self.fill and not np.isnan(self.src_nodata):
+            return read_padded(self.vrt, window, bands, self.fill, dtype)
+        assert self.offset is not None
+        shifted = PixelWindow(window.row_off + self.offset.row, window.col_off + self.offset.col,
+                              window.height, window.width)
+        data = read_padded(self.src, shifted, bands, self.fill, dtype)
+        if self.src_nodata != self.fill and not np.isnan(self.src_nodata):
             data[data == self.src_nodata] = self.fill
         return data
 
     def close(self) -> None:
-        if self.vrt is not None:
+        if getattr(self, "vrt", None) is not None:
             self.vrt.close()
-        self.src.close()
+        if self._owned:
+            self.src.close()
 
     def __enter__(self) -> "AlignedReader":
         return self

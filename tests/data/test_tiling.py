@@ -236,7 +236,7 @@ def test_parse_split():
 
 def _bad_cases(tmp: Path) -> dict[str, list[str]]:
     sc = make_scene(tmp, h=128, w=128)
-    s1, s2 = str(sc["s1"]), str(sc["s2"])
+    s1 = str(sc["s1"])
     (tmp / "notraster.tif").write_text("hello")
     nocrs = write_raster(tmp / "nocrs.tif", np.zeros((2, 128, 128), np.float32), crs=None)
     twoband = write_raster(tmp / "two.tif", np.ones((2, 128, 128), np.uint16))

@@ -243,3 +243,31 @@ def test_neighbour_buckets_match_brute_force():
     for k, w in enumerate(wins):
         brute = [o for m, o in enumerate(wins) if m != k and o.intersect(w) is not None]
         assert sorted(got[k]) == sorted(brute)
+
+
+def test_float_noise_in_a_tile_grid_is_the_same_grid_and_half_a_pixel_is_not(tmp_path, monkeypatch):
+    """Tiles are placed by the one grid rule: a pixel size off by float noise is read directly, exactly; a tile
+    half a pixel off the first one's grid is warped."""
+    from rasterio.transform import Affine
+
+    from sarkit.infer import stitch as st
+
+    a, b = scene_array(40, 60, seed=1), scene_array(40, 60, seed=2)
+    write_scene(tmp_path / "a.tif", a)
+    noisy = Affine(10.0 * (1 + 1e-15), 0.0, 500000.0 + 600.0, 0.0, -10.0 * (1 + 1e-15), 4800000.0)
+    write_scene(tmp_path / "b.tif", b, transform=noisy)  # right of a, pixel size off by 1e-15 relative
+    warped: list[str] = []
+    real = st._Reader.read
+
+    def spy(self, s, win):
+        if not s.aligned:
+            warped.append(s.path.name)
+        return real(self, s, win)
+
+    monkeypatch.setattr(st._Reader, "read", spy)
+    stitch([tmp_path / "a.tif", tmp_path / "b.tif"], tmp_path / "m.tif")
+    assert warped == []
+    np.testing.assert_array_equal(read(tmp_path / "m.tif"), np.concatenate([a, b], axis=2))
+    write_scene(tmp_path / "c.tif", b, transform=from_origin(500000.0 + 605.0, 4800000.0, 10.0, 10.0))
+    stitch([tmp_path / "a.tif", tmp_path / "c.tif"], tmp_path / "n.tif")
+    assert set(warped) == {"c.tif"}

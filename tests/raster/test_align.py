@@ -13,7 +13,8 @@ from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.transform import from_origin
 
-from sarkit.raster.align import AlignedReader, GridSpec, grids_equal, overlap_bounds, pixel_offset
+from sarkit.raster.align import AlignedReader
+from sarkit.raster.grid import GridSpec, overlap_bounds, pixel_offset, same_grid
 from sarkit.errors import InputError
 from sarkit.raster.grid import PixelWindow
 from sarkit.raster.norm import S2_BANDS
@@ -38,7 +39,7 @@ def write(path, data, crs, transform, nodata=None, descriptions=None):
 def test_grids_equal_tolerates_tiny_pixel_size_difference():
     a = GridSpec(WGS84, Affine(PIX, 0, -0.78, 0, -PIX, 38.12), 512, 512)
     b = GridSpec(WGS84, Affine(PIX + 1e-19, 0, -0.78, 0, -PIX - 1e-19, 38.12), 512, 512)
-    assert a.transform != b.transform and grids_equal(a, b)
+    assert a.transform != b.transform and same_grid(a, b)
 
 
 @pytest.mark.parametrize("other", [
@@ -48,13 +49,13 @@ def test_grids_equal_tolerates_tiny_pixel_size_difference():
 ])
 def test_grids_differing_beyond_tolerance_are_not_equal(other):
     a = GridSpec(WGS84, Affine(PIX, 0, -0.78, 0, -PIX, 38.12), 512, 512)
-    assert not grids_equal(a, GridSpec(WGS84, other, 512, 512))
+    assert not same_grid(a, GridSpec(WGS84, other, 512, 512))
 
 
 def test_grids_in_other_crs_or_size_are_not_equal():
     t = Affine(PIX, 0, -0.78, 0, -PIX, 38.12)
-    assert not grids_equal(GridSpec(WGS84, t, 512, 512), GridSpec(CRS.from_epsg(4258), t, 512, 512))
-    assert not grids_equal(GridSpec(WGS84, t, 512, 512), GridSpec(WGS84, t, 512, 511))
+    assert not same_grid(GridSpec(WGS84, t, 512, 512), GridSpec(CRS.from_epsg(4258), t, 512, 512))
+    assert not same_grid(GridSpec(WGS84, t, 512, 512), GridSpec(WGS84, t, 512, 511))
 
 
 def test_pixel_offset_of_shifted_aligned_grid():
