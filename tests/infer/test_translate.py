@@ -26,6 +26,7 @@ from sarkit.cli import app
 from sarkit.raster.grid import grid_offsets
 from sarkit.models.registry import NETWORKS, Identity, register_network
 from sarkit.raster.norm import Normalization, optical_normalization, sar_normalization
+from sarkit.reporting import RecordingReporter
 from sarkit.infer.translate import TranslateOptions, translate_many, translate_scene
 
 runner = CliRunner()
@@ -387,6 +388,39 @@ def test_bad_overlap_exit_2(tmp_path, identity_ckpt, overlap):
     assert files_in(tmp_path) == {"s.tif", "ckpt"}
 
 
+def test_options_check_themselves_and_take_enum_names():
+    from dataclasses import replace
+
+    from sarkit.errors import InputError
+    from sarkit.infer.engine import AmpMode
+
+    opts = TranslateOptions(amp=" BF16 ", format="rgb8")
+    assert opts.amp is AmpMode.BF16 and opts.format is tr.OutputFormat.RGB8
+    assert replace(opts, format="native").format is tr.OutputFormat.NATIVE
+    assert TranslateOptions().amp is AmpMode.AUTO and TranslateOptions(amp=None).amp is AmpMode.AUTO
+    cases = [({"format": "png"}, "--format must be one of native, rgb8, got 'png'"),
+             ({"format": "RGB8"}, "--format must be one of native, rgb8, got 'RGB8'"),
+             ({"amp": "fp8"}, "--amp must be one of off, bf16, fp16, got 'fp8'"),
+             ({"batch_size": 0}, "--batch-size must be ≥ 1, got 0"),
+             ({"tile": 64, "overlap": 64}, "--overlap must be ≥ 0 and smaller than --tile (64), got 64"),
+             ({"overlap": -1}, "--overlap must be ≥ 0, got -1")]
+    for kw, message in cases:
+        with pytest.raises(InputError) as err:
+            TranslateOptions(**kw)
+        assert str(err.value) == message
+
+
+@pytest.mark.parametrize("args,message", [(["--format", "png"], "--format must be one of native, rgb8"),
+                                          (["--amp", "fp8"], "--amp must be one of off, bf16, fp16"),
+                                          (["--batch-size", "0"], "--batch-size must be ≥ 1")])
+def test_bad_option_values_exit_2_and_write_nothing(tmp_path, identity_ckpt, args, message):
+    scene = tmp_path / "s.tif"
+    write_sar(scene, 40, 50)
+    r = cli(str(scene), "--checkpoint", str(identity_ckpt), "--out", str(tmp_path / "out.tif"), *args)
+    assert r.exit_code == 2 and message in r.output
+    assert files_in(tmp_path) == {"s.tif", "ckpt"}
+
+
 def test_existing_out_exit_2_untouched(tmp_path, identity_ckpt):
     scene = tmp_path / "s.tif"
     write_sar(scene, 100, 120)
@@ -599,9 +633,7 @@ def _loaded(module: nn.Module, out_channels: int = 2) -> LoadedNetwork:
                          meta={"in_norm": n, "out_norm": out, "tile_size": 32, "model": "test"})
 
 
-def _guarded(module: nn.Module) -> tuple["en.NetworkPredictor", "RecordingReporter", np.ndarray]:
-    from sarkit.reporting import RecordingReporter
-
+def _guarded(module: nn.Module) -> tuple[en.NetworkPredictor, RecordingReporter, np.ndarray]:
     rep = RecordingReporter()
     gen = en.NetworkPredictor(_loaded(module), torch.device("cpu"), torch.bfloat16, rep)
     x = np.random.default_rng(0).uniform(-1, 1, (3, 2, 32, 32)).astype(np.float32)
