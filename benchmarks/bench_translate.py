@@ -16,7 +16,7 @@
 
 ``--compile``: translate runs with ``compile=True``; the checkpoint is loaded once and handed to every translation
 (so it is compiled once, during the warm-up, and the end-to-end time leaves out the 0.05 s load), and the bare
-generator is translate's own compiled ``_Generator`` over the same random batches.
+generator is translate's own compiled ``NetworkPredictor`` over the same random batches.
 
 Prints the figures and writes them as JSON with ``--json PATH``.
 
@@ -51,7 +51,6 @@ from sarkit.devices import resolve_device  # noqa: E402
 from sarkit.models.registry import NETWORKS, register_network  # noqa: E402
 from sarkit.raster.norm import optical_normalization, sar_normalization  # noqa: E402
 from sarkit.infer import engine as en  # noqa: E402
-from sarkit.infer import translate as tr  # noqa: E402
 from sarkit.infer.blend import blend_grid  # noqa: E402
 from sarkit.infer.engine import resolve_amp_auto  # noqa: E402
 from sarkit.infer.translate import TranslateOptions, translate_scene  # noqa: E402
@@ -132,7 +131,7 @@ def bare_generator_seconds(ckpt: Path, n_tiles: int, tile: int, batch: int, devi
     return time_batches(run, n_tiles, batch, dev)
 
 
-def compiled_bare_seconds(gen: "en._Generator", n_tiles: int, tile: int, batch: int) -> float:
+def compiled_bare_seconds(gen: "en.NetworkPredictor", n_tiles: int, tile: int, batch: int) -> float:
     """Time of translate's compiled generator alone over ``n_tiles`` random tiles in batches (numpy in and out,
     as translate calls it)."""
     x = np.random.default_rng(0).uniform(-1, 1, (batch, 2, tile, tile)).astype(np.float32)
@@ -169,13 +168,14 @@ def bench_throughput(work: Path, args: argparse.Namespace) -> dict:
     loaded = load_network(ckpt, "generator", dev)
     loaded.sha256  # noqa: B018 - wait for the background hash: a multi-scene run has it from its first scene
     if args.compile:  # compiled once (in the warm-up), for every translation and the bare runs
-        compiled_gen = en._Generator(loaded, dev, resolve_amp_auto(args.amp, dev), 3, compile=True)
+        compiled_gen = en.NetworkPredictor(loaded, dev, resolve_amp_auto(args.amp, dev), tile=args.tile,
+                                           compile=True)
         compiled_gen._checked = True  # no bf16 check in the bare runs
     # warm-up (kernel selection, first-call costs) on a small scene, then the measured runs
     small = work / "warm.tif"
     write_scene(small, args.tile * 2)
     guard_s = [0.0]
-    real_guard = en._Generator.guard
+    real_guard = en.NetworkPredictor.guard
 
     def timed_guard(self, batch):
         t0 = time.perf_counter()
@@ -183,19 +183,19 @@ def bench_throughput(work: Path, args: argparse.Namespace) -> dict:
         guard_s[0] += time.perf_counter() - t0
         return out
 
-    en._Generator.guard = timed_guard
+    en.NetworkPredictor.guard = timed_guard
     try:
         for _ in range(max(1, args.warmup)):
             translate_scene(small, loaded, work / "warm_out.tif", opts)
     finally:
-        en._Generator.guard = real_guard
+        en.NetworkPredictor.guard = real_guard
     n_tiles = blend_grid(args.size, args.size, args.tile, args.overlap).n_tiles
     in_situ = [0.0]
-    real_call = en._Generator.__call__
+    real_call = en.NetworkPredictor.__call__
 
-    def timed(self, batch):  # the generator's own time inside translate
+    def timed(self, batch, seeds=None):  # the generator's own time inside translate
         t0 = time.perf_counter()
-        out = real_call(self, batch)
+        out = real_call(self, batch, seeds)
         in_situ[0] += time.perf_counter() - t0
         return out
 
@@ -217,11 +217,11 @@ def bench_throughput(work: Path, args: argparse.Namespace) -> dict:
     bares, e2e, inside, lone_e2e, lone_ratios = [bare()], [], [], [], []
     for _ in range(max(1, args.repeats)):
         in_situ[0] = 0.0
-        en._Generator.__call__ = timed
+        en.NetworkPredictor.__call__ = timed
         try:
             e2e.append(end_to_end(lone=False))
         finally:
-            en._Generator.__call__ = real_call
+            en.NetworkPredictor.__call__ = real_call
         inside.append(in_situ[0])
         bares.append(bare())
         if not args.compile:

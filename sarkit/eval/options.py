@@ -38,6 +38,7 @@ class EvalOptions:
     clip_model: str = "ViT-B-32"
     batch_size: int = 8
     device: str = "cpu"
+    amp: str = "off"  # --checkpoint: autocast of the generator (off = fp32, the numbers eval always reported)
     tile_size: int = 256
     grid_tiles: int = 3
     thumb_px: int = 128

@@ -172,26 +172,29 @@ class TileSetSource:
 
 
 class ModelSplitSource:
-    """An exported generator run on a split of a tile directory, against the split's target tiles."""
+    """An exported generator run on a split of a tile directory, against the split's target tiles.
+
+    The generator runs as translate runs it (``sarkit.infer.engine.load_predictor``: the same padding,
+    channels-last layout and mixed-precision guard; fp32 unless ``opts.amp``). Where the tiling's ranges differ
+    from the checkpoint's, the input and the target are re-encoded with the checkpoint's (with a warning), so the
+    generator sees what translate would feed it."""
 
     mode = "model"
 
     def __init__(self, checkpoint: Path, data: Path, split: str, opts: EvalOptions,
                  reporter: Reporter = NULL_REPORTER) -> None:
-        from sarkit.models.checkpoint import load_network
         from sarkit.data.dataset import TileDataset, read_tiling
+        from sarkit.infer.engine import load_predictor, same_model_range
 
         self.device = torch.device(opts.device)
         if opts.s1_range or opts.s2_range:
             reporter.warn("--s1-range/--s2-range are ignored with --checkpoint: the checkpoint's ranges are used")
         if opts.s2_offset:
             reporter.warn("--s2-offset is ignored with --checkpoint: the tiling records the offset of its tiles")
-        self.net = load_network(checkpoint, kind="generator", device=self.device)
-        meta = self.net.meta
-        if "in_norm" not in meta or "out_norm" not in meta:
-            raise InputError(f"{self.net.path} lacks in_norm/out_norm metadata; re-export it with sarkit train")
-        self.input_norm = Normalization.from_dict(meta["in_norm"])
-        self.pred_norm = Normalization.from_dict(meta["out_norm"])
+        self.predictor = load_predictor(checkpoint, self.device, opts.amp, reporter)
+        net = self.predictor.net
+        self.input_norm = self.predictor.in_norm
+        self.pred_norm = self.predictor.out_norm
         self.in_key, self.out_key = self.input_norm.modality, self.pred_norm.modality
         bands = {self.in_key: list(self.input_norm.bands), self.out_key: list(self.pred_norm.bands)}
         tiling = read_tiling(data)
@@ -201,8 +204,15 @@ class ModelSplitSource:
         self.ds = TileDataset(data, split=split, mode="paired", labels=bool(tiling.get("classes")), **kwargs)
         if len(self.ds) == 0:
             raise InputError(f"split {split!r} of {data} has no tiles")
-        self.ds_norm = self.ds.sar_norm if self.out_key == "sar" else self.ds.optical_norm
-        self.reencode = (tuple(self.ds_norm.lo), tuple(self.ds_norm.hi)) != (self.pred_norm.lo, self.pred_norm.hi)
+        norm_of = {"sar": self.ds.sar_norm, "optical": self.ds.optical_norm}
+        if norm_of[self.in_key] is None or norm_of[self.out_key] is None:
+            raise InputError(f"{data} has no optical tiles; the checkpoint needs {', '.join(bands['optical'])}")
+        self.ds_in_norm, self.ds_norm = norm_of[self.in_key], norm_of[self.out_key]
+        self.reencode_input = not same_model_range(self.ds_in_norm, self.input_norm)
+        if self.reencode_input:
+            reporter.warn("the tiling's input ranges differ from the checkpoint's in_norm; the input is "
+                          "re-encoded with the checkpoint's ranges")
+        self.reencode = not same_model_range(self.ds_norm, self.pred_norm)
         if self.reencode:
             reporter.warn("the tiling's target ranges differ from the checkpoint's out_norm; the target is "
                           "re-encoded with the checkpoint's ranges")
@@ -212,20 +222,28 @@ class ModelSplitSource:
         self.opts = opts
         self.bad_nan = 0
         self.ranges_source = "checkpoint"
-        self.inputs = {"mode": self.mode, "checkpoint": str(self.net.path), "checkpoint_sha256": self.net.sha256,
+        self.inputs = {"mode": self.mode, "checkpoint": str(net.path), "checkpoint_sha256": net.sha256,
                        "data": str(data), "split": split, "tiles": len(self.ds),
-                       "direction": meta.get("direction")}
+                       "direction": net.meta.get("direction")}
 
     def __len__(self) -> int:
         return len(self.ds)
 
+    def _input(self, item: dict[str, Any]) -> np.ndarray:
+        """An item's model-range input in the checkpoint's ranges, nodata −1 (as translate fills it)."""
+        x = item[self.in_key].numpy()
+        if not self.reencode_input:
+            return x
+        x = self.input_norm.encode(self.ds_in_norm.decode(x))
+        x[:, ~item[f"{self.in_key}_valid"].numpy()] = -1.0
+        return x
+
     def _run(self, idx: list[int]) -> list[Block]:
         items = [self.ds[i] for i in idx]
-        x = torch.stack([it[self.in_key] for it in items]).to(self.device)
-        with torch.no_grad():
-            y = self.net.module(x).float().cpu().numpy()
+        inputs = np.stack([self._input(it) for it in items])
+        y = self.predictor(inputs)
         out = []
-        for it, yi in zip(items, y):
+        for it, xi, yi in zip(items, inputs, y):
             valid = it["valid"].numpy()
             tgt = it[self.out_key].numpy().astype(np.float32)
             if self.reencode:
@@ -235,7 +253,7 @@ class ModelSplitSource:
             yi = yi.copy()
             yi[:, ~valid] = np.nan
             tgt[:, ~valid] = np.nan
-            inp = it[self.in_key].numpy().copy()
+            inp = xi.copy()
             inp[:, ~valid] = np.nan
             h, w = valid.shape
             lab = it["labels"].numpy() if "labels" in it else None

@@ -1,21 +1,48 @@
-"""The inference engine: a loaded generator checkpoint run over batches of model-range tiles.
+"""The inference engine: predictors, the one way sarkit runs a model over batches of model-range tiles.
 
-Eval mode, inference mode, channels-last, optional autocast with a guard that checks it against fp32 once per
-checkpoint file, device and precision, optional ``torch.compile``; tiles smaller than the network's tile size
-are mirror-padded."""
+A **predictor** is a loaded model with a declared ``Contract``: the normalisation (bands and fixed ranges) of what
+it takes and of what it gives, its output scale (output pixel size = input pixel size / ``scale``), the tile it
+runs on (windows smaller than the tile are mirror-padded to it and the prediction cropped back) and the number of
+network calls one batch costs (``steps``). Its batch call maps model-range numpy ``(N, C_in, h, w)`` to
+``(N, C_out, h·scale, w·scale)``. Whatever runs predictors (``sarkit.infer.translate``'s tiled scene runner,
+``sarkit eval --checkpoint``) relies on that contract only, never on a checkpoint's metadata or its module.
+
+* ``NetworkPredictor``: one exported generator checkpoint. Eval mode, inference mode, channels-last, optional
+  autocast with a guard that checks it against fp32 once per checkpoint file, device and precision
+  (``_GUARD_VERDICTS``), optional ``torch.compile``. ``load_predictor`` builds one from a run directory, a file
+  or a loaded network.
+* ``ChainPredictor``: predictors run one after the other, the output of one the input of the next (each link's
+  output bands and ranges must be the next one's input): the in-contract of the first, the out-contract of the
+  last, scales multiplied, the tile the largest any stage needs, steps added.
+
+**Iterative predictors** (a diffusion or flow sampler) plug in as a ``Predictor`` subclass, without changing the
+runners: the contract's ``steps`` says how many network calls a batch costs, and the batch call receives
+``seeds``, one integer per tile. A sampler draws each tile's starting noise from its own seed
+(``np.random.default_rng(seed)`` or a ``torch.Generator`` seeded with it), so that a tile's prediction depends on
+the tile and its seed only, not on which batch it travels in; it then makes its ``steps`` network calls in its
+``_predict`` (reusing ``NetworkPredictor._forward`` for the autocast, layout and inference mode of each call) and
+returns the last state. Runners pass seeds derived from the tile's place (translate: the tile's row-major index in
+the scene's window grid); deterministic predictors ignore them. A chain hands stage ``k`` of ``K`` the seeds
+``seed·K + k``, so stages never share noise.
+"""
 
 from __future__ import annotations
 
+import abc
 import contextlib
+import math
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from sarkit.models.checkpoint import LoadedNetwork
-from sarkit.devices import cpu_supports_bf16, resolve_amp
-from sarkit.errors import CheckpointError
+from sarkit.devices import AMP_CHOICES, cpu_supports_bf16, resolve_amp, resolve_device
+from sarkit.errors import CheckpointError, InputError
+from sarkit.eval.metrics import psnr_from_mse
+from sarkit.models.checkpoint import LoadedNetwork, load_network
 from sarkit.raster.norm import Normalization
 from sarkit.reporting import NULL_REPORTER, Reporter
 
@@ -25,43 +52,152 @@ from sarkit.reporting import NULL_REPORTER, Reporter
 AMP_MIN_PSNR_DB = 40.0
 #: Tiles of the first batch that the mixed-precision check also runs in fp32 (one: each costs an fp32 forward).
 AMP_GUARD_TILES = 1
+#: Tile size assumed for a checkpoint that does not record one.
+DEFAULT_TILE = 256
 
 
-def resolve_amp_auto(amp: str, device: torch.device) -> torch.dtype | None:
+# ------------------------------------------------------------------------------------------------ precision
+class AmpMode(str, Enum):
+    """``--amp``: autocast precision (``auto`` is decided per device by ``resolve_amp_auto``)."""
+
+    AUTO = "auto"
+    OFF = "off"
+    BF16 = "bf16"
+    FP16 = "fp16"
+
+    @classmethod
+    def parse(cls, value: "str | AmpMode | None") -> "AmpMode":
+        """A mode from its name (case and surrounding blanks ignored; None or empty = auto); ``InputError``
+        naming the choices otherwise."""
+        if isinstance(value, AmpMode):
+            return value
+        text = (value or "auto").strip().lower()
+        try:
+            return cls(text)
+        except ValueError:
+            raise InputError(f"--amp must be one of {', '.join(AMP_CHOICES)}, got {text!r}") from None
+
+
+def resolve_amp_auto(amp: "str | AmpMode | None", device: torch.device) -> torch.dtype | None:
     """``auto`` → bf16 on a CUDA device that supports it or on a CPU with native bf16 (AVX512-BF16/AMX), else off;
     other values as ``resolve_amp``.
 
     On a 2-core AVX512-BF16 EPYC, bf16 autocast runs the pix2pix U-Net about twice as fast as fp32 (see
     docs/benchmarks.md); on CPUs without native bf16 it is emulated and slower, hence off there."""
-    if (amp or "auto").lower() == "auto":
+    mode = AmpMode.parse(amp)
+    if mode is AmpMode.AUTO:
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
         return torch.bfloat16 if device.type == "cpu" and cpu_supports_bf16() else None
-    return resolve_amp(amp, device)
+    return resolve_amp(mode.value, device)
 
 
-def psnr_01(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR (dB) between two model-range ([-1, 1]) arrays mapped to [0, 1]; inf when equal, NaN-safe."""
-    d = (np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)) / 2.0
-    mse = float(np.mean(np.square(np.nan_to_num(d, nan=1.0))))
-    return float("inf") if mse == 0 else -10.0 * float(np.log10(mse))
+# ------------------------------------------------------------------------------------------------ contract
+@dataclass(frozen=True)
+class Contract:
+    """What a predictor takes and gives: model-range tiles of ``in_norm``'s bands, at least ``tile`` pixels a
+    side, become ``out_norm``'s bands at ``scale`` times the resolution, in ``steps`` network calls a batch."""
+
+    in_norm: Normalization
+    out_norm: Normalization
+    tile: int
+    scale: int = 1
+    steps: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("tile", "scale", "steps"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise InputError(f"predictor {name} must be a positive integer, got {v!r}")
+
+    @property
+    def in_bands(self) -> tuple[str, ...]:
+        return tuple(self.in_norm.bands)
+
+    @property
+    def out_bands(self) -> tuple[str, ...]:
+        return tuple(self.out_norm.bands)
 
 
-def _generator_norms(net: LoadedNetwork) -> tuple[Normalization, Normalization]:
-    """Input and output normalisations recorded in a generator checkpoint."""
+def checkpoint_contract(net: LoadedNetwork, tile: int | None = None) -> Contract:
+    """The contract a generator checkpoint records: its in/out normalisation (``CheckpointError`` when missing)
+    and its tile size (``tile`` overrides it), scale 1, one call a batch."""
     meta = net.meta
     if "in_norm" not in meta or "out_norm" not in meta:
         raise CheckpointError(f"{net.path} lacks in_norm/out_norm metadata; re-export it with sarkit train")
-    return Normalization.from_dict(meta["in_norm"]), Normalization.from_dict(meta["out_norm"])
+    return Contract(Normalization.from_dict(meta["in_norm"]), Normalization.from_dict(meta["out_norm"]),
+                    int(tile or meta.get("tile_size", DEFAULT_TILE)))
 
 
+def same_model_range(a: Normalization, b: Normalization) -> bool:
+    """Whether two normalisations map the same bands to [-1, 1] alike (modality, bands, lo, hi)."""
+    return (a.modality, tuple(a.bands), tuple(map(float, a.lo)), tuple(map(float, a.hi))) == \
+        (b.modality, tuple(b.bands), tuple(map(float, b.lo)), tuple(map(float, b.hi)))
 
-def _pad_tile(x: np.ndarray, tile: int) -> np.ndarray:
-    """Pad a (C, h, w) window to (C, tile, tile) by mirror reflection (scenes smaller than one tile)."""
-    c, h, w = x.shape
-    if h == tile and w == tile:
-        return x
-    return np.pad(x, ((0, 0), (0, tile - h), (0, tile - w)), mode="symmetric")
+
+def pad_batch(batch: np.ndarray, tile: int) -> np.ndarray:
+    """Mirror-pad (symmetric reflection) the bottom and right of a (N, C, h, w) batch up to ``tile`` in each
+    dimension shorter than it; the batch itself when neither is."""
+    h, w = batch.shape[-2:]
+    if h >= tile and w >= tile:
+        return batch
+    return np.pad(batch, ((0, 0), (0, 0), (0, max(tile - h, 0)), (0, max(tile - w, 0))), mode="symmetric")
+
+
+# ------------------------------------------------------------------------------------------------ predictors
+class Predictor(abc.ABC):
+    """A model with a declared ``Contract`` and a batch call; subclasses give ``_predict`` and ``provenance``."""
+
+    contract: Contract
+    device: torch.device
+    name: str
+
+    @property
+    def in_norm(self) -> Normalization:
+        return self.contract.in_norm
+
+    @property
+    def out_norm(self) -> Normalization:
+        return self.contract.out_norm
+
+    @property
+    def tile(self) -> int:
+        return self.contract.tile
+
+    @property
+    def scale(self) -> int:
+        return self.contract.scale
+
+    @property
+    def steps(self) -> int:
+        return self.contract.steps
+
+    def __call__(self, batch: np.ndarray, seeds: Sequence[int] | None = None) -> np.ndarray:
+        """(N, C_in, h, w) model-range float32 tiles → (N, C_out, h·scale, w·scale) float32 predictions; windows
+        shorter than the tile are mirror-padded to it and their prediction cropped back. ``seeds``: one per tile
+        (random draws of iterative predictors; None where a runner has none)."""
+        if batch.ndim != 4 or batch.shape[1] != self.in_norm.channels:
+            raise CheckpointError(f"{self.name} takes (N, {self.in_norm.channels}, H, W) tiles of "
+                                  f"{', '.join(self.in_norm.bands)}, got {tuple(batch.shape)}")
+        if seeds is not None and len(seeds) != batch.shape[0]:
+            raise ValueError(f"{len(seeds)} seeds for a batch of {batch.shape[0]} tiles")
+        n, _, h, w = batch.shape
+        x = pad_batch(batch, self.tile)
+        y = self._predict(x, seeds)
+        s = self.scale
+        expected = (n, self.out_norm.channels, x.shape[2] * s, x.shape[3] * s)
+        if tuple(y.shape) != expected:
+            raise CheckpointError(f"{self.name} returned {tuple(y.shape)} for input {tuple(x.shape)}; expected "
+                                  f"{expected} (check --tile)")
+        return y if x is batch else y[:, :, :h * s, :w * s]
+
+    @abc.abstractmethod
+    def _predict(self, x: np.ndarray, seeds: Sequence[int] | None) -> np.ndarray:
+        """The prediction of a batch at least one tile a side (``__call__`` pads and checks around it)."""
+
+    @abc.abstractmethod
+    def provenance(self) -> dict[str, str]:
+        """What made the predictions, for output tags: model, arch, checkpoint, checkpoint_sha256, direction."""
 
 
 #: Autocast guard results of this process, {``_guard_key``: PSNR dB}: a generator file is checked once per
@@ -81,31 +217,41 @@ def _guard_key(path: Path, device: torch.device, amp: torch.dtype, min_psnr: flo
             compiled)
 
 
-class _Generator:
-    """Runs batches through the network: eval mode, inference mode, optional autocast; returns float32 numpy.
+def guard_psnr(low: np.ndarray, ref: np.ndarray) -> float:
+    """PSNR (dB) of model-range predictions ``low`` against ``ref``, both mapped to [0, 1] as eval reports it:
+    ``psnr_from_mse`` of the mean squared difference over every value; a NaN anywhere gives NaN (never kept)."""
+    d = (np.asarray(low, dtype=np.float64) - np.asarray(ref, dtype=np.float64)) * 0.5
+    return float(psnr_from_mse(float(np.mean(np.square(d)))))
+
+
+class NetworkPredictor(Predictor):
+    """One generator checkpoint as a predictor: eval mode, inference mode, optional autocast; float32 numpy out.
 
     The network runs in channels-last memory layout (oneDNN's fast path on CPU, tensor cores on CUDA; measured
     1.2–1.7× faster than contiguous for the pix2pix U-Net on CPU). With autocast, the first ``AMP_GUARD_TILES`` tiles
     of the first batch are also run in fp32 and autocast is kept only when its output is at least ``min_psnr`` dB
-    close (``guard``); otherwise the generator falls back to fp32 and warns through ``reporter``. The verdict is
+    close (``guard``); otherwise the predictor falls back to fp32 and warns through ``reporter``. The verdict is
     kept for the process (``_GUARD_VERDICTS``): the next scene with the same checkpoint file is not checked again.
 
-    ``compile``: batches of two tiles or more go through ``torch.compile(module)`` with a dynamic batch dimension
-    (one compilation per scene, tens of seconds; measured on the CPU for the pix2pix U-Net, bf16,
-    batch 8: 0.0225 instead of 0.024 s per tile after 19 s of compilation). Single tiles and the fp32 check run
-    eagerly. When compilation fails (no C++ compiler for inductor on a CPU, say) it warns and runs eagerly.
+    ``tile``: the tile it runs on (None = the checkpoint's). ``compile``: batches of two tiles or more go through
+    ``torch.compile(module)`` with a dynamic batch dimension (one compilation per scene, tens of seconds; measured
+    on the CPU for the pix2pix U-Net, bf16, batch 8: 0.0225 instead of 0.024 s per tile after 19 s of
+    compilation). Single tiles and the fp32 check run eagerly. When compilation fails (no C++ compiler for
+    inductor on a CPU, say) it warns and runs eagerly. Deterministic: ``seeds`` are ignored.
     """
 
-    def __init__(self, net: LoadedNetwork, device: torch.device, amp: torch.dtype | None, out_channels: int,
-                 reporter: Reporter = NULL_REPORTER, min_psnr: float = AMP_MIN_PSNR_DB,
+    def __init__(self, net: LoadedNetwork, device: torch.device, amp: torch.dtype | None,
+                 reporter: Reporter = NULL_REPORTER, tile: int | None = None, min_psnr: float = AMP_MIN_PSNR_DB,
                  channels_last: bool = True, compile: bool = False) -> None:
+        self.contract = checkpoint_contract(net, tile)
+        self.net = net
+        self.name = f"generator {net.path}"
         self.module = net.module.to(device).eval()
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if channels_last:
             self.module.to(memory_format=torch.channels_last)
         self.device = device
         self.amp = amp
-        self.out_channels = out_channels
         self.path = net.path
         self.reporter = reporter
         self.min_psnr = min_psnr
@@ -116,6 +262,11 @@ class _Generator:
         if self._guard_key is not None and self._guard_key in _GUARD_VERDICTS:
             self._checked = True
             self._keep_amp_if_close(_GUARD_VERDICTS[self._guard_key], "checked on an earlier scene")
+
+    def provenance(self) -> dict[str, str]:
+        net = self.net
+        return {"model": str(net.meta.get("model", net.arch)), "arch": net.arch, "checkpoint": str(net.path),
+                "checkpoint_sha256": net.sha256, "direction": str(net.meta.get("direction", ""))}
 
     def _run(self, xb: torch.Tensor, eager: bool) -> Any:
         """The network on ``xb``: compiled (batch dimension dynamic) unless ``eager``, a single tile, or
@@ -132,17 +283,16 @@ class _Generator:
             return self.module(xb)
 
     def _forward(self, batch: np.ndarray, amp: torch.dtype | None, eager: bool = False) -> np.ndarray:
+        """One network call on a (N, C, H, W) batch in precision ``amp`` (None = fp32) → float32 numpy."""
         ctx = (torch.autocast(self.device.type, dtype=amp) if amp is not None else contextlib.nullcontext())
         with torch.inference_mode(), ctx:
             xb = torch.from_numpy(batch).to(self.device, non_blocking=True)
             if xb.ndim == 4:
                 xb = xb.contiguous(memory_format=self.memory_format)
             yb = self._run(xb, eager)
-        if not isinstance(yb, torch.Tensor) or tuple(yb.shape) != (batch.shape[0], self.out_channels,
-                                                                     batch.shape[2], batch.shape[3]):
-            shape = tuple(yb.shape) if isinstance(yb, torch.Tensor) else type(yb).__name__
-            raise CheckpointError(f"generator {self.path} returned {shape} for input {tuple(batch.shape)}; expected "
-                                  f"{self.out_channels} channels of the same size (check --tile)")
+        if not isinstance(yb, torch.Tensor):
+            raise CheckpointError(f"{self.name} returned {type(yb).__name__} for input {tuple(batch.shape)}; "
+                                  "expected a tensor")
         return yb.float().contiguous().cpu().numpy()
 
     def guard(self, batch: np.ndarray) -> np.ndarray:
@@ -153,7 +303,9 @@ class _Generator:
         low = self._forward(batch, self.amp)
         k = min(AMP_GUARD_TILES, batch.shape[0])
         ref = self._forward(np.ascontiguousarray(batch[:k]), None, eager=True)
-        psnr = psnr_01(low[:k], ref)
+        if low.shape[1:] != ref.shape[1:]:
+            return low  # not a prediction of the contract's shape: ``__call__`` says so
+        psnr = guard_psnr(low[:k], ref)
         if self._guard_key is not None:
             _GUARD_VERDICTS[self._guard_key] = psnr
         if not self._keep_amp_if_close(psnr, "on the first batch"):
@@ -161,7 +313,8 @@ class _Generator:
         return low
 
     def _keep_amp_if_close(self, psnr: float, where: str) -> bool:
-        """Record the guard's PSNR; below ``min_psnr`` drop autocast for fp32 with a warning. True if kept."""
+        """Record the guard's PSNR; below ``min_psnr`` (or NaN) drop autocast for fp32 with a warning. True if
+        kept."""
         self.guard_psnr = psnr
         if psnr >= self.min_psnr:
             return True
@@ -171,10 +324,62 @@ class _Generator:
         self.amp = None
         return False
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """(N, C_in, T, T) model-range tiles → (N, C_out, T, T) model-range predictions."""
+    def _predict(self, x: np.ndarray, seeds: Sequence[int] | None) -> np.ndarray:
         if not self._checked:
-            return self.guard(batch)
-        return self._forward(batch, self.amp)
+            return self.guard(x)
+        return self._forward(x, self.amp)
 
 
+class ChainPredictor(Predictor):
+    """Predictors run one after the other: stage k's prediction is stage k+1's input.
+
+    Contract: the first stage's input, the last stage's output, scales multiplied, steps added, and the tile the
+    largest any stage needs, in input pixels (``ceil(tile_k / scale of the stages before k)``), so that windows are
+    mirror-padded once, at the chain's input. Each link's output bands and ranges must be the next stage's input
+    (``CheckpointError`` otherwise). ``device``: the first stage's that is not the CPU, else the CPU.
+    """
+
+    def __init__(self, stages: Sequence[Predictor]) -> None:
+        if not stages:
+            raise InputError("a predictor chain needs at least one predictor")
+        for a, b in zip(stages, stages[1:]):
+            if not same_model_range(a.out_norm, b.in_norm):
+                raise CheckpointError(
+                    f"cannot chain {a.name} into {b.name}: it predicts {', '.join(a.out_norm.bands)} "
+                    f"({a.out_norm.modality}, ranges {_ranges(a.out_norm)}) but the next takes "
+                    f"{', '.join(b.in_norm.bands)} ({b.in_norm.modality}, ranges {_ranges(b.in_norm)})")
+        self.stages = list(stages)
+        scale, tile = 1, 1
+        for st in self.stages:
+            tile = max(tile, math.ceil(st.tile / scale))
+            scale *= st.scale
+        self.contract = Contract(self.stages[0].in_norm, self.stages[-1].out_norm, tile, scale,
+                                 sum(st.steps for st in self.stages))
+        self.device = next((st.device for st in self.stages if st.device.type != "cpu"), torch.device("cpu"))
+        self.name = " → ".join(st.name for st in self.stages)
+
+    def _predict(self, x: np.ndarray, seeds: Sequence[int] | None) -> np.ndarray:
+        k_all = len(self.stages)
+        for k, st in enumerate(self.stages):
+            x = st(x, None if seeds is None else [int(s) * k_all + k for s in seeds])
+        return x
+
+    def provenance(self) -> dict[str, str]:
+        parts = [st.provenance() for st in self.stages]
+        return {key: " + ".join(p.get(key, "") for p in parts) for key in parts[0]}
+
+
+def _ranges(norm: Normalization) -> str:
+    return ", ".join(f"[{lo:g}, {hi:g}]" for lo, hi in zip(norm.lo, norm.hi))
+
+
+def load_predictor(checkpoint: str | Path | LoadedNetwork, device: str | torch.device = "cpu",
+                   amp: "str | AmpMode | torch.dtype | None" = AmpMode.OFF, reporter: Reporter = NULL_REPORTER,
+                   tile: int | None = None, compile: bool = False) -> NetworkPredictor:
+    """A generator checkpoint (a run directory, a ``.safetensors`` file or a loaded network) as a predictor on
+    ``device``: ``amp`` a mode (resolved on the device, ``auto`` included) or an autocast dtype (None = fp32);
+    ``tile`` None = the checkpoint's tile size."""
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    dtype = amp if amp is None or isinstance(amp, torch.dtype) else resolve_amp_auto(amp, dev)
+    net = checkpoint if isinstance(checkpoint, LoadedNetwork) else load_network(checkpoint, "generator", dev)
+    return NetworkPredictor(net, dev, dtype, reporter, tile=tile, compile=compile)

@@ -25,6 +25,7 @@ import time
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -43,9 +44,8 @@ from sarkit.io import SCRATCH_PROFILE, atomic_file, check_output, open_raster, o
 from sarkit.raster.norm import DN_OFFSET_TAG, S2_SCALE, Normalization
 from sarkit.raster.source import SceneReader
 from sarkit.reporting import NULL_REPORTER, Reporter
-from sarkit.infer.engine import (_Generator, _generator_norms, _pad_tile, resolve_amp_auto)
+from sarkit.infer.engine import AmpMode, Predictor, load_predictor, resolve_amp_auto
 
-FORMATS = ("native", "rgb8")
 #: GDAL block cache while translating (bytes): bounds the memory GDAL may keep for dirty output blocks.
 GDAL_CACHE_BYTES = 16 << 20
 #: Rows per block of the temporary GeoTIFF; finished rows are written in whole block rows.
@@ -55,30 +55,57 @@ TEMP_BLOCK = 256
 READ_AHEAD = 1
 
 
+class OutputFormat(str, Enum):
+    """``--format``: physical units (float32 dB, uint16 DN) or 8 bits of the model range."""
+
+    NATIVE = "native"
+    RGB8 = "rgb8"
+
+    @classmethod
+    def parse(cls, value: "str | OutputFormat") -> "OutputFormat":
+        """A format from its exact name; ``InputError`` naming the choices otherwise."""
+        if isinstance(value, OutputFormat):
+            return value
+        try:
+            return cls(value)
+        except ValueError:
+            raise InputError(f"--format must be one of {', '.join(f.value for f in cls)}, got {value!r}") from None
 
 
 @dataclass(frozen=True)
 class TranslateOptions:
-    """Options of ``sarkit translate``.
+    """Options of ``sarkit translate``, checked on construction (``InputError`` for impossible values).
 
-    ``tile`` None = the checkpoint's tile size; ``amp`` "auto" = bf16 on CUDA (where supported) and on a CPU with
+    ``tile`` None = the checkpoint's tile size; ``amp`` auto = bf16 on CUDA (where supported) and on a CPU with
     native bf16 (AVX512-BF16 or AMX), else off; bf16/fp16 are checked against fp32 on the first batch
     (``AMP_MIN_PSNR_DB``) and dropped for fp32, with a warning, where they fall short;
-    ``format`` "native" (physical units) or "rgb8" (8-bit of the model range); ``prefetch`` reads the next strip
+    ``format`` native (physical units) or rgb8 (8-bit of the model range); ``prefetch`` reads the next strip
     and writes finished rows in background threads (None = where the generator leaves the CPU free: a GPU, see
-    ``_io_in_threads``); ``compile`` runs the generator through ``torch.compile`` (see ``_Generator``).
+    ``_io_in_threads``); ``compile`` runs the generator through ``torch.compile`` (see ``NetworkPredictor``).
+    ``amp`` and ``format`` take their enum or its name. ``tile``, ``device``, ``amp`` and ``compile`` say how a
+    checkpoint is loaded; a ready ``Predictor`` given to ``translate_scene`` brings its own.
     """
 
     tile: int | None = None
     overlap: int = 64
     batch_size: int = 8
     device: str = "auto"
-    amp: str = "auto"
-    format: str = "native"
+    amp: AmpMode = AmpMode.AUTO
+    format: OutputFormat = OutputFormat.NATIVE
     overwrite: bool = False
     allow_ungeoreferenced: bool = False
     prefetch: bool | None = None
     compile: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "format", OutputFormat.parse(self.format))
+        object.__setattr__(self, "amp", AmpMode.parse(self.amp))
+        if self.batch_size < 1:
+            raise InputError(f"--batch-size must be ≥ 1, got {self.batch_size}")
+        if self.tile is not None:
+            check_overlap(self.tile, self.overlap)
+        elif self.overlap < 0:
+            raise InputError(f"--overlap must be ≥ 0, got {self.overlap}")
 
 
 @dataclass(frozen=True)
@@ -116,18 +143,6 @@ class SceneResult:
 
 
 # ------------------------------------------------------------------------------------------------ validation
-def _check_options(opts: TranslateOptions) -> None:
-    """``InputError`` for impossible option values (before any work)."""
-    if opts.format not in FORMATS:
-        raise InputError(f"--format must be one of {', '.join(FORMATS)}, got {opts.format!r}")
-    if opts.batch_size < 1:
-        raise InputError(f"--batch-size must be ≥ 1, got {opts.batch_size}")
-    if opts.tile is not None:
-        check_overlap(opts.tile, opts.overlap)
-    elif opts.overlap < 0:
-        raise InputError(f"--overlap must be ≥ 0, got {opts.overlap}")
-
-
 def _check_out(scene: Path, out: Path, overwrite: bool) -> None:
     """Existing output without overwrite → ``OutputExistsError``; output = input or unwritable dir → InputError."""
     if out.resolve() == scene.resolve():
@@ -145,9 +160,9 @@ def _check_out(scene: Path, out: Path, overwrite: bool) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ output
-def _encode_output(y: np.ndarray, invalid: np.ndarray, out_norm: Normalization, fmt: str) -> np.ndarray:
+def _encode_output(y: np.ndarray, invalid: np.ndarray, out_norm: Normalization, fmt: OutputFormat) -> np.ndarray:
     """Blended model-range rows (C, h, W) → output pixels: dB float32 (NaN nodata), uint16 DN (0) or rgb8 (0)."""
-    if fmt == "rgb8":
+    if fmt == OutputFormat.RGB8:
         v = np.rint((np.clip(y, -1.0, 1.0) + 1.0) * 0.5 * 255.0)
         v = np.clip(np.nan_to_num(v, nan=0.0), 1, 255).astype(np.uint8)
         v[:, invalid] = 0
@@ -175,9 +190,9 @@ def _model_to_dn(y: np.ndarray, invalid: np.ndarray, out_norm: Normalization) ->
     return v.astype(np.uint16)
 
 
-def _output_profile(src: rasterio.DatasetReader, out_norm: Normalization, fmt: str) -> dict[str, Any]:
+def _output_profile(src: rasterio.DatasetReader, out_norm: Normalization, fmt: OutputFormat) -> dict[str, Any]:
     """Profile of the temporary tiled (uncompressed) GeoTIFF: the input's grid, the output dtype and nodata."""
-    if fmt == "rgb8":
+    if fmt == OutputFormat.RGB8:
         dtype, nodata = "uint8", 0
     elif out_norm.modality == "optical":
         dtype, nodata = "uint16", 0
@@ -188,7 +203,7 @@ def _output_profile(src: rasterio.DatasetReader, out_norm: Normalization, fmt: s
                             "width": src.width, "height": src.height, "transform": src.transform}
     if src.crs is not None:
         prof["crs"] = src.crs
-    if fmt == "rgb8" and out_norm.channels == 3:
+    if fmt == OutputFormat.RGB8 and out_norm.channels == 3:
         prof["photometric"] = "RGB"
     return prof
 
@@ -273,7 +288,7 @@ class _StripBlender:
     ~1e-7 relative error while halving the buffers' memory and bandwidth against float64.
     """
 
-    def __init__(self, grid: BlendGrid, out_norm: Normalization, fmt: str, writer: _RowWriter) -> None:
+    def __init__(self, grid: BlendGrid, out_norm: Normalization, fmt: OutputFormat, writer: _RowWriter) -> None:
         self.grid = grid
         self.out_norm = out_norm
         self.fmt = fmt
@@ -320,12 +335,13 @@ class _StripBlender:
 
 
 # ------------------------------------------------------------------------------------------------ the loop
-def _run_scene(reader: SceneReader, grid: BlendGrid, gen: _Generator, blender: _StripBlender,
+def _run_scene(reader: SceneReader, grid: BlendGrid, predictor: Predictor, blender: _StripBlender,
                batch_size: int, read_pool: ThreadPoolExecutor | None, blend: _Ordered, task: Any) -> None:
-    """The strip loop: read the next strips (``read_pool``) while the generator runs on strip i's tiles; blend,
-    encode and write predictions in order through ``blend`` (inline, or another thread)."""
+    """The strip loop: read the next strips (``read_pool``) while the predictor runs on strip i's tiles; blend,
+    encode and write predictions in order through ``blend`` (inline, or another thread). Each tile's seed is its
+    row-major index in the window grid (whatever the batch it travels in)."""
     tile, width = grid.tile, grid.width
-    n_rows = len(grid.row_offsets)
+    n_rows, n_cols = len(grid.row_offsets), len(grid.col_offsets)
     spans = [(c, min(tile, width - c)) for c in grid.col_offsets]  # (first column, width) of each tile column
 
     def read(i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -344,8 +360,8 @@ def _run_scene(reader: SceneReader, grid: BlendGrid, gen: _Generator, blender: _
             task.advance(len(spans) - len(jobs))
         for k in range(0, len(jobs), batch_size):
             chunk = jobs[k:k + batch_size]
-            batch = np.stack([_pad_tile(x[:, :, spans[j][0]:spans[j][0] + spans[j][1]], tile) for j in chunk])
-            blend.submit(blender.add, chunk, h, gen(batch))
+            batch = np.stack([x[:, :, spans[j][0]:spans[j][0] + spans[j][1]] for j in chunk])
+            blend.submit(blender.add, chunk, h, predictor(batch, [i * n_cols + j for j in chunk]))
             task.advance(len(chunk))
         blend.submit(blender.finish, i, valid)
 
@@ -365,37 +381,50 @@ def _open_scene(scene: Path, allow_ungeoreferenced: bool) -> rasterio.DatasetRea
     return src
 
 
-def translate_scene(scene: str | Path, checkpoint: str | Path | LoadedNetwork, out: str | Path,
+def _check_predictor(predictor: Predictor, opts: TranslateOptions) -> None:
+    """``InputError`` for a predictor the scene runner cannot use: output scale ≠ 1 (the output is written on the
+    input's grid), or a ``tile`` option other than the ready predictor's tile."""
+    if predictor.scale != 1:
+        raise InputError(f"{predictor.name} predicts at {predictor.scale}× the input resolution; translate writes "
+                         f"its output on the input's pixel grid and supports scale 1 only")
+    if opts.tile is not None and opts.tile != predictor.tile:
+        raise InputError(f"--tile {opts.tile} differs from the predictor's tile ({predictor.tile}); load the "
+                         f"predictor with that tile")
+
+
+def translate_scene(scene: str | Path, checkpoint: str | Path | LoadedNetwork | Predictor, out: str | Path,
                     opts: TranslateOptions = TranslateOptions(), reporter: Reporter = NULL_REPORTER
                     ) -> TranslateSummary:
-    """Translate one scene with a generator checkpoint (a RUN directory, a file, or a loaded network) into a COG.
+    """Translate one scene with a predictor into a COG: a generator checkpoint (a RUN directory, a file, or a
+    loaded network, loaded with ``opts``' tile, device, amp and compile) or a ready ``Predictor``.
 
     Raises ``OutputExistsError`` before any work when ``out`` exists without ``opts.overwrite``; ``InputError``
-    for unusable input (missing bands, all nodata, no CRS without ``allow_ungeoreferenced``, bad options).
-    On any failure (Ctrl-C included) neither ``out`` nor temporary files are left behind.
+    for unusable input (missing bands, all nodata, no CRS without ``allow_ungeoreferenced``, a predictor of
+    output scale ≠ 1). On any failure (Ctrl-C included) neither ``out`` nor temporary files are left behind.
     """
     t0 = time.perf_counter()
     scene, out = Path(scene), Path(out)
-    _check_options(opts)
     _check_out(scene, out, opts.overwrite)
-    device = resolve_device(opts.device)
-    amp = resolve_amp_auto(opts.amp, device)
+    ready = isinstance(checkpoint, Predictor)
+    device = checkpoint.device if ready else resolve_device(opts.device)
+    amp = None if ready else resolve_amp_auto(opts.amp, device)
     configure_backends(device)  # one intra-op thread per core (OMP_NUM_THREADS wins), denormals flushed
     src = _open_scene(scene, opts.allow_ungeoreferenced)
     try:
-        net = checkpoint if isinstance(checkpoint, LoadedNetwork) else load_network(checkpoint, "generator", device)
-        in_norm, out_norm = _generator_norms(net)
-        tile = opts.tile or int(net.meta.get("tile_size", 256))
-        grid = blend_grid(src.height, src.width, tile, opts.overlap)
+        predictor = checkpoint if ready else load_predictor(checkpoint, device, amp, reporter, tile=opts.tile,
+                                                            compile=opts.compile)
+        _check_predictor(predictor, opts)
+        in_norm, out_norm = predictor.in_norm, predictor.out_norm
+        grid = blend_grid(src.height, src.width, predictor.tile, opts.overlap)
         reader = SceneReader(src, in_norm)
-        gen = _Generator(net, device, amp, out_norm.channels, reporter, compile=opts.compile)
         with output_lock(out), atomic_file(out, overwrite=opts.overwrite) as cog_tmp:
             tmp = temp_sibling(out, ".tif")
             try:
-                _write_translation(src, reader, grid, gen, tmp, net, in_norm, out_norm, opts, reporter, scene)
+                _write_translation(src, reader, grid, predictor, tmp, opts, reporter, scene)
                 with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):  # GDAL's default (5 % of RAM) grows with
                     write_cog(tmp, cog_tmp, overview_resampling="nearest"  # the scene: keep it bounded
-                              if opts.format == "native" and out_norm.modality == "optical" else "average")
+                              if opts.format == OutputFormat.NATIVE and out_norm.modality == "optical"
+                              else "average")
             finally:
                 tmp.unlink(missing_ok=True)
     finally:
@@ -421,13 +450,13 @@ def _blend_in_thread(device: torch.device) -> bool:
     return device.type != "cpu"
 
 
-def _write_translation(src: rasterio.DatasetReader, reader: SceneReader, grid: BlendGrid, gen: _Generator,
-                       tmp: Path, net: LoadedNetwork, in_norm: Normalization, out_norm: Normalization,
-                       opts: TranslateOptions, reporter: Reporter, scene: Path) -> None:
+def _write_translation(src: rasterio.DatasetReader, reader: SceneReader, grid: BlendGrid, predictor: Predictor,
+                       tmp: Path, opts: TranslateOptions, reporter: Reporter, scene: Path) -> None:
     """Run the strip loop into the temporary tiled GeoTIFF ``tmp`` with descriptions and provenance tags."""
+    in_norm, out_norm = predictor.in_norm, predictor.out_norm
     profile = _output_profile(src, out_norm, opts.format)
-    io_threads = _io_in_threads(gen.device) if opts.prefetch is None else opts.prefetch
-    blend_thread = io_threads and _blend_in_thread(gen.device)
+    io_threads = _io_in_threads(predictor.device) if opts.prefetch is None else opts.prefetch
+    blend_thread = io_threads and _blend_in_thread(predictor.device)
     pools = [background_pool("sarkit-read") if io_threads else None,
              background_pool("sarkit-write") if io_threads else None,
              background_pool("sarkit-blend") if blend_thread else None]
@@ -436,27 +465,26 @@ def _write_translation(src: rasterio.DatasetReader, reader: SceneReader, grid: B
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             with rasterio.open(tmp, "w", **profile) as dst:
                 dst.descriptions = tuple(out_norm.bands)
-                if opts.format == "rgb8" and out_norm.channels == 3:
+                if opts.format == OutputFormat.RGB8 and out_norm.channels == 3:
                     dst.colorinterp = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
                 writer = _RowWriter(dst, pools[1])
                 blender = _StripBlender(grid, out_norm, opts.format, writer)
                 blend = _Ordered(pools[2])
                 try:
                     with reporter.task("Translating", total=grid.n_tiles) as task:
-                        _run_scene(reader, grid, gen, blender, opts.batch_size, pools[0], blend, task)
+                        _run_scene(reader, grid, predictor, blender, opts.batch_size, pools[0], blend, task)
                         blend.wait()
                 except BaseException:
                     blend.abort()
                     writer.abort()
                     raise
                 writer.finish()
-                dst.update_tags(model=str(net.meta.get("model", net.arch)), arch=net.arch,  # last: the checkpoint
-                                checkpoint=str(net.path), checkpoint_sha256=net.sha256,  # hash is computed meanwhile
-                                direction=str(net.meta.get("direction", "")), sarkit_version=__version__,
-                                source=scene.name, format=opts.format, tile=str(grid.tile),
+                dst.update_tags(**predictor.provenance(),  # last: the checkpoint hash is computed meanwhile
+                                sarkit_version=__version__,
+                                source=scene.name, format=opts.format.value, tile=str(grid.tile),
                                 overlap=str(grid.overlap), out_modality=out_norm.modality,
                                 in_bands=",".join(in_norm.bands))
-                if out_norm.modality == "optical" and opts.format == "native":  # how to read the DN back
+                if out_norm.modality == "optical" and opts.format == OutputFormat.NATIVE:  # how to read the DN back
                     dst.update_tags(**{DN_OFFSET_TAG: f"{out_norm.offset:g}"})
     finally:
         for p in pools:
@@ -481,7 +509,6 @@ def _check_many(scenes: Sequence[Path], out_dir: Path, opts: TranslateOptions) -
     """Validate every scene and output before starting (``InputError`` → exit 2); returns the outputs."""
     if not scenes:
         raise InputError("no scenes given")
-    _check_options(opts)
     outs = [output_name(s, out_dir) for s in scenes]
     dupes = sorted({o.name for o in outs if outs.count(o) > 1})
     if dupes:

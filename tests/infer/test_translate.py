@@ -26,6 +26,7 @@ from sarkit.cli import app
 from sarkit.raster.grid import grid_offsets
 from sarkit.models.registry import NETWORKS, Identity, register_network
 from sarkit.raster.norm import Normalization, optical_normalization, sar_normalization
+from sarkit.reporting import RecordingReporter
 from sarkit.infer.translate import TranslateOptions, translate_many, translate_scene
 
 runner = CliRunner()
@@ -387,6 +388,39 @@ def test_bad_overlap_exit_2(tmp_path, identity_ckpt, overlap):
     assert files_in(tmp_path) == {"s.tif", "ckpt"}
 
 
+def test_options_check_themselves_and_take_enum_names():
+    from dataclasses import replace
+
+    from sarkit.errors import InputError
+    from sarkit.infer.engine import AmpMode
+
+    opts = TranslateOptions(amp=" BF16 ", format="rgb8")
+    assert opts.amp is AmpMode.BF16 and opts.format is tr.OutputFormat.RGB8
+    assert replace(opts, format="native").format is tr.OutputFormat.NATIVE
+    assert TranslateOptions().amp is AmpMode.AUTO and TranslateOptions(amp=None).amp is AmpMode.AUTO
+    cases = [({"format": "png"}, "--format must be one of native, rgb8, got 'png'"),
+             ({"format": "RGB8"}, "--format must be one of native, rgb8, got 'RGB8'"),
+             ({"amp": "fp8"}, "--amp must be one of off, bf16, fp16, got 'fp8'"),
+             ({"batch_size": 0}, "--batch-size must be ≥ 1, got 0"),
+             ({"tile": 64, "overlap": 64}, "--overlap must be ≥ 0 and smaller than --tile (64), got 64"),
+             ({"overlap": -1}, "--overlap must be ≥ 0, got -1")]
+    for kw, message in cases:
+        with pytest.raises(InputError) as err:
+            TranslateOptions(**kw)
+        assert str(err.value) == message
+
+
+@pytest.mark.parametrize("args,message", [(["--format", "png"], "--format must be one of native, rgb8"),
+                                          (["--amp", "fp8"], "--amp must be one of off, bf16, fp16"),
+                                          (["--batch-size", "0"], "--batch-size must be ≥ 1")])
+def test_bad_option_values_exit_2_and_write_nothing(tmp_path, identity_ckpt, args, message):
+    scene = tmp_path / "s.tif"
+    write_sar(scene, 40, 50)
+    r = cli(str(scene), "--checkpoint", str(identity_ckpt), "--out", str(tmp_path / "out.tif"), *args)
+    assert r.exit_code == 2 and message in r.output
+    assert files_in(tmp_path) == {"s.tif", "ckpt"}
+
+
 def test_existing_out_exit_2_untouched(tmp_path, identity_ckpt):
     scene = tmp_path / "s.tif"
     write_sar(scene, 100, 120)
@@ -462,7 +496,7 @@ def test_failure_midway_leaves_no_output_and_no_temp(tmp_path, identity_ckpt, mo
         net = real(path, kind, device)
         return LoadedNetwork(Failing(), net.kind, net.arch, net.arch_kwargs, net.meta, net.path, net.sha256)
 
-    monkeypatch.setattr(tr, "load_network", fake_load)
+    monkeypatch.setattr(en, "load_network", fake_load)
     out = tmp_path / "out.tif"
     r = cli(str(scene), "--checkpoint", str(identity_ckpt), "--out", str(out), "--tile", "64", "--overlap", "8",
             "--batch-size", "2")
@@ -591,18 +625,17 @@ if "test-translate-bf16-unstable" not in NETWORKS:
                                                      Bf16Unstable(in_channels, out_channels))
 
 
-def _loaded(module: nn.Module, channels: int = 2) -> LoadedNetwork:
+def _loaded(module: nn.Module, out_channels: int = 2) -> LoadedNetwork:
     n = sar_normalization().to_dict()
+    out = n if out_channels == 2 else optical_normalization().to_dict()
     return LoadedNetwork(module=module, kind="generator", arch="test", arch_kwargs={}, digest="0",
                          path=Path("test.safetensors"),
-                         meta={"in_norm": n, "out_norm": n, "tile_size": 32, "model": "test"})
+                         meta={"in_norm": n, "out_norm": out, "tile_size": 32, "model": "test"})
 
 
-def _guarded(module: nn.Module) -> tuple["en._Generator", "RecordingReporter", np.ndarray]:
-    from sarkit.reporting import RecordingReporter
-
+def _guarded(module: nn.Module) -> tuple[en.NetworkPredictor, RecordingReporter, np.ndarray]:
     rep = RecordingReporter()
-    gen = en._Generator(_loaded(module), torch.device("cpu"), torch.bfloat16, 2, rep)
+    gen = en.NetworkPredictor(_loaded(module), torch.device("cpu"), torch.bfloat16, rep)
     x = np.random.default_rng(0).uniform(-1, 1, (3, 2, 32, 32)).astype(np.float32)
     return gen, rep, x
 
@@ -614,7 +647,7 @@ def test_amp_guard_keeps_bf16_when_close_to_fp32():
     assert rep.warnings == []
     with torch.inference_mode():
         ref = FixedConv()(torch.from_numpy(x)).numpy()
-    assert en.psnr_01(first, ref) >= en.AMP_MIN_PSNR_DB
+    assert en.guard_psnr(first, ref) >= en.AMP_MIN_PSNR_DB
     gen(x)  # later batches are not checked again
     assert gen.amp is torch.bfloat16
 
@@ -656,13 +689,13 @@ def test_translate_with_bf16_falls_back_end_to_end(tmp_path):
 
 def _count_fp32_forwards(monkeypatch) -> list[int]:
     calls = [0]
-    real = en._Generator._forward
+    real = en.NetworkPredictor._forward
 
     def counting(self, batch, amp, eager=False):
         calls[0] += amp is None
         return real(self, batch, amp, eager)
 
-    monkeypatch.setattr(en._Generator, "_forward", counting)
+    monkeypatch.setattr(en.NetworkPredictor, "_forward", counting)
     return calls
 
 
@@ -715,12 +748,12 @@ def test_pix2pix_unet_bf16_is_within_40db_of_fp32():
 
     torch.manual_seed(0)
     net = build_unet(2, 3, num_downs=6, ngf=16).eval()  # 64² tiles, the full pix2pix structure at width 16
-    gen = en._Generator(_loaded(net), torch.device("cpu"), torch.bfloat16, 3)
+    gen = en.NetworkPredictor(_loaded(net, out_channels=3), torch.device("cpu"), torch.bfloat16)
     x = np.random.default_rng(1).uniform(-1, 1, (4, 2, 64, 64)).astype(np.float32)
     low = gen._forward(x, torch.bfloat16)
     ref = gen._forward(x, None)
     assert np.abs(ref).std() > 0.05  # a non-trivial output, so the PSNR is not high merely because it is ~0
-    assert en.psnr_01(low, ref) >= en.AMP_MIN_PSNR_DB
+    assert en.guard_psnr(low, ref) >= en.AMP_MIN_PSNR_DB
 
 
 def test_amp_auto_on_cpu_follows_native_bf16(monkeypatch):
@@ -796,7 +829,7 @@ def test_compiled_generator_matches_eager(tmp_path):
     ckpt = save_conv(tmp_path / "conv.safetensors", sar_normalization(), sar_normalization(), tile=64)
     translate_scene(scene, ckpt, tmp_path / "eager.tif", TranslateOptions(overlap=16, batch_size=3, amp="off"))
     compiled_calls = {"n": 0}
-    real_run = en._Generator._run
+    real_run = en.NetworkPredictor._run
 
     def counting_run(self, xb, eager):
         if self.compiled is not None and not eager and xb.shape[0] >= 2:
@@ -807,7 +840,7 @@ def test_compiled_generator_matches_eager(tmp_path):
 
     rep = RecordingReporter()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(en._Generator, "_run", counting_run)
+        mp.setattr(en.NetworkPredictor, "_run", counting_run)
         translate_scene(scene, ckpt, tmp_path / "compiled.tif",
                         TranslateOptions(overlap=16, batch_size=3, amp="off", compile=True), rep)
     assert rep.warnings == []  # no fallback to eager
