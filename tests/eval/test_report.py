@@ -17,8 +17,9 @@ from typer.testing import CliRunner
 
 from sarkit.cli import app
 from sarkit.errors import InputError
-from sarkit.eval.report import (compare_markdown, compare_terminal, gate_failures, load_schema, parse_thresholds,
-                                to_json_value, validate, write_report)
+from sarkit.eval.compare import compare_markdown, compare_terminal
+from sarkit.eval.gate import gate_failures, parse_thresholds
+from sarkit.eval.report import load_schema, to_json_value, validate, write_report
 from sarkit.eval.options import EvalOptions
 from sarkit.eval.runner import run_eval
 
