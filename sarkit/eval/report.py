@@ -37,8 +37,8 @@ def arrow(metric: str) -> str:
 # ----------------------------------------------------------------------------------------------- JSON
 
 def to_json_value(v: Any) -> Any:
-    """Recursively make a record JSON-safe: +inf → "inf", −inf → "-inf", NaN → None, numpy → Python, enum → its
-    value."""
+    """Recursively make a record JSON-safe: +inf → "inf", −inf → "-inf", NaN → None, numpy → Python,
+    enum → its value."""
     if isinstance(v, Enum):
         return to_json_value(v.value)
     if isinstance(v, dict):
