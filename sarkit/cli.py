@@ -5,7 +5,6 @@ Exit codes: 0 success, 1 failure while working, 2 bad usage or bad input.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import traceback
@@ -437,70 +436,42 @@ def eval_cmd(
 
     Example: sarkit eval --pred pred.tif --target s2.tif --metrics psnr,ssim,mae --report eval-out
     """
+    from sarkit.devices import resolve_device
+    from sarkit.errors import InputError
+    from sarkit.eval.compare import compare_reports
+    from sarkit.eval.gate import QualityGate
+    from sarkit.eval.options import EvalInputs, EvalOptions, parse_metrics
+    from sarkit.eval.report import SUMMARY_COLUMNS, summary_rows, to_json_value
+    from sarkit.eval.runner import run_eval_report
     from sarkit.progress import print_table
+    from sarkit.raster.norm import parse_range
 
     rep = _reporter(quiet, log_format)
     if report is not None and _skip(report, skip_existing, rep):
         return
     if compare:
-        from sarkit.errors import InputError
-        from sarkit.eval.report import compare_markdown, compare_terminal
-
-        if not reports:
-            raise InputError("--compare needs report directories or report.json files, e.g. --compare runA runB")
-        cols, rows = compare_terminal(reports)
-        md = compare_markdown(reports)
-        if report is not None:
-            from sarkit.io import atomic_dir
-
-            with atomic_dir(report, overwrite) as tmp:
-                (tmp / "compare.md").write_text(md)
-        print_table("sarkit eval --compare (* = best)", cols, rows, quiet=quiet)
+        table = compare_reports(reports or [], report, overwrite)
+        print_table("sarkit eval --compare (* = best)", table.columns, table.marked("{}*"), quiet=quiet)
         return
     if reports:
-        from sarkit.errors import InputError
-
         raise InputError(f"unexpected argument {reports[0]}; use --pred/--target, --checkpoint, or --compare")
-    from sarkit.devices import resolve_device
-    from sarkit.eval.report import (SUMMARY_COLUMNS, gate_failures, parse_thresholds, summary_rows, to_json_value,
-                              write_report)
-    from sarkit.eval.options import SEG_METRICS, EvalOptions, parse_metrics
-    from sarkit.eval.runner import run_eval
-    from sarkit.io import check_output, output_lock
-    from sarkit.raster.norm import parse_range
-
-    under, over = parse_thresholds(fail_under, True), parse_thresholds(fail_over, False)
-    names = parse_metrics(metrics)
-    if metrics is None and segmenter is not None:
-        names = names + tuple(m for m in SEG_METRICS if m not in names)
-    if missing := [m for m in (*under, *over) if m not in names]:
-        from sarkit.errors import InputError
-
-        raise InputError(f"quality gate on {missing[0]}, which is not computed: add it to --metrics")
-    if report is not None:
-        check_output(report, overwrite)
+    gate = QualityGate.parse(fail_under, fail_over)
+    names = parse_metrics(metrics, segmenter=segmenter is not None)
+    gate.require(names)
     opts = EvalOptions(
         metrics=names,
         s1_range=parse_range(s1_range, "--s1-range") if s1_range else None,
         s2_range=parse_range(s2_range, "--s2-range") if s2_range else None, s2_offset=s2_offset,
-        segmenter=segmenter, sms_model=sms_model.strip().lower(), sam_weights=sam_weights,
+        segmenter=segmenter, sms_model=sms_model, sam_weights=sam_weights,
         lpips_weights=lpips_weights, lpips_backbone=lpips_backbone,
         fid_weights=fid_weights, clip_weights=clip_weights, clip_model=clip_model,
         batch_size=batch_size, device=str(resolve_device(device)),
     )
-    with output_lock(report) if report is not None else contextlib.nullcontext():  # a second run fails at once
-        result = run_eval(opts, rep, pred=pred, target=target, labels=labels, checkpoint=checkpoint, data=data,
-                          split=split)
-        if report is not None:
-            write_report(report, result, overwrite)
-            rep.info(f"report written to {report}")
-    rec = to_json_value(result.report)
-    print_table("sarkit eval (normalised [0, 1] space)", SUMMARY_COLUMNS, summary_rows(rec), quiet=quiet)
-    fails = gate_failures(result.report["summary"], under, over)
-    if fails:
-        from sarkit.errors import WorkError
-
-        raise WorkError("quality gate failed: " + "; ".join(fails))
+    inputs = EvalInputs(pred=pred, target=target, labels=labels, checkpoint=checkpoint, data=data, split=split)
+    result = run_eval_report(inputs, opts, report, overwrite, rep)
+    print_table("sarkit eval (normalised [0, 1] space)", SUMMARY_COLUMNS, summary_rows(to_json_value(result.report)),
+                quiet=quiet)
+    gate.enforce(result.summary)
 
 
 # === demo ===

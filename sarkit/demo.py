@@ -157,7 +157,7 @@ def _run_demo(opts: DemoOptions, reporter: Reporter) -> DemoResult:
     sc = train_model("cyclegan-sc", out / "run-cyclegan-sc", opts.full_steps,
                      {**resnet, "sar_segmenter": str(seg_sar), "optical_segmenter": str(seg_opt)})
     translate_and_eval(sc, "cyclegan-sc", seg_opt)
-    from sarkit.eval.report import compare_markdown
+    from sarkit.eval.compare import compare_markdown
 
     reports = [out / f"report-{n}" for n in ("pix2pix", "cyclegan", "cut", "cyclegan-sc")]
     write_atomic_text(out / "compare.md", compare_markdown(reports))

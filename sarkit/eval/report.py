@@ -1,14 +1,9 @@
-"""Evaluation reports: report.json (schema ``sarkit.eval/1.1``), report.md, tiles.csv, report.html; compare;
-gates.
+"""Evaluation reports: report.json (schema ``sarkit.eval/1.1``), report.md, tiles.csv, report.html.
 
 JSON conventions: every metric value is a number, except that +inf (PSNR of identical images) is written as the
 string ``"inf"`` and an undefined value (NaN: no valid pixel/window) as ``null``. ``report_schema.json`` next to
 this module is the JSON Schema of the file (checked by ``validate``, a small validator of the schema keywords
-used there).
-
-Quality gates: ``--fail-under psnr=18,ssim=0.3`` for higher-is-better metrics (psnr, ssim, pa, miou) and
-``--fail-over fid=50,mae=0.1`` for lower-is-better ones (mae, fid, fid-clip, sms, lpips). A metric that falls
-short is a working failure: the report is still written, then the CLI exits with 1.
+used there). Comparisons of reports are ``compare.py``, quality gates ``gate.py``.
 """
 
 from __future__ import annotations
@@ -20,19 +15,18 @@ import io
 import json
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from sarkit.errors import InputError
+from sarkit.eval.options import ALL_METRICS, HIGHER_IS_BETTER, LABELS, EvalResult
+
+if TYPE_CHECKING:
+    from sarkit.eval.sources import Block
+    from sarkit.raster.norm import Normalization
 
 SCHEMA_PATH = Path(__file__).with_name("report_schema.json")
-#: Column order of summaries and comparisons, with the better direction.
-METRIC_ORDER = ("psnr", "ssim", "mae", "fid", "fid-clip", "pa", "miou", "sms", "lpips")
-HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "mae": False, "fid": False, "fid-clip": False, "pa": True,
-                    "miou": True, "sms": False, "lpips": False}
-LABELS = {"psnr": "PSNR", "ssim": "SSIM", "mae": "MAE", "fid": "FID", "fid-clip": "FID-CLIP", "pa": "PA",
-          "miou": "mIoU", "sms": "SMS", "lpips": "LPIPS"}
 
 
 def arrow(metric: str) -> str:
@@ -43,7 +37,10 @@ def arrow(metric: str) -> str:
 # ----------------------------------------------------------------------------------------------- JSON
 
 def to_json_value(v: Any) -> Any:
-    """Recursively make a record JSON-safe: +inf → "inf", −inf → "-inf", NaN → None, numpy → Python."""
+    """Recursively make a record JSON-safe: +inf → "inf", −inf → "-inf", NaN → None, numpy → Python,
+    enum → its value."""
+    if isinstance(v, Enum):
+        return to_json_value(v.value)
     if isinstance(v, dict):
         return {str(k): to_json_value(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
@@ -169,7 +166,8 @@ def png_base64(img: np.ndarray, max_px: int) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def render_thumbnail(block: Any, pred_norm: Any, input_norm: Any, max_px: int) -> dict[str, str | None]:
+def render_thumbnail(block: Block, pred_norm: Normalization, input_norm: Normalization | None,
+                     max_px: int) -> dict[str, str | None]:
     """Small base64 PNGs of a block's core: input (if known), prediction, target, |error| map."""
     rs, cs = block.core.slices()
     p = (block.pred[:, rs, cs] + 1) / 2
@@ -186,7 +184,8 @@ def render_thumbnail(block: Any, pred_norm: Any, input_norm: Any, max_px: int) -
     return out
 
 
-def scene_preview(src: Any, idx: Sequence[int], norm: Any, modality: str, max_px: int) -> dict[str, str]:
+def scene_preview(src: Any, idx: Sequence[int], norm: Normalization, modality: str,
+                  max_px: int) -> dict[str, str]:
     """A whole scene read at reduced resolution (overviews when present) → base64 PNG in the fixed ranges."""
     from sarkit.raster.norm import dn_to_reflectance, sar_to_db
 
@@ -224,7 +223,7 @@ def fmt(v: Any, digits: int = 4) -> str:
 def summary_rows(report: dict[str, Any]) -> list[list[Any]]:
     """Rows ``[metric, value, mean, std, median, min, max]`` of a report's summary (JSON values)."""
     rows = []
-    for m in METRIC_ORDER:
+    for m in ALL_METRICS:
         s = report["summary"].get(m)
         if s is None:
             continue
@@ -368,7 +367,7 @@ def render_html(report: dict[str, Any], thumbnails: Sequence[dict[str, Any]],
     return "\n".join(parts)
 
 
-def write_report(out_dir: str | Path, result: Any, overwrite: bool) -> Path:
+def write_report(out_dir: str | Path, result: EvalResult, overwrite: bool) -> Path:
     """Write report.json, report.md, tiles.csv and report.html into ``out_dir`` atomically (all or nothing)."""
     from sarkit.io import atomic_dir
 
@@ -381,114 +380,5 @@ def write_report(out_dir: str | Path, result: Any, overwrite: bool) -> Path:
         (tmp / "report.json").write_text(json.dumps(report, indent=1) + "\n")
         (tmp / "report.md").write_text(render_markdown(report))
         (tmp / "tiles.csv").write_text(render_csv(report))
-        (tmp / "report.html").write_text(render_html(report, result.thumbnails, getattr(result, "overview", ())))
+        (tmp / "report.html").write_text(render_html(report, result.thumbnails, result.overview))
     return dest
-
-
-# ----------------------------------------------------------------------------------------------- compare
-
-def load_report(path: str | Path) -> dict[str, Any]:
-    """A report.json (or the report directory holding it), checked against the schema."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / "report.json"
-    if not p.is_file():
-        raise InputError(f"report not found: {p} (pass report directories or report.json files)")
-    try:
-        rec = json.loads(p.read_text())
-    except ValueError as exc:
-        raise InputError(f"{p} is not valid JSON: {exc}") from None
-    errs = validate(rec, load_schema())
-    if errs:
-        raise InputError(f"{p} is not a sarkit eval report ({errs[0]})")
-    return rec
-
-
-def run_name(path: str | Path, report: dict[str, Any]) -> str:
-    """Name of a run in a comparison: the report directory name (or the file's parent)."""
-    p = Path(path)
-    return (p.parent.name if p.is_file() else p.name) or str(p)
-
-
-def compare_table(paths: Sequence[str | Path]) -> tuple[list[str], list[list[Any]], dict[str, int]]:
-    """Columns ``method | PSNR↑ | …``, one row of values per run, and the row index of the best per metric."""
-    if len(paths) < 1:
-        raise InputError("--compare needs at least one report")
-    reports = [(run_name(p, r), r) for p, r in ((p, load_report(p)) for p in paths)]
-    metrics = [m for m in METRIC_ORDER if any(m in r["summary"] for _, r in reports)]
-    rows: list[list[Any]] = []
-    for name, r in reports:
-        rows.append([name] + [from_json_value(r["summary"][m]["value"]) if m in r["summary"] else None
-                              for m in metrics])
-    best: dict[str, int] = {}
-    for j, m in enumerate(metrics, start=1):
-        vals = [(i, row[j]) for i, row in enumerate(rows) if row[j] is not None and not math.isnan(row[j])]
-        if vals:
-            pick = max if HIGHER_IS_BETTER[m] else min
-            best[m] = pick(vals, key=lambda iv: iv[1])[0]
-    cols = ["method"] + [f"{LABELS[m]}{arrow(m)}" for m in metrics]
-    return cols, rows, {m: best[m] for m in best}
-
-
-def _marked(cols: list[str], rows: list[list[Any]], best: dict[str, int], mark: str) -> list[list[str]]:
-    metrics = [m for m in METRIC_ORDER if f"{LABELS[m]}{arrow(m)}" in cols]
-    out = []
-    for i, row in enumerate(rows):
-        cells = [str(row[0])]
-        for j, m in enumerate(metrics, start=1):
-            s = fmt(row[j])
-            cells.append(mark.format(s) if best.get(m) == i else s)
-        out.append(cells)
-    return out
-
-
-def compare_terminal(paths: Sequence[str | Path]) -> tuple[list[str], list[list[str]]]:
-    """Columns and rows for the terminal, the best value per column marked with ``*``."""
-    cols, rows, best = compare_table(paths)
-    return cols, _marked(cols, rows, best, "{}*")
-
-
-def compare_markdown(paths: Sequence[str | Path]) -> str:
-    """The comparison as a markdown table, the best value per column in bold."""
-    cols, rows, best = compare_table(paths)
-    marked = _marked(cols, rows, best, "**{}**")
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join(["---"] + ["---:"] * (len(cols) - 1)) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in marked]
-    return "\n".join(lines) + "\n"
-
-
-# ----------------------------------------------------------------------------------------------- gates
-
-def parse_thresholds(text: str | None, higher: bool) -> dict[str, float]:
-    """``"psnr=18,ssim=0.3"`` → {metric: threshold}; --fail-under only for ↑ metrics, --fail-over for ↓."""
-    if not text:
-        return {}
-    opt = "--fail-under" if higher else "--fail-over"
-    out: dict[str, float] = {}
-    for item in (s.strip() for s in text.split(",") if s.strip()):
-        name, sep, val = item.partition("=")
-        name = name.strip().lower()
-        if not sep or name not in HIGHER_IS_BETTER:
-            raise InputError(f"{opt} expects metric=value pairs such as psnr=18, got {item!r}")
-        if HIGHER_IS_BETTER[name] != higher:
-            other = "--fail-over" if higher else "--fail-under"
-            raise InputError(f"{name} is {'lower' if higher else 'higher'}-is-better: use {other} {name}={val}")
-        try:
-            out[name] = float(val)
-        except ValueError:
-            raise InputError(f"{opt} {name}: {val!r} is not a number") from None
-    return out
-
-
-def gate_failures(summary: dict[str, Any], under: dict[str, float], over: dict[str, float]) -> list[str]:
-    """Messages for every metric below its --fail-under or above its --fail-over threshold (or not computed)."""
-    fails = []
-    for limits, higher in ((under, True), (over, False)):
-        for m, thr in limits.items():
-            if m not in summary:
-                raise InputError(f"quality gate on {m}, which is not computed: add it to --metrics")
-            v = summary[m].get("value")
-            v = from_json_value(v) if not isinstance(v, float) else v
-            if v is None or math.isnan(v) or (v < thr if higher else v > thr):
-                fails.append(f"{m} {fmt(v)} {'<' if higher else '>'} {thr:g}")
-    return fails

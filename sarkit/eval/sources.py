@@ -1,11 +1,16 @@
-"""Evaluation sources: two scenes, two tile sets, or a generator on a split; each yields ``Block``s."""
+"""Evaluation sources: two scenes, two tile sets, or a generator on a split.
+
+``EvalSource`` declares what the evaluation reads from a source; each source yields ``Block``s in model range
+[-1, 1] with NaN nodata under fixed ``Normalization`` ranges.
+"""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from enum import Enum
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -17,6 +22,17 @@ from sarkit.raster.norm import (S1_BANDS, Normalization, band_names)
 from sarkit.reporting import NULL_REPORTER, Reporter
 from sarkit.eval.options import HALO, EvalOptions
 from sarkit.eval.pairs import _default_offset, _modality_of, _norm_for, _PairReader, partition
+
+
+class EvalMode(str, Enum):
+    """What a source compares; the value is report.json's ``inputs.mode``."""
+
+    SCENES = "scenes"  # a prediction scene against a target scene, in windows on the target's grid
+    TILES = "tiles"  # two folders of tiles matched by file stem
+    MODEL = "model"  # a generator checkpoint run on a split of a tile folder
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass
@@ -32,13 +48,56 @@ class Block:
     window: PixelWindow | None = None
 
 
+@runtime_checkable
+class EvalSource(Protocol):
+    """What ``sarkit.eval.runner.evaluate`` reads from a source of blocks.
+
+    Sources subclass it for the defaults of ``overview`` (none) and ``close`` (nothing to release).
+    """
+
+    mode: EvalMode
+    #: Ranges (and DN offset) of the prediction and of the target; metrics use the prediction's bands.
+    pred_norm: Normalization
+    target_norm: Normalization
+    #: Ranges of the generator's input (model mode: thumbnails show it), else None.
+    input_norm: Normalization | None
+    #: Class names of the labels when they carry them, else None.
+    class_names: list[str] | None
+    has_labels: bool
+    #: report.json ``inputs``: mode, paths, size or tile count, DN offsets.
+    inputs: dict[str, Any]
+    #: Where the ranges come from: "default", "cli" or "checkpoint".
+    ranges_source: str
+    #: Non-finite prediction pixels where the target holds data, counted while ``blocks`` runs.
+    bad_nan: int
+
+    def __len__(self) -> int:
+        """Number of tiles (scene windows, tile pairs, split tiles): the progress total and FID's sample count."""
+        ...
+
+    def blocks(self) -> Iterator[Block]:
+        """Every block once, in a fixed order."""
+        ...
+
+    def fetch(self, tile_id: str) -> Block:
+        """The block ``tile_id`` again (read or computed anew), for the report's thumbnails."""
+        ...
+
+    def overview(self, opts: EvalOptions) -> list[dict[str, str]]:
+        """Whole-scene previews for the report (``[{"label", "png"}]``); none by default."""
+        return []
+
+    def close(self) -> None:
+        """Release open files; nothing by default."""
+        return None
+
 
 # ----------------------------------------------------------------------------------------------- sources
 
-class SceneSource:
+class SceneSource(EvalSource):
     """Two scenes (and optional labels) streamed in ``tile_size`` windows on the target grid."""
 
-    mode = "scenes"
+    mode = EvalMode.SCENES
 
     def __init__(self, pred: Path, target: Path, labels: Path | None, opts: EvalOptions,
                  reporter: Reporter = NULL_REPORTER) -> None:
@@ -105,10 +164,10 @@ def _tif_stems(d: Path, what: str) -> dict[str, Path]:
     return {p.stem: p for p in sorted(d.iterdir()) if p.suffix.lower() in (".tif", ".tiff")}
 
 
-class TileSetSource:
+class TileSetSource(EvalSource):
     """Two directories of tiles matched by file stem (tile id); optional labels directory likewise."""
 
-    mode = "tiles"
+    mode = EvalMode.TILES
 
     def __init__(self, pred: Path, target: Path, labels: Path | None, opts: EvalOptions,
                  reporter: Reporter = NULL_REPORTER) -> None:
@@ -171,7 +230,7 @@ class TileSetSource:
         pass
 
 
-class ModelSplitSource:
+class ModelSplitSource(EvalSource):
     """An exported generator run on a split of a tile directory, against the split's target tiles.
 
     The generator runs as translate runs it (``sarkit.infer.engine.load_predictor``: the same padding,
@@ -179,7 +238,7 @@ class ModelSplitSource:
     from the checkpoint's, the input and the target are re-encoded with the checkpoint's (with a warning), so the
     generator sees what translate would feed it."""
 
-    mode = "model"
+    mode = EvalMode.MODEL
 
     def __init__(self, checkpoint: Path, data: Path, split: str, opts: EvalOptions,
                  reporter: Reporter = NULL_REPORTER) -> None:

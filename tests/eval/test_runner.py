@@ -1,4 +1,5 @@
-"""Streaming evaluation (sarkit.eval.runner): scenes, tile sets and a generator on a split; bad inputs."""
+"""Streaming evaluation (sarkit.eval.runner): scenes, tile sets and a generator on a split; bad inputs; the
+evaluation job (run_eval_report: output check, lock, report files)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,9 @@ from typer.testing import CliRunner
 from sarkit.models.checkpoint import save_network
 from sarkit.cli import app
 from sarkit.errors import InputError
-from sarkit.eval.options import EvalOptions, parse_metrics
+from sarkit.eval.options import EvalInputs, EvalOptions, parse_metrics
 from sarkit.eval.pairs import partition
-from sarkit.eval.runner import run_eval, select_tiles
+from sarkit.eval.runner import run_eval, run_eval_report, select_tiles
 from sarkit.models.registry import NETWORKS, Identity, register_network
 from sarkit.raster.norm import optical_normalization, sar_normalization
 from sarkit.reporting import RecordingReporter
@@ -404,3 +405,50 @@ def test_unreadable_dn_offset_tag_is_bad_input(tmp_path):
     _tagged(tp, "lots")
     with pytest.raises(InputError, match="target .*unreadable dn_offset tag 'lots'"):
         run_eval(EvalOptions(), pred=pp, target=tp)
+
+
+def test_run_eval_takes_inputs_or_the_file_keywords(tmp_path):
+    pp, tp, _, _ = _optical_pair(tmp_path, h=32, w=32)
+    by_inputs = run_eval(EvalOptions(), inputs=EvalInputs(pred=pp, target=tp)).report["summary"]
+    by_keywords = run_eval(EvalOptions(), pred=pp, target=tp).report["summary"]
+    assert by_inputs["psnr"]["value"] == by_keywords["psnr"]["value"]
+    with pytest.raises(TypeError, match="not both"):
+        run_eval(EvalOptions(), inputs=EvalInputs(pred=pp, target=tp), labels=pp)
+
+
+def test_run_eval_report_writes_the_report_or_nothing(tmp_path, monkeypatch):
+    import sarkit.eval.runner as runner_mod
+
+    pp, tp, _, _ = _optical_pair(tmp_path, h=32, w=32)
+    inputs, out = EvalInputs(pred=pp, target=tp), tmp_path / "rep"
+    res = run_eval_report(inputs, EvalOptions(), out)
+    assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.json", "report.md", "tiles.csv"]
+    assert json.loads((out / "report.json").read_text())["summary"]["psnr"]["value"] == pytest.approx(
+        res.summary["psnr"]["value"])
+    assert not (tmp_path / "rep.lock").exists()  # released after writing
+    calls = []
+    monkeypatch.setattr(runner_mod, "run_eval", lambda *a, **k: calls.append(a))
+    with pytest.raises(InputError, match="exists"):  # an existing report is refused before any work
+        run_eval_report(inputs, EvalOptions(), out)
+    assert calls == []
+    monkeypatch.undo()
+    run_eval_report(inputs, EvalOptions(metrics=("mae",)), out, overwrite=True)
+    assert list(json.loads((out / "report.json").read_text())["summary"]) == ["mae"]
+    res = run_eval_report(inputs, EvalOptions(), None)  # no report directory: the result only
+    assert res.report["inputs"]["mode"] == "scenes" and not (tmp_path / "None").exists()
+
+
+def test_run_eval_report_holds_the_lock_while_working(tmp_path, monkeypatch):
+    import sarkit.eval.runner as runner_mod
+
+    pp, tp, _, _ = _optical_pair(tmp_path, h=32, w=32)
+    seen = []
+
+    def spy(opts, reporter, inputs):
+        seen.append((tmp_path / "rep.lock").exists())
+        raise InputError("stop here")
+
+    monkeypatch.setattr(runner_mod, "run_eval", spy)
+    with pytest.raises(InputError, match="stop here"):
+        run_eval_report(EvalInputs(pred=pp, target=tp), EvalOptions(), tmp_path / "rep")
+    assert seen == [True] and not (tmp_path / "rep").exists() and not (tmp_path / "rep.lock").exists()

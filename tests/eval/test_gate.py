@@ -1,0 +1,93 @@
+"""Quality gates (sarkit.eval.gate): threshold parsing, failures, QualityGate as a library call, CLI exit codes."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+from typer.testing import CliRunner
+
+from sarkit.cli import app
+from sarkit.errors import InputError, WorkError
+from sarkit.eval.gate import QualityGate, gate_failures, parse_thresholds
+
+
+def test_thresholds_parse_and_gate():
+    assert parse_thresholds("psnr=18, ssim=0.3", True) == {"psnr": 18.0, "ssim": 0.3}
+    assert parse_thresholds("fid=50", False) == {"fid": 50.0}
+    with pytest.raises(InputError, match="--fail-over"):
+        parse_thresholds("fid=50", True)
+    with pytest.raises(InputError, match="--fail-under"):
+        parse_thresholds("psnr=20", False)
+    with pytest.raises(InputError, match="metric=value"):
+        parse_thresholds("psnr", True)
+    with pytest.raises(InputError, match="--fail-under psnr: 'high' is not a number"):
+        parse_thresholds("psnr=high", True)
+    summary = {"psnr": {"value": 17.0}, "ssim": {"value": 0.5}, "mae": {"value": "inf"}}
+    assert gate_failures(summary, {"psnr": 18.0, "ssim": 0.3}, {}) == ["psnr 17 < 18"]
+    assert gate_failures(summary, {}, {"mae": 0.1}) == ["mae inf > 0.1"]
+    assert gate_failures({"psnr": {"value": math.inf}}, {"psnr": 40.0}, {}) == []
+
+
+def test_gate_checks_its_directions_on_construction():
+    with pytest.raises(InputError, match=r"^mae is lower-is-better: use --fail-over mae=0.1$"):
+        QualityGate(under={"mae": 0.1})
+    with pytest.raises(InputError, match=r"^psnr is higher-is-better: use --fail-under psnr=3$"):
+        QualityGate(over={"psnr": 3.0})
+    with pytest.raises(InputError, match="--fail-over expects metric=value pairs"):
+        QualityGate(over={"sharpness": 1.0})
+    gate = QualityGate.parse("psnr=18", "lpips=0.3,mae=0.1")
+    assert gate == QualityGate({"psnr": 18.0}, {"lpips": 0.3, "mae": 0.1})
+    assert gate.metrics == ("psnr", "lpips", "mae")
+
+
+def test_gate_on_a_metric_not_computed_is_bad_usage():
+    gate = QualityGate.parse(None, "fid=50")
+    with pytest.raises(InputError, match=r"^quality gate on fid, which is not computed: add it to --metrics$"):
+        gate.require(("psnr", "ssim", "mae"))
+    gate.require(("psnr", "fid"))
+    with pytest.raises(InputError, match="quality gate on fid, which is not computed"):
+        gate.failures({"psnr": {"value": 20.0}})
+
+
+def test_enforce_raises_a_work_error_listing_every_miss():
+    gate = QualityGate({"psnr": 18.0, "ssim": 0.3}, {"mae": 0.1})
+    gate.enforce({"psnr": {"value": 19.0}, "ssim": {"value": 0.31}, "mae": {"value": 0.05}})  # all met
+    with pytest.raises(WorkError) as info:
+        gate.enforce({"psnr": {"value": 17.25}, "ssim": {"value": None}, "mae": {"value": 0.2}})
+    assert str(info.value) == "quality gate failed: psnr 17.25 < 18; ssim – < 0.3; mae 0.2 > 0.1"
+    assert info.value.exit_code == 1
+    QualityGate().enforce({})  # no thresholds: nothing to fail
+
+
+def _write(path: Path, a: np.ndarray) -> Path:
+    with rasterio.open(path, "w", driver="GTiff", height=a.shape[1], width=a.shape[2], count=a.shape[0],
+                       dtype=a.dtype, nodata=0, crs="EPSG:32631", transform=from_origin(0, 2000, 10, 10)) as d:
+        d.write(a)
+        d.descriptions = ("B4", "B3", "B2")
+    return path
+
+
+def test_cli_quality_gate_exit_codes(tmp_path):
+    rng = np.random.default_rng(0)
+    t = (rng.random((3, 64, 48)) * 2500 + 1).astype("uint16")
+    p = np.clip(t + rng.normal(0, 400, t.shape), 1, None).astype("uint16")
+    pp, tp = _write(tmp_path / "p.tif", p), _write(tmp_path / "t.tif", t)
+    runner = CliRunner()
+    base = ["eval", "--pred", str(pp), "--target", str(tp), "-q"]
+    ok = runner.invoke(app, base + ["--fail-under", "psnr=5,ssim=0.01", "--fail-over", "mae=0.5"])
+    assert ok.exit_code == 0, ok.output
+    bad = runner.invoke(app, base + ["--fail-under", "psnr=99", "--report", str(tmp_path / "gate")])
+    assert bad.exit_code == 1 and "quality gate failed: psnr" in bad.output and "< 99" in bad.output
+    assert (tmp_path / "gate" / "report.json").exists()  # the report is still written
+    over = runner.invoke(app, base + ["--fail-over", "mae=0.0001"])
+    assert over.exit_code == 1
+    wrong = runner.invoke(app, base + ["--fail-under", "mae=0.1"])
+    assert wrong.exit_code == 2 and "use --fail-over mae=0.1" in wrong.output
+    missing = runner.invoke(app, base + ["--fail-over", "fid=50", "--report", str(tmp_path / "none")])
+    assert missing.exit_code == 2 and "which is not computed" in missing.output
+    assert not (tmp_path / "none").exists()
