@@ -103,7 +103,10 @@ def load_resume_state(path: Path, data: TrainData, model: str) -> dict[str, Any]
 
 # ------------------------------------------------------------------------------------------ save / restore
 def save(r: TrainingRun, step: int) -> list[Path]:
-    """Write the full training state and the exported networks (rank 0; every rank contributes its RNG)."""
+    """Write the exported networks, then the full training state (rank 0; every rank contributes its RNG).
+
+    Exports first: whenever state-latest.pt exists, exported networks of at least its step exist too.
+    """
     per_rank = gather(r.dist, {"rng": rng_state(r.device), "extra": r.model.extra_state()})
     if not r.dist.main:
         return []
@@ -119,8 +122,9 @@ def save(r: TrainingRun, step: int) -> list[Path]:
                  "n": len(r.data.train)},
         "ranks": per_rank,
     }
+    exported = export(r, step)
     save_state(state_path(r.dir), state)
-    return export(r, step)
+    return exported
 
 
 def export(r: TrainingRun, step: int) -> list[Path]:
