@@ -42,7 +42,7 @@ from sarkit.devices import configure_backends, make_scaler, resolve_amp  # noqa:
 from sarkit.models import get_model, model_names  # noqa: E402
 from sarkit.models.base import ModelIO, StepTools, parse_options  # noqa: E402
 from sarkit.raster.norm import optical_normalization, sar_normalization  # noqa: E402
-from sarkit.training.trainer import model_option_values  # noqa: E402
+from sarkit.training import model_option_values  # noqa: E402
 
 
 def make_batch(n: int, size: int, channels_last: bool, seed: int = 0) -> dict[str, torch.Tensor]:

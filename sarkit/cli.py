@@ -258,7 +258,7 @@ def train_cmd(
     Example: sarkit train --model pix2pix --data tiles --out runs/p2p --steps 20000
     """
     from sarkit.raster.norm import parse_band_list
-    from sarkit.training.trainer import TrainOptions, model_option_values, run_finished, train
+    from sarkit.training import TrainOptions, model_option_values, run_finished, train
 
     reporter = _reporter(quiet, log_format)
     if _skip(out, skip_existing, reporter, run_finished):

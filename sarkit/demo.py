@@ -95,7 +95,7 @@ def _run_demo(opts: DemoOptions, reporter: Reporter) -> DemoResult:
     from sarkit.eval.runner import run_eval
     from sarkit.data.synth import SynthOptions, synth_scene
     from sarkit.data.tiling import TileOptions, tile_scene
-    from sarkit.training.trainer import TrainOptions, train
+    from sarkit.training import TrainOptions, train
     from sarkit.infer.translate import TranslateOptions, translate_scene
 
     out = Path(opts.out)

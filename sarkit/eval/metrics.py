@@ -197,3 +197,15 @@ def _pixel_metrics_dense(pred: torch.Tensor, target: torch.Tensor) -> dict[str, 
     mse_ = torch.cat(sq).reshape(n, c).mean(dim=1)
     ssim_ = torch.cat(ss).reshape(n, c).mean(dim=1) if ss else pred.new_full((n,), float("nan"))
     return {"psnr": psnr_from_mse(mse_), "ssim": ssim_, "mae": torch.cat(ab).reshape(n, c).mean(dim=1)}
+
+
+def unit_range(x: torch.Tensor) -> torch.Tensor:
+    """Model range [−1, 1] → the metrics' [0, 1]: ``(x + 1) / 2`` in float32 (no clamping, as ``sarkit eval``)."""
+    return (x.float() + 1.0) * 0.5
+
+
+def finite_mean(values: torch.Tensor) -> float:
+    """Mean of the finite entries of a per-sample metric (NaN: no valid pixel, +inf: identical); NaN if none."""
+    v = values.detach().double().cpu()
+    v = v[torch.isfinite(v)]
+    return float(v.mean()) if v.numel() else float("nan")

@@ -2,8 +2,11 @@
 
 A model owns its networks (``self.nets``, an ``nn.ModuleDict`` of trained networks; frozen helpers such as CLIP
 or segmenters live elsewhere and are never saved as trainable state), builds its optimizers, and runs one
-training iteration in ``train_step``. The trainer (``sarkit.training.trainer``) owns data, devices, mixed precision,
+training iteration in ``train_step``. The trainer (``sarkit.training``) owns data, devices, mixed precision,
 distributed gradient averaging, checkpoints, resume, logging and validation.
+
+A model class *declares* what it is and needs (``task``, ``paired``, ``needs_labels``) and answers for its export
+metadata, validation metrics and helper records; the trainer reads those declarations and never probes classes.
 """
 
 from __future__ import annotations
@@ -11,12 +14,20 @@ from __future__ import annotations
 import dataclasses
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Callable, ClassVar, ContextManager
 
 import torch
 from torch import nn
 
 from sarkit.errors import InputError
+
+
+class Task(str, Enum):
+    """What a model learns: to translate one modality into the other, or to segment one modality into classes."""
+
+    TRANSLATOR = "translator"
+    SEGMENTER = "segmenter"
 
 
 @dataclass(frozen=True)
@@ -91,12 +102,15 @@ def set_requires_grad(nets: nn.Module | list[nn.Module], flag: bool) -> None:
 class TrainableModel(nn.Module):
     """Base class of every registered model.
 
-    Subclasses set ``paired`` (reads the paired split) or not (samples the two domains independently),
-    ``needs_labels``, ``Options`` (a dataclass of model-specific hyper-parameters with the paper's defaults),
-    and implement ``build``, ``configure_optimizers``, ``train_step``, ``predict`` and ``export``.
+    Subclasses declare ``task`` (translator or segmenter), ``paired`` (reads the paired split) or not (samples
+    the two domains independently), ``needs_labels``, ``Options`` (a dataclass of model-specific
+    hyper-parameters with the paper's defaults), and implement ``build``, ``configure_optimizers``,
+    ``train_step``, ``predict`` and ``export``. ``helper_records`` (set in ``build``) names the frozen helpers the
+    model loaded (CLIP, segmenters), recorded in the run's config.json.
     """
 
     name: ClassVar[str] = "base"
+    task: ClassVar[Task] = Task.TRANSLATOR
     paired: ClassVar[bool] = True
     needs_labels: ClassVar[bool] = False
     Options: ClassVar[type] = object
@@ -107,6 +121,7 @@ class TrainableModel(nn.Module):
         self.opts = opts
         self.nets = nn.ModuleDict()
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.helper_records: dict[str, dict[str, Any]] = {}
         self.build()
 
     # -- to implement ---------------------------------------------------------------------------------
@@ -145,8 +160,17 @@ class TrainableModel(nn.Module):
         return batch["sar"], batch["optical"]
 
     def validation_metrics(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        """Model-specific validation metrics of one batch (e.g. a segmenter's pixel accuracy and mIoU); {} if none."""
+        """Model-specific validation metrics of one batch (e.g. a segmenter's pixel accuracy and mIoU); {} if none.
+
+        A translator's PSNR/SSIM/MAE are not computed here: the trainer takes them from ``sarkit.eval.metrics``.
+        """
         return {}
+
+    def export_meta(self) -> dict[str, Any]:
+        """Metadata of the exported networks (CKPT_API.md): a translator's model, direction, norms and tile size."""
+        io = self.io
+        return {"model": self.name, "direction": io.direction, "in_norm": io.in_norm, "out_norm": io.out_norm,
+                "tile_size": io.tile_size}
 
 
 def parse_options(cls: type, values: dict[str, Any]) -> Any:
@@ -190,4 +214,4 @@ def options_dict(opts: Any) -> dict[str, Any]:
 
 
 OptionsFactory = Callable[[dict[str, Any]], Any]
-__all__ = ["ModelIO", "StepTools", "TrainableModel", "set_requires_grad", "parse_options", "options_dict", "field"]
+__all__ = ["ModelIO", "StepTools", "Task", "TrainableModel", "set_requires_grad", "parse_options", "options_dict", "field"]

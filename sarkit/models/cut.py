@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sarkit.models.base import StepTools, TrainableModel, set_requires_grad
+from sarkit.models.base import StepTools, Task, TrainableModel, set_requires_grad
 from sarkit.models.blocks import (GANLoss, PatchGAN, PatchSampler, ResnetGenerator, channel_map, encoder_layers, init_weights,
                      patch_nce_loss)
 from sarkit.models.cyclegan import domains
@@ -49,6 +49,7 @@ class CUTOptions:
 class CUT(TrainableModel):
     """Generator G (A→B), discriminator D (domain B) and PatchNCE heads F."""
 
+    task = Task.TRANSLATOR
     paired = False
     needs_labels = False
     Options = CUTOptions

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sarkit.models.base import ModelIO, StepTools, TrainableModel, set_requires_grad
+from sarkit.models.base import ModelIO, StepTools, Task, TrainableModel, set_requires_grad
 from sarkit.models.blocks import GANLoss, ImagePool, PatchGAN, ResnetGenerator, channel_map, init_weights
 from sarkit.models.registry import register_model
 
@@ -58,6 +58,7 @@ def domains(io: ModelIO) -> tuple[str, str]:
 class CycleGAN(TrainableModel):
     """Two ResNet generators (A→B, B→A), two PatchGANs, LSGAN + cycle + identity losses, image pools."""
 
+    task = Task.TRANSLATOR
     paired = False
     needs_labels = False
     Options = CycleGANOptions

@@ -121,7 +121,7 @@ class CycleGANSC(CycleGAN):
         norms = {self.key_a: self.io.in_norm, self.key_b: self.io.out_norm}
         # A plain dict, so the frozen networks are neither in state_dict() nor switched by train()/eval().
         self.segmenters: dict[str, nn.Module] = {}
-        self.helper_records: dict[str, dict[str, Any]] = {}
+        self.helper_records = {}
         for modality, path in (("sar", o.sar_segmenter), ("optical", o.optical_segmenter)):
             net, rec = load_frozen_segmenter(path, modality, norms[modality])
             self.segmenters[modality] = net

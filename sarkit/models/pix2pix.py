@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sarkit.models.base import StepTools, TrainableModel, set_requires_grad
+from sarkit.models.base import StepTools, Task, TrainableModel, set_requires_grad
 from sarkit.models.blocks import GANLoss, PatchGAN, adam, init_weights, unet_levels
 from sarkit.models.registry import build_network, register_model
 
@@ -55,6 +55,7 @@ def split_io(batch: dict[str, torch.Tensor], direction: str) -> tuple[torch.Tens
 class Pix2Pix(TrainableModel):
     """U-Net generator + conditional PatchGAN, trained on paired tiles."""
 
+    task = Task.TRANSLATOR
     paired = True
     needs_labels = False
     Options = Pix2PixOptions

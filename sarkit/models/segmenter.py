@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sarkit.errors import InputError
-from sarkit.models.base import StepTools, TrainableModel
+from sarkit.models.base import StepTools, Task, TrainableModel
 from sarkit.models.registry import register_model, register_network
 
 IGNORE_INDEX = 255
@@ -107,6 +107,7 @@ class SegmenterOptions:
 class Segmenter(TrainableModel):
     """DeepLabV3 on one modality ("sar" or "optical", given as ``io.direction``), cross entropy on the labels."""
 
+    task = Task.SEGMENTER
     paired = True
     needs_labels = True
     Options = SegmenterOptions

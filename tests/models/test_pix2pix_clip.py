@@ -71,7 +71,7 @@ def test_cli_trains_with_clip_weights_file_and_fails_cleanly_without(tmp_path: P
     from typer.testing import CliRunner
 
     from sarkit.cli import app
-    from tests.training.test_trainer import make_tiles
+    from training.tilesets import make_tiles
 
     monkeypatch.delenv(CLIP_WEIGHTS_ENV, raising=False)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))

@@ -1,0 +1,188 @@
+"""Training data: the tile sets a model reads, their ``ModelIO``, and the resumable, rank-sharded sample order.
+
+Data order: epoch e visits the tiles in a permutation seeded by (seed, e), padded by wrapping to a whole number
+of global batches; step s of the epoch gives rank r the slice ``[(s·W + r)·B, (s·W + r + 1)·B)``. The order is
+a pure function of (seed, epoch, step), so resume only needs the step counter.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from sarkit.errors import InputError
+from sarkit.models.base import ModelIO, Task, TrainableModel
+from sarkit.training.options import Direction, Modality, TrainOptions
+
+
+# ------------------------------------------------------------------------------------------ data order
+@dataclass(frozen=True)
+class DataOrder:
+    """Resumable, rank-sharded sample order: a function of (seed, epoch, step) only."""
+
+    n: int
+    batch: int
+    world: int
+    rank: int
+    seed: int
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """⌈n / (batch · world)⌉ global batches per epoch."""
+        return max(1, math.ceil(self.n / (self.batch * self.world)))
+
+    def permutation(self, epoch: int) -> list[int]:
+        """Epoch ``epoch``'s permutation of 0…n−1, wrapped to steps_per_epoch · batch · world entries."""
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        perm = torch.randperm(self.n, generator=g).tolist()
+        need = self.steps_per_epoch * self.batch * self.world
+        return [perm[i % self.n] for i in range(need)]
+
+    def batches(self, start: int, stop: int) -> Iterator[list[tuple[int, int]]]:
+        """This rank's ``(epoch, index)`` lists for global steps ``start`` … ``stop − 1``."""
+        spe = self.steps_per_epoch
+        cache: tuple[int, list[int]] | None = None
+        for step in range(start, stop):
+            epoch, pos = divmod(step, spe)
+            if cache is None or cache[0] != epoch:
+                cache = (epoch, self.permutation(epoch))
+            lo = (pos * self.world + self.rank) * self.batch
+            yield [(epoch, i) for i in cache[1][lo:lo + self.batch]]
+
+
+class EpochIndexed(torch.utils.data.Dataset):
+    """Dataset view indexed by ``(epoch, i)``: calls ``set_epoch`` (unpaired partner draw) before reading.
+
+    The wrapped data set is a ``TileDataset`` (or anything with ``__len__``, ``__getitem__`` and ``set_epoch``).
+    """
+
+    def __init__(self, ds: Any) -> None:
+        self.ds = ds
+        self.epoch: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        epoch, i = key
+        if epoch != self.epoch:
+            self.ds.set_epoch(epoch)
+            self.epoch = epoch
+        return self.ds[i]
+
+
+class OrderSampler(torch.utils.data.Sampler):
+    """Batch sampler over ``DataOrder.batches``."""
+
+    def __init__(self, order: DataOrder, start: int, stop: int) -> None:
+        self.order, self.start, self.stop = order, start, stop
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        return self.order.batches(self.start, self.stop)
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+
+def make_loader(ds: Any, order: DataOrder, start: int, stop: int, workers: int, device: torch.device) -> Any:
+    """DataLoader yielding this rank's batches for steps start…stop−1 (its own RNG: the global one is untouched)."""
+    return torch.utils.data.DataLoader(
+        EpochIndexed(ds), batch_sampler=OrderSampler(order, start, stop), num_workers=workers,
+        pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(order.seed),
+        persistent_workers=False)
+
+
+def to_device(batch: dict[str, Any], device: torch.device, channels_last: bool) -> dict[str, Any]:
+    """Tensors of a collated batch on ``device`` (4-D float images in channels-last layout when asked)."""
+    out: dict[str, Any] = {}
+    for k, v in batch.items():
+        if torch.is_tensor(v):
+            v = v.to(device, non_blocking=True)
+            if channels_last and v.dim() == 4 and v.is_floating_point():
+                v = v.contiguous(memory_format=torch.channels_last)
+        out[k] = v
+    return out
+
+
+# ------------------------------------------------------------------------------------------ data sets
+@dataclass
+class TrainData:
+    """The training and validation tile sets of a run, the ModelIO they imply and the tiling's normalisations."""
+
+    train: Any
+    val: Any | None
+    io: ModelIO
+    task: Task
+    norms: dict[str, Any]
+
+    @property
+    def segmenter(self) -> bool:
+        """The run trains a segmenter (class maps) rather than a translator (images)."""
+        return self.task is Task.SEGMENTER
+
+
+def _check_task_options(opts: TrainOptions, cls: type[TrainableModel]) -> None:
+    """A segmenter needs --modality; a translator takes --direction and no --modality."""
+    if cls.task is Task.SEGMENTER and opts.modality is None:
+        raise InputError(f"--model {opts.model} trains on one modality: pass --modality sar or optical")
+    if cls.task is not Task.SEGMENTER and opts.modality is not None:
+        raise InputError(f"--modality is for segmenters; --model {opts.model} translates (use --direction)")
+
+
+def _split_count(rows: list[dict[str, str]], split: str) -> int:
+    """Manifest rows in ``split``."""
+    return sum(1 for r in rows if r.get("split") == split)
+
+
+def open_data(opts: TrainOptions, cls: type[TrainableModel]) -> TrainData:
+    """Training (paired or unpaired) and validation data sets, and the ModelIO they imply."""
+    from sarkit.data.dataset import TileDataset, load_manifest, read_tiling
+
+    root = Path(opts.data)
+    if not root.is_dir():
+        raise InputError(f"tile directory not found: {root} (make one with: sarkit tile)")
+    read_tiling(root)
+    _check_task_options(opts, cls)
+    segmenter = cls.task is Task.SEGMENTER
+    labels = bool(cls.needs_labels)
+    rows = load_manifest(root)
+    if not rows:
+        raise InputError(f"{root}/manifest.csv lists no tiles; re-run sarkit tile")
+    if _split_count(rows, "train") == 0:
+        raise InputError(f"{root} has no tiles in the train split; re-run sarkit tile with a train fraction > 0")
+    optical_bands = None if segmenter and opts.modality is Modality.SAR else tuple(opts.optical_bands)
+    common = dict(sar_bands=list(opts.sar_bands) if opts.sar_bands else None, optical_bands=optical_bands,
+                  labels=labels)
+    mode = "paired" if cls.paired else "unpaired"
+    train = TileDataset(root, split="train", mode=mode, augment=opts.augment, seed=opts.seed, **common)
+    if len(train) == 0:
+        raise InputError(f"{root}: the train split yields no usable {mode} tiles")
+    val = None
+    if _split_count(rows, "val") > 0:
+        val = TileDataset(root, split="val", mode="paired", augment=False, seed=opts.seed, **common)
+        if len(val) == 0:
+            val = None
+    sar = train.sar_norm.to_dict()
+    opt = train.optical_norm.to_dict() if train.optical_norm is not None else None
+    if opt is None and (not segmenter or opts.modality is Modality.OPTICAL):
+        raise InputError(f"{root} has no optical tiles; --model {opts.model} needs them (tile with optical input)")
+    norms = {"sar": sar, "optical": opt}
+    return TrainData(train, val, _model_io(opts, train, segmenter, labels, sar, opt), cls.task, norms)
+
+
+def _model_io(opts: TrainOptions, train: Any, segmenter: bool, labels: bool, sar: dict[str, Any],
+              opt: dict[str, Any] | None) -> ModelIO:
+    """Channels, direction (or modality), tile size, normalisations and classes the model is built for."""
+    names = tuple(train.class_names) if train.class_names else None
+    if segmenter:
+        assert opts.modality is not None
+        norm = sar if opts.modality is Modality.SAR else opt
+        k = train.num_classes
+        return ModelIO(len(norm["bands"]), int(k or 0), opts.modality.value, train.tile_size, norm, {}, k, names)
+    src, dst = (sar, opt) if opts.direction is Direction.SAR2OPT else (opt, sar)
+    return ModelIO(len(src["bands"]), len(dst["bands"]), opts.direction.value, train.tile_size, src, dst,
+                   train.num_classes if labels else None, names if labels else None)

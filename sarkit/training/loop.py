@@ -1,0 +1,233 @@
+"""``train()``: set a run up (devices, data, model, run directory, resume) and drive the step loop.
+
+The learning rate is constant for the first half of the steps, then decays linearly to 0 (per step) as in
+pix2pix/CycleGAN. ``stop_at`` ends a run early at that global step (after saving), to be continued later with
+``resume``. Everything one run holds while it trains is one ``TrainingRun``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sarkit.devices import configure_backends, make_scaler, resolve_amp, resolve_device
+from sarkit.errors import InputError, WorkError
+from sarkit.io import output_lock
+from sarkit.models.base import ModelIO, StepTools, TrainableModel, parse_options
+from sarkit.models.registry import get_model
+from sarkit.reporting import NULL_REPORTER
+from sarkit.training import state as st
+from sarkit.training.data import DataOrder, TrainData, make_loader, open_data, to_device
+from sarkit.training.distributed import DistInfo, all_ok, barrier, broadcast_module, finish_distributed, \
+    init_distributed
+from sarkit.training.options import TrainOptions, TrainResult
+from sarkit.training.run import MetricsLog, build_config, check_resume_config, check_run_dir, prepare_run_dir
+from sarkit.training.validation import run_validation
+
+
+@dataclass
+class TrainingRun:
+    """One run while it trains: options, model, data and its order, device and step tools, run dir, log, ranks."""
+
+    opts: TrainOptions
+    model: TrainableModel
+    data: TrainData
+    order: DataOrder
+    total: int
+    device: torch.device
+    tools: StepTools
+    channels_last: bool
+    dir: Path
+    dist: DistInfo
+    reporter: Any = NULL_REPORTER
+    log: MetricsLog | None = None
+    val_items: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def spe(self) -> int:
+        """Steps per epoch."""
+        return self.order.steps_per_epoch
+
+    @property
+    def scaler(self) -> Any:
+        """The gradient scaler (enabled for fp16 only)."""
+        return self.tools.scaler
+
+    def validates_at(self, step: int) -> bool:
+        """Validation is due after ``step``: every ``val_every`` steps and at the end, when there are val tiles."""
+        every = self.opts.val_every
+        return self.data.val is not None and bool(every) and (step % every == 0 or step == self.total)
+
+    def saves_at(self, step: int, stopping: bool) -> bool:
+        """A checkpoint is due after ``step``: every ``save_every`` steps, at the end and at ``stop_at``."""
+        every = self.opts.save_every
+        return bool(every and step % every == 0) or step == self.total or stopping
+
+
+def lr_factor(step: int, total: int) -> float:
+    """1 for the first half of the steps, then linear decay: (total − step)/(total − ⌊total/2⌋)."""
+    start = total // 2
+    if step < start or total <= start:
+        return 1.0
+    return max(0.0, (total - step) / (total - start))
+
+
+def train(opts: TrainOptions, reporter: Any = NULL_REPORTER) -> TrainResult:
+    """Train ``opts.model`` on the tiles in ``opts.data`` into ``opts.out`` (see docs/train.md)."""
+    d = init_distributed(opts.device)
+    try:
+        # rank 0 locks RUN before looking at it, so a second run on it fails at once whatever RUN holds
+        with output_lock(opts.out) if d.main else contextlib.nullcontext():
+            return _train(opts, reporter if d.main else NULL_REPORTER, d)
+    finally:
+        finish_distributed(d)
+
+
+def _build_model(cls: type[TrainableModel], io: ModelIO, model_opts: Any, opts: TrainOptions) -> TrainableModel:
+    """Instantiate the model; architecture limits (tile size, channels) become InputError."""
+    try:
+        return cls(io, model_opts)
+    except ValueError as exc:
+        raise InputError(f"--model {opts.model} cannot train on these tiles: {exc}") from None
+
+
+def _train(opts: TrainOptions, reporter: Any, d: DistInfo) -> TrainResult:
+    """Set the run up, check RUN and the state to resume, prepare RUN (rank 0) and run the loop."""
+    t0 = time.monotonic()
+    device = resolve_device(opts.device, d.local_rank)
+    amp_dtype = resolve_amp(opts.amp.value, device)
+    backend = configure_backends(device, d.world, deterministic=device.type == "cpu")
+    channels_last = backend.channels_last if opts.channels_last is None else bool(opts.channels_last)
+    cls = get_model(opts.model)
+    model_opts = parse_options(cls.Options, dict(opts.model_options))
+    data = open_data(opts, cls)
+    order = DataOrder(len(data.train), opts.batch_size, d.world, d.rank, opts.seed)
+    total = opts.total_steps(order.steps_per_epoch)
+
+    st.seed_all(opts.seed)  # same initial weights on every rank
+    model = _build_model(cls, data.io, model_opts, opts)
+    config = build_config(opts, model_opts, data, total, order.steps_per_epoch, d.world, device,
+                          model.helper_records)
+    run_dir = Path(opts.out)
+    state_path = check_run_dir(opts, config)
+    state = None
+    if state_path is not None:
+        state = st.load_resume_state(state_path, data, opts.model)
+        check_resume_config(run_dir, config)
+
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    model.train()
+    model.configure_optimizers(opts.lr, (opts.beta1, opts.beta2))
+    tools = StepTools(device=device, amp_dtype=amp_dtype, scaler=make_scaler(amp_dtype, device), world_size=d.world)
+    r = TrainingRun(opts, model, data, order, total, device, tools, channels_last, run_dir, d, reporter)
+    broadcast_module(d, model.nets)
+    st.seed_all(st.rank_seed(opts.seed, d.rank))
+    start = 0
+    if state is not None:
+        start = st.restore(state, r, state_path)
+        del state
+    if start >= total:
+        raise InputError(f"{run_dir} already reached step {start} of {total}; raise --steps/--epochs to train "
+                         f"longer")
+    if data.val is not None and d.main and opts.val_every > 0:
+        r.val_items = [data.val[i] for i in range(min(len(data.val), max(opts.val_tiles, 1)))]
+
+    with contextlib.ExitStack() as stack:
+        failure: BaseException | None = None
+        if d.main:
+            try:
+                stack.enter_context(output_lock(run_dir))
+                prepare_run_dir(run_dir, config, replace=opts.overwrite and not opts.resume)
+            except Exception as exc:  # re-raised below once every rank knows
+                failure = exc
+        if not all_ok(d, failure is None):
+            if failure is not None:
+                raise failure
+            raise WorkError("rank 0 could not prepare the run directory; see its error")
+        r.log = MetricsLog(run_dir / "metrics.jsonl", d.main)
+        r.log.truncate_after(start)
+        if start:
+            reporter.info(f"resuming {opts.model} at step {start} of {total}")
+        result = _loop(r, start)
+    result.seconds = time.monotonic() - t0
+    return result
+
+
+def _set_lr(model: TrainableModel, lr: float) -> None:
+    """Set the learning rate of every optimizer's parameter groups."""
+    for opt in model.optimizers.values():
+        for g in opt.param_groups:
+            g["lr"] = lr
+
+
+def _loop(r: TrainingRun, start: int) -> TrainResult:
+    """The step loop: LR schedule, train_step, logging, validation, checkpoints."""
+    opts, model, d, log, total, spe = r.opts, r.model, r.dist, r.log, r.total, r.spe
+    assert log is not None
+    scaler = r.scaler
+    sums: dict[str, float] = {}
+    nsum = 0
+    last: dict[str, float] = {}
+    val: dict[str, float] | None = None
+    exported: list[Path] = []
+    step = start
+    saved_at = start
+    in_step = False
+    loader = make_loader(r.data.train, r.order, start, total, opts.workers, r.device)
+    with r.reporter.task(f"Training {opts.model}", total=total) as task:
+        if start:
+            task.advance(start)
+        try:
+            for raw in loader:
+                in_step = True
+                factor = lr_factor(step, total)
+                _set_lr(model, opts.lr * factor)
+                losses = model.train_step(to_device(raw, r.device, r.channels_last), r.tools)
+                if scaler.is_enabled():
+                    scaler.update()
+                broadcast_module(d, model.nets, buffers_only=True)
+                step += 1
+                in_step = False
+                if not all_ok(d, all(math.isfinite(float(v)) for v in losses.values())):
+                    raise WorkError(f"a loss became NaN/inf at step {step}; lower --lr or use --amp off, then "
+                                    f"continue from the last checkpoint with --resume")
+                last = {k: float(v) for k, v in losses.items()}
+                for k, v in last.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                nsum += 1
+                if opts.log_every and (step % opts.log_every == 0 or step == total):
+                    log.write({"kind": "train", "step": step, "epoch": step / spe, "lr": opts.lr * factor,
+                               **{k: v / nsum for k, v in sums.items()}})
+                    sums, nsum = {}, 0
+                if r.validates_at(step):
+                    if r.val_items:
+                        val = run_validation(r, step)
+                    barrier(d)
+                stopping = opts.stop_at is not None and step >= opts.stop_at
+                if r.saves_at(step, stopping):
+                    exported = st.save(r, step) or exported
+                    saved_at = step
+                    barrier(d)
+                task.advance(1, **{k: round(v, 4) for k, v in list(last.items())[:4]})
+                if stopping:
+                    break
+        except KeyboardInterrupt:
+            if d.world == 1 and step > saved_at and not in_step:
+                st.save(r, step)
+                saved_at = step
+            r.reporter.warn(f"interrupted: the last state saved is at step {saved_at}; continue with --resume")
+            raise
+    if d.main:
+        summary = f"trained {opts.model} to step {step} → {r.dir}"
+        if val:
+            summary += " (" + ", ".join(f"{k}={v:.4g}" for k, v in val.items()) + ")"
+        r.reporter.info(summary)
+    return TrainResult(r.dir, opts.model, step, start, step / spe, 0.0, last, val, exported, d.world, model)

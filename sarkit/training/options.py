@@ -1,0 +1,163 @@
+"""What ``sarkit train`` is asked to do (``TrainOptions``, which checks itself) and what it did (``TrainResult``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Sequence
+
+from sarkit.devices import AMP_CHOICES
+from sarkit.errors import InputError
+from sarkit.raster.norm import RGB_BANDS
+
+#: Epochs when neither ``steps`` nor ``epochs`` is given (pix2pix/CycleGAN: 100 constant + 100 decaying).
+DEFAULT_EPOCHS = 200
+
+
+class Direction(str, Enum):
+    """Which modality a translator reads and which it writes."""
+
+    SAR2OPT = "sar2opt"
+    OPT2SAR = "opt2sar"
+
+
+class Modality(str, Enum):
+    """The one modality a segmenter reads."""
+
+    SAR = "sar"
+    OPTICAL = "optical"
+
+
+class Amp(str, Enum):
+    """Mixed precision of the forward passes (``sarkit.devices.resolve_amp``)."""
+
+    OFF = "off"
+    BF16 = "bf16"
+    FP16 = "fp16"
+
+
+def _direction(value: Direction | str) -> Direction:
+    """A Direction from its name (``InputError`` naming the valid ones otherwise)."""
+    try:
+        return Direction(value)
+    except ValueError:
+        raise InputError(f"--direction must be sar2opt or opt2sar, got {value!r}") from None
+
+
+def _modality(value: Modality | str | None) -> Modality | None:
+    """A Modality from its name, or None."""
+    if value is None:
+        return None
+    try:
+        return Modality(value)
+    except ValueError:
+        raise InputError(f"--modality must be sar or optical, got {value!r}") from None
+
+
+def _amp(value: Amp | str | None) -> Amp:
+    """An Amp from its name, case and spaces ignored as ``resolve_amp`` does (None is off)."""
+    if isinstance(value, Amp):
+        return value
+    name = (value or "off").strip().lower()
+    try:
+        return Amp(name)
+    except ValueError:
+        raise InputError(f"--amp must be one of {', '.join(AMP_CHOICES)}, got {name!r}") from None
+
+
+@dataclass
+class TrainOptions:
+    """Everything ``sarkit train`` needs; ``model_options`` are strings or values for the model's Options.
+
+    Strings are accepted for the enum fields (``direction="opt2sar"``, ``amp="bf16"``, ``modality="sar"``);
+    impossible values raise ``InputError`` on construction, with the command line's option names.
+    """
+
+    model: str
+    data: Path
+    out: Path
+    direction: Direction = Direction.SAR2OPT
+    steps: int | None = None
+    epochs: int | None = None
+    batch_size: int = 1
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    device: str = "auto"
+    amp: Amp = Amp.OFF
+    seed: int = 0
+    resume: bool = False
+    overwrite: bool = False
+    workers: int = 0
+    val_every: int = 1000
+    val_tiles: int = 16
+    save_every: int = 1000
+    log_every: int = 10
+    sar_bands: tuple[str, ...] | None = None
+    optical_bands: tuple[str, ...] = RGB_BANDS
+    modality: Modality | None = None
+    augment: bool = False
+    channels_last: bool | None = None
+    stop_at: int | None = None
+    model_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.data, self.out = Path(self.data), Path(self.out)
+        if self.steps is not None and self.epochs is not None:
+            raise InputError("give --steps or --epochs, not both")
+        if self.steps is not None and self.steps < 1:
+            raise InputError(f"--steps must be ≥ 1, got {self.steps}")
+        if self.epochs is not None and self.epochs < 1:
+            raise InputError(f"--epochs must be ≥ 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise InputError(f"--batch-size must be ≥ 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise InputError(f"--lr must be > 0, got {self.lr}")
+        if self.workers < 0:
+            raise InputError(f"--workers must be ≥ 0, got {self.workers}")
+        for name in ("val_every", "save_every", "log_every"):
+            if getattr(self, name) < 0:
+                raise InputError(f"--{name.replace('_', '-')} must be ≥ 0")
+        self.direction = _direction(self.direction)
+        self.modality = _modality(self.modality)
+        self.amp = _amp(self.amp)
+        self.sar_bands = tuple(self.sar_bands) if self.sar_bands else None
+        self.optical_bands = tuple(self.optical_bands)
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """``steps``, else ``epochs`` (default DEFAULT_EPOCHS) × steps per epoch."""
+        if self.steps is not None:
+            return self.steps
+        return (self.epochs or DEFAULT_EPOCHS) * steps_per_epoch
+
+
+@dataclass
+class TrainResult:
+    """What a training run did."""
+
+    run: Path
+    model: str
+    steps: int
+    start_step: int
+    epochs: float
+    seconds: float
+    losses: dict[str, float]
+    validation: dict[str, float] | None
+    exported: list[Path]
+    world_size: int
+    trained_model: Any = field(default=None, repr=False)
+
+
+def model_option_values(pairs: Sequence[str], named: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``["key=value", ...]`` plus the named options that were given (not None) → model option values."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--model-opt expects key=value, got {pair!r}")
+        out[key.strip().replace("-", "_")] = value.strip()
+    for key, value in (named or {}).items():
+        if value is not None:
+            out[key] = str(value) if isinstance(value, Path) else value
+    return out
