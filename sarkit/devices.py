@@ -12,12 +12,36 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from enum import Enum
 
 import torch
 
 from sarkit.errors import InputError
 
 AMP_CHOICES = ("off", "bf16", "fp16")
+
+
+class AmpMode(str, Enum):
+    """``--amp``: autocast precision; ``auto`` (translate, eval) is decided per device by
+    ``sarkit.infer.engine.resolve_amp_auto``, training takes the explicit modes only."""
+
+    AUTO = "auto"
+    OFF = "off"
+    BF16 = "bf16"
+    FP16 = "fp16"
+
+    @classmethod
+    def parse(cls, value: "str | AmpMode | None", default: "AmpMode | str" = "off",
+              allow_auto: bool = True) -> "AmpMode":
+        """A mode from its name (case and surrounding blanks ignored; None or empty = ``default``); ``InputError``
+        naming the choices otherwise (``auto`` refused unless ``allow_auto``)."""
+        if isinstance(value, AmpMode) and (allow_auto or value is not AmpMode.AUTO):
+            return value
+        text = (str(value.value if isinstance(value, AmpMode) else value or "") or str(cls(default).value))
+        text = text.strip().lower() or str(cls(default).value)
+        if text in AMP_CHOICES or (allow_auto and text == "auto"):
+            return cls(text)
+        raise InputError(f"--amp must be one of {', '.join(AMP_CHOICES)}, got {text!r}")
 
 
 def resolve_device(spec: str = "auto", local_rank: int | None = None) -> torch.device:

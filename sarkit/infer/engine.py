@@ -32,14 +32,13 @@ import abc
 import contextlib
 import math
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from sarkit.devices import AMP_CHOICES, cpu_supports_bf16, resolve_amp, resolve_device
+from sarkit.devices import AmpMode, cpu_supports_bf16, resolve_amp, resolve_device
 from sarkit.errors import CheckpointError, InputError
 from sarkit.eval.metrics import psnr_from_mse
 from sarkit.models.checkpoint import LoadedNetwork, load_network
@@ -57,34 +56,13 @@ DEFAULT_TILE = 256
 
 
 # ------------------------------------------------------------------------------------------------ precision
-class AmpMode(str, Enum):
-    """``--amp``: autocast precision (``auto`` is decided per device by ``resolve_amp_auto``)."""
-
-    AUTO = "auto"
-    OFF = "off"
-    BF16 = "bf16"
-    FP16 = "fp16"
-
-    @classmethod
-    def parse(cls, value: "str | AmpMode | None") -> "AmpMode":
-        """A mode from its name (case and surrounding blanks ignored; None or empty = auto); ``InputError``
-        naming the choices otherwise."""
-        if isinstance(value, AmpMode):
-            return value
-        text = (value or "auto").strip().lower()
-        try:
-            return cls(text)
-        except ValueError:
-            raise InputError(f"--amp must be one of {', '.join(AMP_CHOICES)}, got {text!r}") from None
-
-
 def resolve_amp_auto(amp: "str | AmpMode | None", device: torch.device) -> torch.dtype | None:
     """``auto`` → bf16 on a CUDA device that supports it or on a CPU with native bf16 (AVX512-BF16/AMX), else off;
     other values as ``resolve_amp``.
 
     On a 2-core AVX512-BF16 EPYC, bf16 autocast runs the pix2pix U-Net about twice as fast as fp32 (see
     docs/benchmarks.md); on CPUs without native bf16 it is emulated and slower, hence off there."""
-    mode = AmpMode.parse(amp)
+    mode = AmpMode.parse(amp, default="auto")
     if mode is AmpMode.AUTO:
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else None

@@ -44,7 +44,8 @@ from sarkit.io import SCRATCH_PROFILE, atomic_file, check_output, open_raster, o
 from sarkit.raster.norm import DN_OFFSET_TAG, S2_SCALE, Normalization
 from sarkit.raster.source import SceneReader
 from sarkit.reporting import NULL_REPORTER, Reporter
-from sarkit.infer.engine import AmpMode, Predictor, load_predictor, resolve_amp_auto
+from sarkit.devices import AmpMode
+from sarkit.infer.engine import Predictor, load_predictor, resolve_amp_auto
 
 #: GDAL block cache while translating (bytes): bounds the memory GDAL may keep for dirty output blocks.
 GDAL_CACHE_BYTES = 16 << 20
@@ -99,7 +100,7 @@ class TranslateOptions:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "format", OutputFormat.parse(self.format))
-        object.__setattr__(self, "amp", AmpMode.parse(self.amp))
+        object.__setattr__(self, "amp", AmpMode.parse(self.amp, default="auto"))
         if self.batch_size < 1:
             raise InputError(f"--batch-size must be ≥ 1, got {self.batch_size}")
         if self.tile is not None:

@@ -4,7 +4,7 @@ The trainer owns data order, devices, mixed precision, distributed gradient aver
 checkpoints, resume, metrics and validation; the model (``sarkit.models``) owns its networks and its step.
 One module per job:
 
-    options.py      TrainOptions (checks itself), TrainResult, the Direction / Modality / Amp enums
+    options.py      TrainOptions (checks itself), TrainResult, the Direction / Modality / AmpMode enums
     distributed.py  DistInfo and the collectives (barrier, gather, broadcast, all_ok)
     data.py         the tile sets and their ModelIO, DataOrder and its loader
     run.py          the run directory: config.json, resume/overwrite checks, run_finished, metrics.jsonl
@@ -24,8 +24,8 @@ Run directory ``RUN/`` (docs/train.md):
 """
 
 from sarkit.training.loop import train
-from sarkit.training.options import Amp, Direction, Modality, TrainOptions, TrainResult, model_option_values
+from sarkit.training.options import AmpMode, Direction, Modality, TrainOptions, TrainResult, model_option_values
 from sarkit.training.run import run_finished
 
-__all__ = ["Amp", "Direction", "Modality", "TrainOptions", "TrainResult", "model_option_values", "run_finished",
+__all__ = ["AmpMode", "Direction", "Modality", "TrainOptions", "TrainResult", "model_option_values", "run_finished",
            "train"]

@@ -7,7 +7,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Sequence
 
-from sarkit.devices import AMP_CHOICES
+from sarkit.devices import AmpMode
 from sarkit.errors import InputError
 from sarkit.raster.norm import RGB_BANDS
 
@@ -29,14 +29,6 @@ class Modality(str, Enum):
     OPTICAL = "optical"
 
 
-class Amp(str, Enum):
-    """Mixed precision of the forward passes (``sarkit.devices.resolve_amp``)."""
-
-    OFF = "off"
-    BF16 = "bf16"
-    FP16 = "fp16"
-
-
 def _direction(value: Direction | str) -> Direction:
     """A Direction from its name (``InputError`` naming the valid ones otherwise)."""
     try:
@@ -53,17 +45,6 @@ def _modality(value: Modality | str | None) -> Modality | None:
         return Modality(value)
     except ValueError:
         raise InputError(f"--modality must be sar or optical, got {value!r}") from None
-
-
-def _amp(value: Amp | str | None) -> Amp:
-    """An Amp from its name, case and spaces ignored as ``resolve_amp`` does (None is off)."""
-    if isinstance(value, Amp):
-        return value
-    name = (value or "off").strip().lower()
-    try:
-        return Amp(name)
-    except ValueError:
-        raise InputError(f"--amp must be one of {', '.join(AMP_CHOICES)}, got {name!r}") from None
 
 
 @dataclass
@@ -85,7 +66,7 @@ class TrainOptions:
     beta1: float = 0.5
     beta2: float = 0.999
     device: str = "auto"
-    amp: Amp = Amp.OFF
+    amp: AmpMode = AmpMode.OFF
     seed: int = 0
     resume: bool = False
     overwrite: bool = False
@@ -121,7 +102,7 @@ class TrainOptions:
                 raise InputError(f"--{name.replace('_', '-')} must be ≥ 0")
         self.direction = _direction(self.direction)
         self.modality = _modality(self.modality)
-        self.amp = _amp(self.amp)
+        self.amp = AmpMode.parse(self.amp, default="off", allow_auto=False)
         self.sar_bands = tuple(self.sar_bands) if self.sar_bands else None
         self.optical_bands = tuple(self.optical_bands)
 

@@ -392,7 +392,7 @@ def test_options_check_themselves_and_take_enum_names():
     from dataclasses import replace
 
     from sarkit.errors import InputError
-    from sarkit.infer.engine import AmpMode
+    from sarkit.devices import AmpMode
 
     opts = TranslateOptions(amp=" BF16 ", format="rgb8")
     assert opts.amp is AmpMode.BF16 and opts.format is tr.OutputFormat.RGB8

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from sarkit.errors import InputError
-from sarkit.training import Amp, Direction, Modality, TrainOptions, model_option_values
+from sarkit.training import AmpMode, Direction, Modality, TrainOptions, model_option_values
 from sarkit.training.options import DEFAULT_EPOCHS
 from sarkit.training.run import train_section
 from tilesets import base_args, cli
@@ -41,10 +41,10 @@ def test_impossible_values_are_refused_on_construction(kw: dict, message: str) -
 def test_strings_become_enums_and_paths() -> None:
     o = TrainOptions(model="cut", data="tiles", out="run", direction="opt2sar", amp=" BF16 ", modality=None,
                      sar_bands=["VV"], optical_bands=["B4"])
-    assert o.direction is Direction.OPT2SAR and o.amp is Amp.BF16 and o.modality is None
+    assert o.direction is Direction.OPT2SAR and o.amp is AmpMode.BF16 and o.modality is None
     assert o.data == Path("tiles") and o.out == Path("run") and o.sar_bands == ("VV",) and o.optical_bands == ("B4",)
-    assert make(modality="optical").modality is Modality.OPTICAL and make(amp=None).amp is Amp.OFF
-    assert make().direction == "sar2opt" and make().amp is Amp.OFF
+    assert make(modality="optical").modality is Modality.OPTICAL and make(amp=None).amp is AmpMode.OFF
+    assert make().direction == "sar2opt" and make().amp is AmpMode.OFF
 
 
 def test_total_steps_from_steps_or_epochs() -> None:
