@@ -14,6 +14,7 @@ from typing import Any, Callable, List, Optional
 import typer
 
 from sarkit import __version__
+from sarkit import cli_params as P
 from sarkit.errors import SarkitError
 
 app = typer.Typer(
@@ -167,13 +168,16 @@ def tile(
         None, "--stride", help="Step between tiles in pixels (default: --size; smaller: overlapping tiles)."),
     aoi: Optional[Path] = typer.Option(None, "--aoi", help="GeoJSON polygons: keep only tiles that intersect."),
     max_nodata: float = typer.Option(0.05, "--max-nodata", help="Skip tiles with a larger nodata fraction."),
-    split: str = typer.Option("0.7,0.2,0.1", "--split", help="train,val,test fractions (spatially blocked)."),
+    split: Any = typer.Option("0.7,0.2,0.1", "--split", parser=P.split_fractions, metavar="TRAIN,VAL,TEST",
+                              help="train,val,test fractions (spatially blocked)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the split assignment."),
     overwrite: bool = OverwriteOpt,
     pad_edges: bool = typer.Option(False, "--pad-edges", help="Pad edge remainders with nodata (default: skip)."),
     s1_units: str = typer.Option("auto", "--s1-units", help="auto, db or linear (linear power → dB)."),
-    s1_range: str = typer.Option("-25,0", "--s1-range", help="SAR dB range mapped to [-1, 1]."),
-    s2_range: str = typer.Option("0,0.3", "--s2-range", help="Optical reflectance range mapped to [-1, 1]."),
+    s1_range: Any = typer.Option("-25,0", "--s1-range", parser=P.value_range("--s1-range"), metavar="LO,HI",
+                                 help="SAR dB range mapped to [-1, 1]."),
+    s2_range: Any = typer.Option("0,0.3", "--s2-range", parser=P.value_range("--s2-range"), metavar="LO,HI",
+                                 help="Optical reflectance range mapped to [-1, 1]."),
     s2_offset: bool = typer.Option(False, "--s2-offset", help="Apply the −1000 DN offset of baseline 04.00+."),
     layout: Optional[str] = typer.Option(None, "--layout", help="sen12ms or sen1floods11: S1 is the dataset root."),
     cloudy: bool = typer.Option(False, "--cloudy", help="SEN12MS-CR: take s2_cloudy instead of s2_cloudfree."),
@@ -185,13 +189,12 @@ def tile(
 
     Example: sarkit tile scene/s1.tif --optical scene/s2.tif --labels scene/labels.tif --out tiles
     """
-    from sarkit.raster.norm import parse_range
     from sarkit.progress import print_table
-    from sarkit.data.tiling import TileOptions, parse_split, tile_layout, tile_scene
+    from sarkit.data.tiling import TileOptions, tile_layout, tile_scene
 
-    opts = TileOptions(size=size, stride=stride, aoi=aoi, max_nodata=max_nodata, split=parse_split(split),
+    opts = TileOptions(size=size, stride=stride, aoi=aoi, max_nodata=max_nodata, split=split,
                        seed=seed, overwrite=overwrite, pad_edges=pad_edges, s1_units=s1_units,
-                       s1_range=parse_range(s1_range, "--s1-range"), s2_range=parse_range(s2_range, "--s2-range"),
+                       s1_range=s1_range, s2_range=s2_range,
                        s2_offset=s2_offset, cloudy=cloudy)
     rep = _reporter(quiet, log_format)
     if _skip(out, skip_existing, rep):
@@ -234,8 +237,10 @@ def train_cmd(
     save_every: int = typer.Option(1000, "--save-every", help="Checkpoint every N steps (and at the end)."),
     log_every: int = typer.Option(10, "--log-every", help="Write averaged losses every N steps."),
     stop_at: Optional[int] = typer.Option(None, "--stop-at", help="Save and stop at this step (continue: --resume)."),
-    sar_bands: Optional[str] = typer.Option(None, "--sar-bands", help="SAR bands, e.g. VV,VH (default: all)."),
-    optical_bands: str = typer.Option("B4,B3,B2", "--optical-bands", help="Optical bands, names or 1-based."),
+    sar_bands: Optional[Any] = typer.Option(None, "--sar-bands", parser=P.names("--sar-bands"), metavar="NAMES",
+                                            help="SAR bands, e.g. VV,VH (default: all)."),
+    optical_bands: Any = typer.Option("B4,B3,B2", "--optical-bands", parser=P.names("--optical-bands"),
+                                      metavar="NAMES", help="Optical bands, names or 1-based."),
     modality: Optional[str] = typer.Option(None, "--modality", help="Segmenter input: sar or optical."),
     augment: bool = typer.Option(False, "--augment", help="Random flips / rot90 of training tiles."),
     lambda_clip: Optional[float] = typer.Option(None, "--lambda-clip", help="pix2pix-clip: weight of L_CLIP."),
@@ -257,7 +262,6 @@ def train_cmd(
 
     Example: sarkit train --model pix2pix --data tiles --out runs/p2p --steps 20000
     """
-    from sarkit.raster.norm import parse_band_list
     from sarkit.training import TrainOptions, model_option_values, run_finished, train
 
     reporter = _reporter(quiet, log_format)
@@ -269,8 +273,8 @@ def train_cmd(
         model=model, data=data, out=out, direction=direction, steps=steps, epochs=epochs, batch_size=batch_size,
         lr=lr, device=device, amp=amp, seed=seed, resume=resume, overwrite=overwrite, workers=workers,
         val_every=val_every, save_every=save_every, log_every=log_every, stop_at=stop_at,
-        sar_bands=tuple(parse_band_list(sar_bands)) if sar_bands else None,
-        optical_bands=tuple(parse_band_list(optical_bands)), modality=modality, augment=augment,
+        sar_bands=sar_bands,
+        optical_bands=optical_bands, modality=modality, augment=augment,
         model_options=model_option_values(model_opt or [], named))
     train(opts, reporter)
 
@@ -392,8 +396,8 @@ def eval_cmd(
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Training RUN (or generator file) to run on --data."),
     data: Optional[Path] = typer.Option(None, "--data", help="Tile directory written by sarkit tile (with --checkpoint)."),
     split: str = typer.Option("test", "--split", help="Split of --data to evaluate: train, val or test."),
-    metrics: Optional[str] = typer.Option(
-        None, "--metrics", help="Comma list of psnr,ssim,mae,fid,fid-clip,pa,sms,lpips (pa brings miou). "
+    metrics: Optional[Any] = typer.Option(
+        None, "--metrics", parser=P.names("--metrics"), metavar="NAMES", help="Comma list of psnr,ssim,mae,fid,fid-clip,pa,sms,lpips (pa brings miou). "
         "Default psnr,ssim,mae (+pa,sms with --segmenter)."),
     segmenter: Optional[Path] = typer.Option(None, "--segmenter", help="Segmenter RUN of the prediction's modality (PA, mIoU, SMS)."),
     sms_model: str = typer.Option("deeplab", "--sms-model", help="Network of SMS: deeplab (the --segmenter) or sam "
@@ -409,16 +413,18 @@ def eval_cmd(
     clip_weights: Optional[Path] = typer.Option(None, "--clip-weights", help="open_clip weights file for fid-clip "
                                                 "(or $SARKIT_CLIP_WEIGHTS)."),
     clip_model: str = typer.Option("ViT-B-32", "--clip-model", help="open_clip model name or model-config JSON."),
-    s1_range: Optional[str] = typer.Option(None, "--s1-range", help="SAR dB range 'lo,hi' for scenes (default -25,0)."),
-    s2_range: Optional[str] = typer.Option(None, "--s2-range", help="Optical reflectance range 'lo,hi' (default 0,0.3)."),
+    s1_range: Optional[Any] = typer.Option(None, "--s1-range", parser=P.value_range("--s1-range"), metavar="LO,HI", help="SAR dB range 'lo,hi' for scenes (default -25,0)."),
+    s2_range: Optional[Any] = typer.Option(None, "--s2-range", parser=P.value_range("--s2-range"), metavar="LO,HI", help="Optical reflectance range 'lo,hi' (default 0,0.3)."),
     s2_offset: bool = typer.Option(False, "--s2-offset", help="Sentinel-2 DN without a sarkit dn_offset tag carry the "
                                    "−1000 offset of processing baseline 04.00+ (reflectance = (DN − 1000) / 10000)."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write report.json/.md, tiles.csv, report.html here "
                                           "(with --compare: compare.md)."),
     compare: bool = typer.Option(False, "--compare", help="Print the given reports side by side, best marked with *."),
-    fail_under: Optional[str] = typer.Option(None, "--fail-under", help="Exit 1 if a higher-is-better metric is "
+    fail_under: Optional[Any] = typer.Option(None, "--fail-under", parser=P.thresholds("--fail-under"),
+                                             metavar="METRIC=VALUE,…", help="Exit 1 if a higher-is-better metric is "
                                              "below, e.g. psnr=18,ssim=0.3."),
-    fail_over: Optional[str] = typer.Option(None, "--fail-over", help="Exit 1 if a lower-is-better metric is "
+    fail_over: Optional[Any] = typer.Option(None, "--fail-over", parser=P.thresholds("--fail-over"),
+                                            metavar="METRIC=VALUE,…", help="Exit 1 if a lower-is-better metric is "
                                             "above, e.g. fid=50,mae=0.1."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Tiles per batch: the generator (--checkpoint) and LPIPS."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
@@ -440,11 +446,10 @@ def eval_cmd(
     from sarkit.errors import InputError
     from sarkit.eval.compare import compare_reports
     from sarkit.eval.gate import QualityGate
-    from sarkit.eval.options import EvalInputs, EvalOptions, parse_metrics
+    from sarkit.eval.options import EvalInputs, EvalOptions, metric_set
     from sarkit.eval.report import SUMMARY_COLUMNS, summary_rows, to_json_value
     from sarkit.eval.runner import run_eval_report
     from sarkit.progress import print_table
-    from sarkit.raster.norm import parse_range
 
     rep = _reporter(quiet, log_format)
     if report is not None and _skip(report, skip_existing, rep):
@@ -455,13 +460,12 @@ def eval_cmd(
         return
     if reports:
         raise InputError(f"unexpected argument {reports[0]}; use --pred/--target, --checkpoint, or --compare")
-    gate = QualityGate.parse(fail_under, fail_over)
-    names = parse_metrics(metrics, segmenter=segmenter is not None)
+    gate = QualityGate(under=fail_under or {}, over=fail_over or {})
+    names = metric_set(metrics, segmenter=segmenter is not None)
     gate.require(names)
     opts = EvalOptions(
         metrics=names,
-        s1_range=parse_range(s1_range, "--s1-range") if s1_range else None,
-        s2_range=parse_range(s2_range, "--s2-range") if s2_range else None, s2_offset=s2_offset,
+        s1_range=s1_range, s2_range=s2_range, s2_offset=s2_offset,
         segmenter=segmenter, sms_model=sms_model, sam_weights=sam_weights,
         lpips_weights=lpips_weights, lpips_backbone=lpips_backbone,
         fid_weights=fid_weights, clip_weights=clip_weights, clip_model=clip_model,

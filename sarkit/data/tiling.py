@@ -28,7 +28,7 @@ from sarkit.raster.align import AlignedReader
 from sarkit.raster.grid import Bounds, GridSpec, PixelWindow, overlap_bounds, window_grid
 from sarkit.io import DEFLATE_LEVEL, GTIFF_PROFILE, atomic_dir, check_output, open_raster, require_crs
 from sarkit.data.layouts import LABEL_NODATA, SEN1FLOODS11_CLASSES, Scene, find_layout, map_labels
-from sarkit.raster.norm import (
+from sarkit.raster.norm import (check_range, 
     DEFAULT_OPTICAL_RANGE,
     DEFAULT_SAR_RANGE,
     DN_OFFSET_TAG,
@@ -100,16 +100,16 @@ class _Candidate:
 # --------------------------------------------------------------------------------------------- options
 
 
-def parse_split(text: str) -> tuple[float, float, float]:
-    """``"0.7,0.2,0.1"`` → three non-negative fractions summing to 1 (train, val, test)."""
+def check_split(fractions: Sequence[float]) -> tuple[float, float, float]:
+    """Three non-negative finite fractions summing to 1 (train, val, test), as floats; ``InputError`` otherwise."""
     try:
-        parts = tuple(float(x) for x in text.split(","))
-    except ValueError:
+        parts = tuple(float(x) for x in fractions)
+    except (TypeError, ValueError):
         parts = ()
     if len(parts) != 3 or any(not math.isfinite(p) or p < 0 for p in parts) or abs(sum(parts) - 1.0) > 1e-6:
-        raise InputError(f"--split must be 3 non-negative numbers summing to 1 (train,val,test), got {text!r}")
+        shown = ",".join(f"{p:g}" for p in parts) if parts else repr(fractions)
+        raise InputError(f"--split must be 3 non-negative numbers summing to 1 (train,val,test), got {shown!r}")
     return parts  # type: ignore[return-value]
-
 
 def validate_options(opts: TileOptions) -> None:
     """Raise ``InputError`` for impossible options."""
@@ -119,7 +119,9 @@ def validate_options(opts: TileOptions) -> None:
         raise InputError(f"--stride must be positive (pixels), got {opts.stride}")
     if not 0.0 <= opts.max_nodata <= 1.0:
         raise InputError(f"--max-nodata must be a fraction in [0, 1], got {opts.max_nodata}")
-    parse_split(",".join(str(x) for x in opts.split))
+    check_split(opts.split)
+    check_range(opts.s1_range, "--s1-range")
+    check_range(opts.s2_range, "--s2-range")
     sar_normalization(("VV",), opts.s1_range, opts.s1_units)  # validates units and range
 
 

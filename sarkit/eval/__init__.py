@@ -3,9 +3,9 @@ the DeepLabV3 segmenter or Segment Anything), the streaming runner over scenes, 
 the reports it writes, comparisons of reports and quality gates."""
 
 from sarkit.eval.metrics import mae, psnr, ssim
-from sarkit.eval.options import EvalInputs, EvalOptions, EvalResult, SmsModel, parse_metrics
+from sarkit.eval.options import EvalInputs, EvalOptions, EvalResult, SmsModel, metric_set
 from sarkit.eval.runner import evaluate, open_source, run_eval, run_eval_report
 from sarkit.eval.sources import EvalMode, EvalSource
 
 __all__ = ["EvalInputs", "EvalMode", "EvalOptions", "EvalResult", "EvalSource", "SmsModel", "evaluate", "mae",
-           "open_source", "parse_metrics", "psnr", "run_eval", "run_eval_report", "ssim"]
+           "open_source", "metric_set", "psnr", "run_eval", "run_eval_report", "ssim"]

@@ -28,25 +28,6 @@ def _check_direction(name: str, value: str, higher: bool) -> None:
                          f"{name}={value}")
 
 
-def parse_thresholds(text: str | None, higher: bool) -> dict[str, float]:
-    """``"psnr=18,ssim=0.3"`` → {metric: threshold}; --fail-under only for ↑ metrics, --fail-over for ↓."""
-    if not text:
-        return {}
-    opt = _option(higher)
-    out: dict[str, float] = {}
-    for item in (s.strip() for s in text.split(",") if s.strip()):
-        name, sep, val = item.partition("=")
-        name = name.strip().lower()
-        if not sep or name not in HIGHER_IS_BETTER:
-            raise InputError(f"{opt} expects metric=value pairs such as psnr=18, got {item!r}")
-        _check_direction(name, val, higher)
-        try:
-            out[name] = float(val)
-        except ValueError:
-            raise InputError(f"{opt} {name}: {val!r} is not a number") from None
-    return out
-
-
 def _value(entry: dict[str, Any]) -> float | None:
     """A summary value as a float, read back from JSON ("inf" → +inf) when needed."""
     from sarkit.eval.report import from_json_value
@@ -83,11 +64,6 @@ class QualityGate:
         for limits, higher in ((self.under, True), (self.over, False)):
             for name, thr in limits.items():
                 _check_direction(name, f"{thr:g}", higher)
-
-    @classmethod
-    def parse(cls, fail_under: str | None, fail_over: str | None) -> QualityGate:
-        """The gate of ``--fail-under`` and ``--fail-over`` texts (``"psnr=18,ssim=0.3"``)."""
-        return cls(parse_thresholds(fail_under, True), parse_thresholds(fail_over, False))
 
     @property
     def metrics(self) -> tuple[str, ...]:

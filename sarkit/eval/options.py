@@ -4,7 +4,6 @@ on construction and raise ``InputError`` with the CLI's one-line messages."""
 
 from __future__ import annotations
 
-import math
 import operator
 from dataclasses import dataclass, field
 from enum import Enum
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from sarkit.errors import InputError
+from sarkit.raster.norm import check_range
 from sarkit.eval import metrics as M
 
 #: Every metric, in the column order of summaries and comparisons.
@@ -50,19 +50,6 @@ class SmsModel(str, Enum):
             if m.value == text:
                 return m
         raise InputError(f"--sms-model must be one of {', '.join(m.value for m in cls)}, got {value!r}")
-
-
-def _check_range(rng: tuple[float, float] | None, option: str) -> tuple[float, float] | None:
-    """``None`` or a finite ``(lo, hi)`` with hi > lo, as floats."""
-    if rng is None:
-        return None
-    try:
-        lo, hi = (float(v) for v in rng)
-    except (TypeError, ValueError):
-        raise InputError(f"{option} must be two numbers 'lo,hi', got {rng!r}") from None
-    if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
-        raise InputError(f"{option} must have hi > lo, got '{lo:g},{hi:g}'")
-    return lo, hi
 
 
 def _check_positive(value: int, option: str) -> int:
@@ -112,8 +99,8 @@ class EvalOptions:
         for m in self.metrics:
             if m not in ALL_METRICS:
                 raise InputError(f"unknown metric {m!r}; choose from {', '.join(ALL_METRICS)}")
-        self.s1_range = _check_range(self.s1_range, "--s1-range")
-        self.s2_range = _check_range(self.s2_range, "--s2-range")
+        self.s1_range = check_range(self.s1_range, "--s1-range")
+        self.s2_range = check_range(self.s2_range, "--s2-range")
         self.sms_model = SmsModel.parse(self.sms_model)
         for name in ("segmenter", "sam_weights", "lpips_weights", "lpips_backbone", "fid_weights", "clip_weights",
                      "input_scene"):
@@ -189,14 +176,15 @@ class EvalResult:
         return self.report["summary"]
 
 
-def parse_metrics(text: str | Sequence[str] | None, segmenter: bool = False) -> tuple[str, ...]:
-    """``"psnr,ssim,fid"`` → validated names (``miou`` comes with ``pa``); ``None`` → the defaults, plus
-    pa, miou and sms when a ``segmenter`` is given."""
-    if text is None:
+def metric_set(names: Sequence[str] | None, segmenter: bool = False) -> tuple[str, ...]:
+    """The metrics to compute from their names (case ignored, duplicates dropped, ``miou`` comes with ``pa``);
+    ``None`` → the defaults, plus pa, miou and sms when a ``segmenter`` is given."""
+    if names is None:
         return DEFAULT_METRICS + (SEG_METRICS if segmenter else ())
-    items = text.split(",") if isinstance(text, str) else list(text)
+    if isinstance(names, str):  # one name: comma lists are split by the command line (sarkit.cli_params)
+        names = (names,)
     out: list[str] = []
-    for m in (s.strip().lower() for s in items):
+    for m in (str(s).strip().lower() for s in names):
         if not m:
             continue
         if m not in ALL_METRICS:

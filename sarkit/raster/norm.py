@@ -15,6 +15,8 @@ Nodata stays NaN through ``encode`` and ``decode``.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -204,14 +206,16 @@ def optical_normalization(bands: Sequence[str] = RGB_BANDS,
                          offset=s2_dn_offset(baseline_offset))
 
 
-def parse_range(text: str, what: str) -> tuple[float, float]:
-    """Parse ``"lo,hi"`` into two floats (``InputError`` on anything else)."""
+def check_range(rng: Sequence[float] | None, option: str) -> tuple[float, float] | None:
+    """``None``, or ``rng`` as a finite ``(lo, hi)`` of floats with hi > lo (``InputError`` naming ``option``)."""
+    if rng is None:
+        return None
     try:
-        lo, hi = (float(x) for x in text.split(","))
-    except ValueError:
-        raise InputError(f"{what} must be two numbers 'lo,hi', got {text!r}") from None
-    if not hi > lo:
-        raise InputError(f"{what} must have hi > lo, got {text!r}")
+        lo, hi = (float(v) for v in rng)
+    except (TypeError, ValueError):
+        raise InputError(f"{option} must be two numbers 'lo,hi', got {rng!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
+        raise InputError(f"{option} must have hi > lo, got '{lo:g},{hi:g}'")
     return lo, hi
 
 
@@ -246,14 +250,6 @@ def resolve_bands(available: Sequence[str], requested: Sequence[str | int], what
             raise InputError(f"{what} has no band {r!r} (bands: {', '.join(available)}); choose with --bands")
         out.append(upper.index(name))
     return out
-
-
-def parse_band_list(text: str) -> list[str]:
-    """Split ``"B4,B3,B2"`` into names."""
-    bands = [b.strip() for b in text.split(",") if b.strip()]
-    if not bands:
-        raise InputError("band list is empty")
-    return bands
 
 
 def sar_to_db(values: np.ndarray, units: str, nodata: float | None = None) -> np.ndarray:

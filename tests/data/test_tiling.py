@@ -17,7 +17,7 @@ from sarkit.cli import app
 from sarkit.errors import InputError
 from sarkit.raster.grid import PixelWindow
 from sarkit.raster.norm import S2_BANDS
-from sarkit.data.tiling import MANIFEST_COLUMNS, TileOptions, parse_split, tile_layout, tile_scene
+from sarkit.data.tiling import MANIFEST_COLUMNS, TileOptions, check_split, tile_layout, tile_scene
 
 runner = CliRunner()
 UTM = "EPSG:32631"
@@ -223,12 +223,12 @@ def test_aoi_keeps_only_intersecting_tiles(tmp_path):
     assert [r["tile_id"] for r in read_manifest(tmp_path / "t2")] == ["s1_r00000_c00064"]
 
 
-def test_parse_split():
-    assert parse_split("0.7,0.2,0.1") == (0.7, 0.2, 0.1)
-    assert parse_split("1,0,0") == (1.0, 0.0, 0.0)
-    for bad in ("0.5,0.5", "0.7,0.2,0.2", "a,b,c", "-0.1,0.6,0.5", ""):
-        with pytest.raises(InputError):
-            parse_split(bad)
+def test_check_split():
+    assert check_split((0.7, 0.2, 0.1)) == (0.7, 0.2, 0.1)
+    assert check_split([1, 0, 0]) == (1.0, 0.0, 0.0)
+    for bad in ((0.5, 0.5), (0.7, 0.2, 0.2), ("a", "b", "c"), (-0.1, 0.6, 0.5), (), (float("nan"), 0.5, 0.5)):
+        with pytest.raises(InputError, match="--split must be 3 non-negative numbers summing to 1"):
+            check_split(bad)
 
 
 # --------------------------------------------------------------------------------------------- CLI

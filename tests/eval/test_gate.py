@@ -13,20 +13,14 @@ from typer.testing import CliRunner
 
 from sarkit.cli import app
 from sarkit.errors import InputError, WorkError
-from sarkit.eval.gate import QualityGate, gate_failures, parse_thresholds
+from sarkit.eval.gate import QualityGate, gate_failures
 
 
-def test_thresholds_parse_and_gate():
-    assert parse_thresholds("psnr=18, ssim=0.3", True) == {"psnr": 18.0, "ssim": 0.3}
-    assert parse_thresholds("fid=50", False) == {"fid": 50.0}
+def test_gate_failures():
     with pytest.raises(InputError, match="--fail-over"):
-        parse_thresholds("fid=50", True)
+        QualityGate(under={"fid": 50.0})
     with pytest.raises(InputError, match="--fail-under"):
-        parse_thresholds("psnr=20", False)
-    with pytest.raises(InputError, match="metric=value"):
-        parse_thresholds("psnr", True)
-    with pytest.raises(InputError, match="--fail-under psnr: 'high' is not a number"):
-        parse_thresholds("psnr=high", True)
+        QualityGate(over={"psnr": 20.0})
     summary = {"psnr": {"value": 17.0}, "ssim": {"value": 0.5}, "mae": {"value": "inf"}}
     assert gate_failures(summary, {"psnr": 18.0, "ssim": 0.3}, {}) == ["psnr 17 < 18"]
     assert gate_failures(summary, {}, {"mae": 0.1}) == ["mae inf > 0.1"]
@@ -40,13 +34,13 @@ def test_gate_checks_its_directions_on_construction():
         QualityGate(over={"psnr": 3.0})
     with pytest.raises(InputError, match="--fail-over expects metric=value pairs"):
         QualityGate(over={"sharpness": 1.0})
-    gate = QualityGate.parse("psnr=18", "lpips=0.3,mae=0.1")
+    gate = QualityGate(under={"psnr": 18.0}, over={"lpips": 0.3, "mae": 0.1})
     assert gate == QualityGate({"psnr": 18.0}, {"lpips": 0.3, "mae": 0.1})
     assert gate.metrics == ("psnr", "lpips", "mae")
 
 
 def test_gate_on_a_metric_not_computed_is_bad_usage():
-    gate = QualityGate.parse(None, "fid=50")
+    gate = QualityGate(over={"fid": 50.0})
     with pytest.raises(InputError, match=r"^quality gate on fid, which is not computed: add it to --metrics$"):
         gate.require(("psnr", "ssim", "mae"))
     gate.require(("psnr", "fid"))

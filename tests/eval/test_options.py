@@ -9,18 +9,21 @@ import pytest
 
 from sarkit.errors import InputError
 from sarkit.eval.options import (ALL_METRICS, HIGHER_IS_BETTER, LABELS, EvalInputs, EvalOptions, SmsModel,
-                                 parse_metrics)
+                                 metric_set)
 
 
-def test_parse_metrics_defaults_order_and_miou_with_pa():
-    assert parse_metrics(None) == ("psnr", "ssim", "mae")
-    assert parse_metrics(None, segmenter=True) == ("psnr", "ssim", "mae", "pa", "miou", "sms")
-    assert parse_metrics("SSIM, psnr,pa,psnr") == ("ssim", "psnr", "pa", "miou")
-    assert parse_metrics(["lpips", "fid-clip"]) == ("lpips", "fid-clip")
+def test_metric_set_defaults_order_and_miou_with_pa():
+    assert metric_set(None) == ("psnr", "ssim", "mae")
+    assert metric_set(None, segmenter=True) == ("psnr", "ssim", "mae", "pa", "miou", "sms")
+    assert metric_set(("SSIM", " psnr", "pa", "psnr")) == ("ssim", "psnr", "pa", "miou")
+    assert metric_set(["lpips", "fid-clip"]) == ("lpips", "fid-clip")
+    assert metric_set("fid") == ("fid",)
     with pytest.raises(InputError, match="unknown metric 'bogus'"):
-        parse_metrics("psnr,bogus")
+        metric_set(("psnr", "bogus"))
+    with pytest.raises(InputError, match="unknown metric 'psnr,ssim'"):  # comma lists are the CLI's to split
+        metric_set("psnr,ssim")
     with pytest.raises(InputError, match="--metrics is empty"):
-        parse_metrics(" , ")
+        metric_set((" ", ""))
 
 
 def test_every_metric_has_a_direction_and_a_label():

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from sarkit.models.checkpoint import save_network
 from sarkit.cli import app
 from sarkit.errors import InputError
-from sarkit.eval.options import EvalInputs, EvalOptions, parse_metrics
+from sarkit.eval.options import EvalInputs, EvalOptions, metric_set
 from sarkit.eval.pairs import partition
 from sarkit.eval.runner import run_eval, run_eval_report, select_tiles
 from sarkit.models.registry import NETWORKS, Identity, register_network
@@ -192,7 +192,7 @@ def test_labels_give_per_class_metrics(tmp_path):
 def test_segmentation_metrics_with_labels_and_without(tmp_path):
     pp, tp, p, t = _optical_pair(tmp_path, h=64, w=64)
     seg = _segmenter(tmp_path / "seg.safetensors", "optical", ("B4", "B3", "B2"))
-    opts = EvalOptions(metrics=parse_metrics("psnr,pa,sms"), segmenter=seg)
+    opts = EvalOptions(metrics=metric_set(("psnr", "pa", "sms")), segmenter=seg)
     # without labels the reference is the segmenter's output on the target; identical images → PA 1, SMS 0
     same = run_eval(opts, pred=tp, target=tp)
     assert same.report["segmentation"]["reference"] == "segmenter(target)"
@@ -268,7 +268,7 @@ def test_model_on_split(tmp_path, tile_dir):
                        meta={"model": "pix2pix", "direction": "identity", "in_norm": norm, "out_norm": norm,
                              "tile_size": 256, "run": "t"})
     seg = _segmenter(tmp_path / "seg.safetensors", "sar", ("VV", "VH"))
-    opts = EvalOptions(metrics=parse_metrics("psnr,ssim,mae,pa,sms"), segmenter=seg, batch_size=2)
+    opts = EvalOptions(metrics=metric_set(("psnr", "ssim", "mae", "pa", "sms")), segmenter=seg, batch_size=2)
     res = run_eval(opts, checkpoint=gen, data=tile_dir, split="test")
     r = res.report
     n_test = len(load_manifest(tile_dir, "test"))

@@ -17,7 +17,7 @@ from sarkit.raster.norm import (
     dn_to_reflectance,
     linear_to_db,
     optical_normalization,
-    parse_range,
+    check_range,
     reflectance_to_dn,
     resolve_bands,
     sar_normalization,
@@ -119,11 +119,12 @@ def test_band_names_fallbacks():
     assert band_names(_Src(3, (None,) * 3)) == ["band1", "band2", "band3"]
 
 
-def test_parse_range_and_integer_reflectance_check():
-    assert parse_range("-25,0", "--s1-range") == (-25.0, 0.0)
-    for bad in ("0", "a,b", "1,0"):
-        with pytest.raises(InputError):
-            parse_range(bad, "--x")
+def test_check_range_and_integer_reflectance_check():
+    assert check_range((-25, 0), "--s1-range") == (-25.0, 0.0)
+    assert check_range(None, "--s1-range") is None
+    for bad in ((0.0,), ("a", "b"), (1.0, 0.0), (0.0, float("inf"))):
+        with pytest.raises(InputError, match="--x must"):
+            check_range(bad, "--x")
     with pytest.raises(InputError, match="float reflectance"):
         check_integer_reflectance("float32", np.array([0.1, 0.3, np.nan]), "optical")
     check_integer_reflectance("float32", np.array([120.0, 3000.0]), "optical")
