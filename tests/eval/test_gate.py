@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
-import rasterio
-from rasterio.transform import from_origin
 from typer.testing import CliRunner
 
+from rasters import write_rgb_dn
 from sarkit.cli import app
 from sarkit.errors import InputError, WorkError
 from sarkit.eval.gate import QualityGate, gate_failures
@@ -58,19 +56,13 @@ def test_enforce_raises_a_work_error_listing_every_miss():
     QualityGate().enforce({})  # no thresholds: nothing to fail
 
 
-def _write(path: Path, a: np.ndarray) -> Path:
-    with rasterio.open(path, "w", driver="GTiff", height=a.shape[1], width=a.shape[2], count=a.shape[0],
-                       dtype=a.dtype, nodata=0, crs="EPSG:32631", transform=from_origin(0, 2000, 10, 10)) as d:
-        d.write(a)
-        d.descriptions = ("B4", "B3", "B2")
-    return path
 
 
 def test_cli_quality_gate_exit_codes(tmp_path):
     rng = np.random.default_rng(0)
     t = (rng.random((3, 64, 48)) * 2500 + 1).astype("uint16")
     p = np.clip(t + rng.normal(0, 400, t.shape), 1, None).astype("uint16")
-    pp, tp = _write(tmp_path / "p.tif", p), _write(tmp_path / "t.tif", t)
+    pp, tp = write_rgb_dn(tmp_path / "p.tif", p), write_rgb_dn(tmp_path / "t.tif", t)
     runner = CliRunner()
     base = ["eval", "--pred", str(pp), "--target", str(tp), "-q"]
     ok = runner.invoke(app, base + ["--fail-under", "psnr=5,ssim=0.01", "--fail-over", "mae=0.5"])

@@ -7,26 +7,16 @@ import csv
 import json
 import math
 from html.parser import HTMLParser
-from pathlib import Path
 
 import numpy as np
 import pytest
-import rasterio
-from rasterio.transform import from_origin
 
+from rasters import write_rgb_dn
 from sarkit.eval.report import load_schema, to_json_value, validate, write_report
 from sarkit.eval.options import EvalOptions
 from sarkit.eval.runner import run_eval
 
 VOID = {"meta", "img", "br", "hr", "link", "input"}
-
-
-def _write(path: Path, a: np.ndarray) -> Path:
-    with rasterio.open(path, "w", driver="GTiff", height=a.shape[1], width=a.shape[2], count=a.shape[0],
-                       dtype=a.dtype, nodata=0, crs="EPSG:32631", transform=from_origin(0, 2000, 10, 10)) as d:
-        d.write(a)
-        d.descriptions = ("B4", "B3", "B2")
-    return path
 
 
 @pytest.fixture()
@@ -36,7 +26,7 @@ def scenes(tmp_path):
     t[:, :60, :60] = t[:1, :60, :60]  # one identical region → an infinite-PSNR tile
     p = t.copy()
     p[:, 64:] = np.clip(t[:, 64:] + rng.normal(0, 400, t[:, 64:].shape), 1, None).astype("uint16")
-    return _write(tmp_path / "p.tif", p), _write(tmp_path / "t.tif", t), tmp_path
+    return write_rgb_dn(tmp_path / "p.tif", p), write_rgb_dn(tmp_path / "t.tif", t), tmp_path
 
 
 class _Checker(HTMLParser):
