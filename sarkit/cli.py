@@ -15,7 +15,7 @@ import typer
 
 from sarkit import __version__
 from sarkit import cli_params as P
-from sarkit.errors import SarkitError
+from sarkit.errors import SarkitError, Terminated
 
 app = typer.Typer(
     name="sarkit",
@@ -38,24 +38,30 @@ def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from sarkit.progress import print_error
+        from sarkit.diagnostics import command_scope, explain
+        from sarkit.progress import print_error, print_warning
 
         as_json = kwargs.get("log_format") == "json"
         try:
-            return fn(*args, **kwargs)
-        except SarkitError as exc:
-            print_error(str(exc), as_json, exit_code=exc.exit_code)
-            raise typer.Exit(exc.exit_code) from None
+            with command_scope(lambda message: print_warning(message, as_json)) as gdal:
+                try:
+                    return fn(*args, **kwargs)
+                except SarkitError as exc:
+                    print_error(str(exc), as_json, exit_code=exc.exit_code)
+                    raise typer.Exit(exc.exit_code) from None
+                except (typer.Exit, typer.Abort, SystemExit, KeyboardInterrupt):
+                    raise
+                except Exception as exc:  # an unexpected failure while working: exit 1, traceback on request
+                    if os.environ.get("SARKIT_DEBUG"):
+                        traceback.print_exc()
+                    print_error(f"{explain(exc, gdal)} (set SARKIT_DEBUG=1 for a traceback)", as_json, exit_code=1)
+                    raise typer.Exit(1) from None
+        except Terminated:
+            print_error("terminated (SIGTERM): nothing half-written was kept", as_json, exit_code=Terminated.exit_code)
+            raise typer.Exit(Terminated.exit_code) from None
         except KeyboardInterrupt:
             print_error("interrupted", as_json, exit_code=130)
             raise typer.Exit(130) from None
-        except (typer.Exit, typer.Abort, SystemExit):
-            raise
-        except Exception as exc:  # an unexpected failure while working: exit 1, traceback on request
-            if os.environ.get("SARKIT_DEBUG"):
-                traceback.print_exc()
-            print_error(f"{type(exc).__name__}: {exc} (set SARKIT_DEBUG=1 for a traceback)", as_json, exit_code=1)
-            raise typer.Exit(1) from None
 
     return wrapper
 

@@ -42,3 +42,9 @@ class WeightsNotFoundError(InputError):
 class CheckpointError(InputError):
     """A checkpoint is missing, corrupt or does not fit the data."""
 
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived (``timeout``, cron, a scheduler): cleaned up like Ctrl-C; the CLI exits 143."""
+
+    exit_code = 143

@@ -74,6 +74,13 @@ def temp_sibling(path: Path, suffix: str = "") -> Path:
     return path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp{suffix}"
 
 
+def default_mode(directory: bool = False) -> int:
+    """The mode a new file (0666) or directory (0777) gets under the current umask: 0644 / 0755 under 022."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
 @contextmanager
 def atomic_file(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary path; on success rename it onto ``path``, on failure delete it.
@@ -87,6 +94,8 @@ def atomic_file(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Pat
     tmp = temp_sibling(dest, dest.suffix)
     try:
         yield tmp
+        if tmp.is_file():
+            tmp.chmod(default_mode())  # writers such as safetensors create 0600 files
         os.replace(tmp, dest)
     finally:
         if tmp.exists():
@@ -108,9 +117,7 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool) -> Iterator[Path]:
 @contextmanager
 def _atomic_dir_unlocked(dest: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700; the finished directory gets the usual permissions
+    tmp.chmod(default_mode(directory=True))  # mkdtemp makes 0700; the finished directory gets the usual permissions
     try:
         yield tmp
         if dest.exists():

@@ -162,3 +162,11 @@ def print_error(message: str, as_json: bool = False, exit_code: int | None = Non
         JsonReporter().emit("error", message=message, exit_code=exit_code)
         return
     _stderr.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def print_warning(message: str, as_json: bool = False) -> None:
+    """One-line warning on stderr: text for people, or a JSON ``warning`` event (``--log-format json``)."""
+    if as_json:
+        JsonReporter().emit("warning", message=message)
+        return
+    _stderr.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False, soft_wrap=True)

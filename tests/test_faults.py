@@ -141,3 +141,33 @@ def test_kill9_during_training_then_resume_continues(tmp_path, tiles):
     loud = [a for a in args if a != "--quiet"]
     skipped = subprocess.run([*CLI, *loud, "--skip-existing"], capture_output=True, text=True)
     assert skipped.returncode == 0 and "skipped" in skipped.stderr
+
+
+def test_sigterm_during_translate_cleans_up_and_exits_143(tmp_path, scene_and_generator):
+    """SIGTERM (what ``timeout`` and cron send) is handled like Ctrl-C: temporaries and lock removed, exit 143."""
+    scene, ckpt = scene_and_generator
+    out = tmp_path / "out.tif"
+    proc = start(*translate_args(scene, ckpt, out), "--quiet")
+    wait_for(lambda: any(p.name.startswith(".out.tif.") for p in tmp_path.iterdir()), proc, "the temporary output")
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "terminated" in lines[0], lines
+    assert not out.exists() and litter(tmp_path) == []
+
+
+def test_sigterm_during_training_saves_state_like_ctrl_c(tmp_path, tiles):
+    run = tmp_path / "run"
+    args = ["train", "--model", "pix2pix", "--data", str(tiles), "--out", str(run), "--steps", "400",
+            "--save-every", "2", "--val-every", "0", "--device", "cpu",
+            "--model-opt", "ngf=8", "--model-opt", "ndf=8", "--quiet"]
+    proc = start(*args)
+    wait_for((run / "checkpoints" / "state-latest.pt").exists, proc, "the first checkpoint")
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "continue with --resume" in err
+    assert litter(run) == [] and litter(run / "checkpoints") == [] and not (tmp_path / "run.lock").exists()
+    resumed = subprocess.run([*CLI, *args, "--resume", "--steps", "6"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr

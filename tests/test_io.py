@@ -152,3 +152,20 @@ def test_write_cog(tmp_path):
     with rasterio.open(tmp_path / "cog.tif") as cog, rasterio.open(src) as s:
         np.testing.assert_array_equal(cog.read(), s.read())
         assert cog.crs == s.crs and cog.transform == s.transform
+
+
+def test_atomic_outputs_get_the_usual_modes_even_when_the_writer_makes_0600(tmp_path):
+    """safetensors (like mkstemp) creates 0600 files; a finished output has the umask's mode like every other."""
+    import torch
+    from safetensors.torch import save_file
+
+    old = os.umask(0o022)
+    try:
+        with atomic_file(tmp_path / "g.safetensors") as tmp:
+            save_file({"w": torch.zeros(2)}, str(tmp))
+        with atomic_dir(tmp_path / "d", overwrite=False) as tmp:
+            (tmp / "x.txt").write_text("x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "g.safetensors").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
