@@ -6,6 +6,7 @@ CUT: Park et al. 2020) so that results are comparable; the code is sarkit's own.
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Any, Sequence
 
@@ -106,6 +107,49 @@ def build_unet(in_channels: int, out_channels: int, num_downs: int = 8, ngf: int
     return UnetGenerator(in_channels, out_channels, num_downs, ngf, norm, dropout)
 
 
+#: Layer indices of ``ResnetGenerator.model`` whose activations PatchNCE uses, as CUT's ``nce_layers``. They
+#: count in each generator's own layer sequence: plain — the padded input, the first stride-2 conv, the second
+#: down-sampling's norm, the 3rd and 7th residual blocks; anti-aliased (CUT's default) — the padded input, the
+#: two stride-1 down convs, the 1st and 5th residual blocks.
+NCE_LAYERS: tuple[int, ...] = (0, 4, 8, 12, 16)
+
+
+# --------------------------------------------------------------------------------------------- anti-aliasing
+def binomial_kernel(taps: int) -> torch.Tensor:
+    """The separable binomial filter b·bᵀ with b = row ``taps``-1 of Pascal's triangle, normalised to sum 1."""
+    b = torch.tensor([float(math.comb(taps - 1, k)) for k in range(taps)])
+    k2 = torch.outer(b, b)
+    return k2 / k2.sum()
+
+
+class BlurDown(nn.Module):
+    """Anti-aliased stride-2 down-sampling (Zhang 2019, as CUT uses it): reflect-pad 1, then a per-channel
+    3×3 binomial blur ([1,2,1]⊗[1,2,1]/16) evaluated at every second pixel. (C, H, W) → (C, ⌈H/2⌉, ⌈W/2⌉)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.register_buffer("kernel", binomial_kernel(3).expand(channels, 1, 3, 3).clone(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), self.kernel.to(x.dtype), stride=2,
+                        groups=x.shape[1])
+
+
+class BlurUp(nn.Module):
+    """Anti-aliased ×2 up-sampling (CUT's default decoder): zero-insertion then a per-channel 4×4 binomial
+    ([1,3,3,1]⊗[1,3,3,1]/64, gain 4) on the replicate-padded input, cropped to exactly (C, 2H, 2W)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.register_buffer("kernel", (binomial_kernel(4) * 4).expand(channels, 1, 4, 4).clone(),
+                             persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.conv_transpose2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), self.kernel.to(x.dtype), stride=2,
+                               padding=2, groups=x.shape[1])
+        return y[:, :, 1:-1, 1:-1]  # (2H+2)² → (2H)²: the one-pixel border the padding added
+
+
 # --------------------------------------------------------------------------------------------- ResNet
 class ResnetBlock(nn.Module):
     """Residual block: x + [reflect-pad, conv3×3, norm, ReLU, reflect-pad, conv3×3, norm](x)."""
@@ -124,30 +168,46 @@ class ResnetBlock(nn.Module):
 
 
 class ResnetGenerator(nn.Module):
-    """CycleGAN/CUT ResNet generator: 7×7 stem, 2 stride-2 downs, ``n_blocks`` residual blocks, 2 ups, tanh.
+    """CycleGAN/CUT ResNet generator: 7×7 stem, 2 down-samplings, ``n_blocks`` residual blocks, 2 up-samplings,
+    tanh.
 
-    ``forward(x, layers=[...], encode_only=True)`` returns the activations after the listed layer indices of
-    ``self.model`` (used by PatchNCE and the semantic contrastive loss).
+    Plain (CycleGAN): stride-2 convolutions down, stride-2 transposed convolutions up. ``antialias`` (CUT's
+    default): stride-1 convolutions each followed by ``BlurDown``; ``antialias_up``: ``BlurUp`` then a stride-1
+    convolution instead of the transposed convolution. ``forward(x, layers=[...], encode_only=True)`` returns the
+    activations after the listed indices of ``self.model`` (PatchNCE, the semantic contrastive loss).
     """
 
     def __init__(self, in_channels: int, out_channels: int, ngf: int = 64, n_blocks: int = 9,
-                 norm: str = "instance") -> None:
+                 norm: str = "instance", antialias: bool = False, antialias_up: bool = False) -> None:
         super().__init__()
         use_bias = norm == "instance"
         layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(in_channels, ngf, 7, bias=use_bias),
                                    norm_layer(norm, ngf), nn.ReLU(True)]
         for i in range(2):
-            mult = 2 ** i
-            layers += [nn.Conv2d(ngf * mult, ngf * mult * 2, 3, 2, 1, bias=use_bias),
-                       norm_layer(norm, ngf * mult * 2), nn.ReLU(True)]
+            c = ngf * 2 ** i
+            if antialias:
+                layers += [nn.Conv2d(c, 2 * c, 3, 1, 1, bias=use_bias), norm_layer(norm, 2 * c), nn.ReLU(True),
+                           BlurDown(2 * c)]
+            else:
+                layers += [nn.Conv2d(c, 2 * c, 3, 2, 1, bias=use_bias), norm_layer(norm, 2 * c), nn.ReLU(True)]
+        #: index of the first residual block in ``self.model`` (after the stem and the down-sampling layers)
+        self.first_block = len(layers)
+        self.n_blocks = n_blocks
         for _ in range(n_blocks):
             layers.append(ResnetBlock(ngf * 4, norm))
         for i in range(2):
-            mult = 2 ** (2 - i)
-            layers += [nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 3, 2, 1, output_padding=1, bias=use_bias),
-                       norm_layer(norm, ngf * mult // 2), nn.ReLU(True)]
+            c = ngf * 2 ** (2 - i)
+            if antialias_up:
+                layers += [BlurUp(c), nn.Conv2d(c, c // 2, 3, 1, 1, bias=use_bias)]
+            else:
+                layers += [nn.ConvTranspose2d(c, c // 2, 3, 2, 1, output_padding=1, bias=use_bias)]
+            layers += [norm_layer(norm, c // 2), nn.ReLU(True)]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
+
+    def encoder_layers(self, layers: Sequence[int] = NCE_LAYERS) -> tuple[int, ...]:
+        """The ``layers`` that lie in the encoder (index < first block + number of blocks)."""
+        return tuple(i for i in layers if i < self.first_block + self.n_blocks)
 
     def forward(self, x: torch.Tensor, layers: Sequence[int] | None = None,
                 encode_only: bool = False) -> Any:
@@ -163,19 +223,6 @@ class ResnetGenerator(nn.Module):
             if encode_only and i == last:
                 return feats
         return h, feats
-
-
-#: Encoder layer indices of ``ResnetGenerator.model`` used for PatchNCE, as in CUT: 0 the padded input, 4 the
-#: first stride-2 conv, 8 the second down-sampling block's norm, 12 and 16 the 3rd and 7th residual blocks.
-NCE_LAYERS: tuple[int, ...] = (0, 4, 8, 12, 16)
-
-#: Index of the first residual block in ``ResnetGenerator.model`` (after the 4 stem and 6 down-sampling layers).
-RESNET_FIRST_BLOCK = 10
-
-
-def encoder_layers(n_blocks: int, layers: Sequence[int] = NCE_LAYERS) -> tuple[int, ...]:
-    """The ``layers`` that lie in the encoder of a ResNet generator with ``n_blocks`` blocks (index < 10 + n)."""
-    return tuple(i for i in layers if i < RESNET_FIRST_BLOCK + n_blocks)
 
 
 def channel_map_matrix(in_channels: int, out_channels: int) -> torch.Tensor:
@@ -201,23 +248,35 @@ def channel_map(x: torch.Tensor, out_channels: int) -> torch.Tensor:
 
 @register_network("resnet")
 def build_resnet(in_channels: int, out_channels: int, ngf: int = 64, n_blocks: int = 9,
-                 norm: str = "instance") -> nn.Module:
-    return ResnetGenerator(in_channels, out_channels, ngf, n_blocks, norm)
+                 norm: str = "instance", antialias: bool = False, antialias_up: bool = False) -> nn.Module:
+    return ResnetGenerator(in_channels, out_channels, ngf, n_blocks, norm, antialias, antialias_up)
 
 
 # --------------------------------------------------------------------------------------------- PatchGAN
 class PatchGAN(nn.Module):
-    """70×70 PatchGAN discriminator (3 layers): a map of real/fake logits, one per overlapping patch."""
+    """70×70 PatchGAN discriminator (3 layers): a map of real/fake logits, one per overlapping patch.
 
-    def __init__(self, in_channels: int, ndf: int = 64, n_layers: int = 3, norm: str = "batch") -> None:
+    ``antialias`` (CUT's default): each stride-2 4×4 convolution becomes a stride-1 one followed by ``BlurDown``.
+    """
+
+    def __init__(self, in_channels: int, ndf: int = 64, n_layers: int = 3, norm: str = "batch",
+                 antialias: bool = False) -> None:
         super().__init__()
         use_bias = norm == "instance"
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+
+        def down(c_in: int, c_out: int, bias: bool) -> list[nn.Module]:
+            """A 4×4 convolution that halves the size: stride 2, or stride 1 then an anti-aliased down."""
+            if antialias:
+                return [nn.Conv2d(c_in, c_out, 4, 1, 1, bias=bias)]
+            return [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=bias)]
+
+        blur = (lambda c: [BlurDown(c)]) if antialias else (lambda c: [])
+        layers: list[nn.Module] = [*down(in_channels, ndf, True), nn.LeakyReLU(0.2, True), *blur(ndf)]
         mult = 1
         for n in range(1, n_layers):
             prev, mult = mult, min(2 ** n, 8)
-            layers += [nn.Conv2d(ndf * prev, ndf * mult, 4, 2, 1, bias=use_bias), norm_layer(norm, ndf * mult),
-                       nn.LeakyReLU(0.2, True)]
+            layers += [*down(ndf * prev, ndf * mult, use_bias), norm_layer(norm, ndf * mult),
+                       nn.LeakyReLU(0.2, True), *blur(ndf * mult)]
         prev, mult = mult, min(2 ** n_layers, 8)
         layers += [nn.Conv2d(ndf * prev, ndf * mult, 4, 1, 1, bias=use_bias), norm_layer(norm, ndf * mult),
                    nn.LeakyReLU(0.2, True), nn.Conv2d(ndf * mult, 1, 4, 1, 1)]

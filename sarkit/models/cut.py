@@ -1,8 +1,11 @@
 """CUT, contrastive unpaired translation (Park et al. 2020): one generator, PatchNCE instead of a cycle.
 
-Domain A is the input domain of ``io.direction``, B the other. As in the reference: ResNet generator (9 blocks,
-instance norm), 70×70 PatchGAN with instance norm, least-squares GAN loss, PatchNCE on the generator encoder
-layers ``NCE_LAYERS`` (those inside the encoder for the chosen ``n_blocks``) with a 2-layer 256-d MLP head per
+Domain A is the input domain of ``io.direction``, B the other. As the authors' code by default: ResNet generator
+(9 blocks, instance norm) and 70×70 PatchGAN (instance norm), both anti-aliased (stride-1 convolutions followed by
+a binomial blur-and-subsample, and blur-upsampling before stride-1 convolutions in the decoder; ``antialias=false``
+and ``antialias_up=false`` give the plain stride-2 variant, the reference's ``--no_antialias`` and
+``--no_antialias_up``), least-squares GAN loss, PatchNCE on the generator layers ``NCE_LAYERS`` = 0, 4, 8, 12, 16 of
+its own layer sequence (those inside the encoder for the chosen ``n_blocks``) with a 2-layer 256-d MLP head per
 layer (``PatchSampler``), τ = 0.07, 256 sampled locations per layer, identity NCE (λ_NCE = 1 for both):
 
     L_G = λ_GAN·LSGAN(D(G(a))) + λ_NCE·½·(NCE(a → G(a)) + NCE(b → G(b)))
@@ -25,8 +28,8 @@ import torch
 from torch import nn
 
 from sarkit.models.base import StepTools, Task, TrainableModel, set_requires_grad
-from sarkit.models.blocks import (GANLoss, PatchGAN, PatchSampler, ResnetGenerator, channel_map, encoder_layers, init_weights,
-                     patch_nce_loss)
+from sarkit.models.blocks import (GANLoss, PatchGAN, PatchSampler, ResnetGenerator, channel_map, init_weights,
+                                  patch_nce_loss)
 from sarkit.models.cyclegan import domains
 from sarkit.models.registry import register_model
 
@@ -43,6 +46,8 @@ class CUTOptions:
     ngf: int = 64
     ndf: int = 64
     n_blocks: int = 9
+    antialias: bool = True        # blur-subsample in G's encoder and in D (the reference default)
+    antialias_up: bool = True     # blur-upsample + conv in G's decoder instead of transposed convolutions
 
 
 @register_model("cut")
@@ -59,9 +64,10 @@ class CUT(TrainableModel):
         o, io = self.opts, self.io
         self.key_a, self.key_b = domains(io)
         self.ch_a, self.ch_b = io.in_channels, io.out_channels
-        self.layers = encoder_layers(o.n_blocks)
-        self.nets["G"] = init_weights(ResnetGenerator(self.ch_a, self.ch_b, o.ngf, o.n_blocks, "instance"))
-        self.nets["D"] = init_weights(PatchGAN(self.ch_b, o.ndf, 3, norm="instance"))
+        self.nets["G"] = init_weights(ResnetGenerator(self.ch_a, self.ch_b, o.ngf, o.n_blocks, "instance",
+                                                      o.antialias, o.antialias_up))
+        self.nets["D"] = init_weights(PatchGAN(self.ch_b, o.ndf, 3, norm="instance", antialias=o.antialias))
+        self.layers = self.nets["G"].encoder_layers()
         self.nets["F"] = PatchSampler(256)
         with torch.no_grad():
             feats = self.nets["G"](torch.zeros(1, self.ch_a, 32, 32), self.layers, encode_only=True)
@@ -129,5 +135,6 @@ class CUT(TrainableModel):
     def export(self) -> list[tuple[str, nn.Module, str, dict[str, Any]]]:
         """The generator as kind "generator", arch "resnet"."""
         kwargs = {"in_channels": self.ch_a, "out_channels": self.ch_b, "ngf": self.opts.ngf,
-                  "n_blocks": self.opts.n_blocks, "norm": "instance"}
+                  "n_blocks": self.opts.n_blocks, "norm": "instance", "antialias": self.opts.antialias,
+                  "antialias_up": self.opts.antialias_up}
         return [("generator", self.nets["G"], "resnet", kwargs)]

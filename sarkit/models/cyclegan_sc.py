@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sarkit.errors import CheckpointError, InputError
-from sarkit.models.blocks import PatchSampler, channel_map, encoder_layers, semantic_contrastive_loss
+from sarkit.models.blocks import PatchSampler, channel_map, semantic_contrastive_loss
 from sarkit.models.cyclegan import CycleGAN, CycleGANOptions
 from sarkit.models.registry import register_model
 
@@ -111,7 +111,7 @@ class CycleGANSC(CycleGAN):
         """CycleGAN networks, contrastive heads per generator (dummy pass), and the frozen segmenters."""
         super().build()
         o = self.opts
-        self.layers = encoder_layers(o.n_blocks)
+        self.layers = self.nets["G_AB"].encoder_layers()
         self.nets["F_AB"] = PatchSampler(256)
         self.nets["F_BA"] = PatchSampler(256)
         with torch.no_grad():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from sarkit.models.checkpoint import load_network, save_network
@@ -33,6 +34,7 @@ def test_registered_unpaired_with_paper_defaults():
     assert get_model("cut") is CUT and CUT.paired is False
     o = CUTOptions()
     assert (o.lambda_gan, o.lambda_nce, o.nce_idt, o.nce_t, o.num_patches) == (1.0, 1.0, True, 0.07, 256)
+    assert (o.antialias, o.antialias_up) == (True, True)        # the authors' default
     o2 = parse_options(CUTOptions, {"nce-idt": "false", "num_patches": "64"})
     assert o2.nce_idt is False and o2.num_patches == 64
 
@@ -40,7 +42,8 @@ def test_registered_unpaired_with_paper_defaults():
 def test_heads_exist_after_construction_so_state_dicts_are_complete():
     torch.manual_seed(0)
     a = CUT(make_io(), CUTOptions(**TINY))
-    assert len(a.nets["F"].heads) == len(a.layers) == 3
+    assert a.layers == (0, 4, 8, 12)                              # anti-aliased: blocks start at 12
+    assert len(a.nets["F"].heads) == len(a.layers) == 4
     assert a.nets["F"].heads[0][0].in_features == 2            # layer 0 = padded input (SAR channels)
     b = CUT(make_io(), CUTOptions(**TINY))
     b.load_state_dict(a.state_dict())                             # strict: same keys
@@ -86,3 +89,29 @@ def test_export_load_network_round_trip_gives_identical_outputs(tmp_path):
         y = model.predict(x)
         assert y.shape == (2, 3, 32, 32)
         assert torch.equal(y, loaded.module(x))
+
+
+#: GFLOP of one training step of the authors' CUT code (taesungp/contrastive-unpaired-translation b3ac297) at
+#: 256², batch 1, 3→3 channels, counted with torch's FlopCounterMode (forward and backward, convolutions and
+#: matrix products): the default, and with --no_antialias --no_antialias_up.
+REFERENCE_GFLOP = {True: 1423.15, False: 1234.94}
+
+
+@pytest.mark.parametrize("antialias", [True, False])
+def test_one_training_step_does_the_reference_work(antialias):
+    """Counted on meta tensors (shapes only, no arithmetic): every convolution and matrix product of G, D and F
+    over the D update and the G/F update. The step's last act, reading the losses for the log, is the one
+    thing meta tensors cannot do, so it ends there."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    io = ModelIO(3, 3, "opt2sar", 256, optical_normalization().to_dict(), optical_normalization().to_dict())
+    model = CUT(io, CUTOptions(antialias=antialias, antialias_up=antialias))
+    for net in model.nets.values():
+        net.to("meta")
+    model.configure_optimizers(2e-4, (0.5, 0.999))
+    batch = {k: torch.empty(1, 3, 256, 256, device="meta") for k in ("sar", "optical")}
+    with FlopCounterMode(display=False) as counter:
+        with pytest.raises(RuntimeError, match="meta tensors"):
+            model.train_step(batch, StepTools(device=torch.device("meta")))
+    gflop = counter.get_total_flops() / 1e9
+    assert gflop == pytest.approx(REFERENCE_GFLOP[antialias], rel=0.01)

@@ -6,7 +6,7 @@ import torch
 
 from sarkit.models.checkpoint import load_network, load_state, save_network, save_state
 from sarkit.models.base import ModelIO, StepTools
-from sarkit.models.blocks import channel_map, channel_map_matrix, encoder_layers
+from sarkit.models.blocks import ResnetGenerator, channel_map, channel_map_matrix
 from sarkit.models.cyclegan import CycleGAN, CycleGANOptions
 from sarkit.models.registry import get_model
 from sarkit.raster.norm import optical_normalization, sar_normalization
@@ -57,8 +57,9 @@ def test_channel_map_is_identity_for_equal_counts_and_mean_otherwise():
 
 
 def test_encoder_layers_keep_only_encoder_indices():
-    assert encoder_layers(9) == (0, 4, 8, 12, 16)
-    assert encoder_layers(2) == (0, 4, 8)
+    assert ResnetGenerator(2, 3, 8, 9).encoder_layers() == (0, 4, 8, 12, 16)
+    assert ResnetGenerator(2, 3, 8, 2).encoder_layers() == (0, 4, 8)        # blocks at 10, 11
+    assert ResnetGenerator(2, 3, 8, 2, antialias=True).encoder_layers() == (0, 4, 8, 12)  # blocks at 12, 13
 
 
 def test_registered_unpaired_with_paper_defaults():

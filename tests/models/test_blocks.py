@@ -1,0 +1,53 @@
+"""Tests of the shared building blocks (sarkit/models/blocks.py): anti-aliased sampling, generators, PatchGAN."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sarkit.models.blocks import BlurDown, BlurUp, PatchGAN, ResnetGenerator, binomial_kernel
+
+
+def test_binomial_kernels_are_the_normalised_pascal_rows():
+    assert torch.allclose(binomial_kernel(3), torch.outer(torch.tensor([1., 2, 1]), torch.tensor([1., 2, 1])) / 16)
+    assert torch.allclose(binomial_kernel(4), torch.outer(torch.tensor([1., 3, 3, 1]), torch.tensor([1., 3, 3, 1])) / 64)
+
+
+@pytest.mark.parametrize("size", [8, 9, 32])
+def test_blur_down_halves_with_a_binomial_average_and_keeps_constants(size):
+    x = torch.rand(2, 3, size, size)
+    y = BlurDown(3)(x)
+    assert y.shape == (2, 3, (size + 1) // 2, (size + 1) // 2)
+    # y[i, j] = Σ_ab k[a, b]·pad(x)[2i + a, 2j + b], written out for one interior pixel
+    xp = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    k = binomial_kernel(3)
+    assert torch.allclose(y[1, 2, 2, 3], (k * xp[1, 2, 4:7, 6:9]).sum(), atol=1e-6)
+    assert torch.allclose(BlurDown(3)(torch.full((1, 3, size, size), 0.7)), torch.full_like(y[:1], 0.7))
+
+
+def test_blur_up_doubles_keeps_constants_and_spreads_an_impulse_as_the_kernel():
+    x = torch.full((1, 2, 5, 7), -0.4)
+    y = BlurUp(2)(x)
+    assert y.shape == (1, 2, 10, 14) and torch.allclose(y, torch.full_like(y, -0.4), atol=1e-6)
+    imp = torch.zeros(1, 1, 8, 8)
+    imp[0, 0, 4, 4] = 1.0
+    out = BlurUp(1)(imp)[0, 0]
+    # zero insertion puts the impulse at (8, 8) of the 16² grid; the gain-4 4×4 binomial spreads it over 7..10
+    assert torch.allclose(out[7:11, 7:11], binomial_kernel(4) * 4, atol=1e-6)
+    assert torch.isclose(out.sum(), torch.tensor(4.0)) and out[:7].abs().sum() == 0
+
+
+def test_antialiased_generator_and_discriminator_keep_the_plain_ones_shapes():
+    x = torch.rand(1, 2, 64, 64) * 2 - 1
+    for aa in (False, True):
+        g = ResnetGenerator(2, 3, 8, 2, antialias=aa, antialias_up=aa)
+        assert g(x).shape == (1, 3, 64, 64)
+    assert PatchGAN(3, 8, 3, "instance", antialias=True)(torch.rand(1, 3, 64, 64)).shape == \
+        PatchGAN(3, 8, 3, "instance")(torch.rand(1, 3, 64, 64)).shape
+    blur_layers = [m for m in ResnetGenerator(2, 3, 8, 2, antialias=True, antialias_up=True).modules()
+                   if isinstance(m, (BlurDown, BlurUp))]
+    assert [type(m).__name__ for m in blur_layers] == ["BlurDown", "BlurDown", "BlurUp", "BlurUp"]
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d)
+                   for m in ResnetGenerator(2, 3, 8, 2, antialias_up=True).modules())
+    assert "kernel" not in ResnetGenerator(2, 3, 8, 2, antialias=True).state_dict()  # fixed, not a weight
