@@ -229,7 +229,7 @@ def test_translate_runs_a_ready_chain_predictor(tmp_path):
     translate_scene(scene, conv, tmp_path / "conv.tif", opts)
     with rasterio.open(tmp_path / "chain.tif") as c, rasterio.open(tmp_path / "conv.tif") as d:
         np.testing.assert_array_equal(c.read(), d.read())
-        assert c.tags()["checkpoint"] == f"{ident} + {conv}" and c.tags()["model"] == "identity + conv0"
+        assert c.tags()["checkpoint"] == "id.safetensors + conv.safetensors" and c.tags()["model"] == "identity + conv0"
     with pytest.raises(InputError, match="differs from the predictor's tile"):
         translate_scene(scene, chain, tmp_path / "t.tif", TranslateOptions(tile=64, overlap=8))
 
