@@ -184,7 +184,7 @@ class SceneResult:
 # ------------------------------------------------------------------------------------------------ validation
 def _check_out(scene: Path, out: Path, overwrite: bool) -> None:
     """Existing output without overwrite → ``OutputExistsError``; output = input, a name that is not a GeoTIFF's
-    (``OUTPUT_SUFFIXES``) or an unwritable dir → InputError."""
+    (``OUTPUT_SUFFIXES``) or a folder that cannot be created or written → InputError. Creates nothing."""
     if out.resolve() == scene.resolve():
         raise InputError(f"output would replace the input scene {scene}; choose another --out")
     if out.suffix.lower() not in OUTPUT_SUFFIXES and not out.is_dir():
@@ -194,12 +194,20 @@ def _check_out(scene: Path, out: Path, overwrite: bool) -> None:
     if out.exists() and out.is_dir():
         raise InputError(f"output is a directory: {out}; give a .tif file name")
     parent = out.parent if str(out.parent) else Path(".")
+    ancestor = next(p for p in (parent, *parent.parents) if p.exists() or p == Path(p.anchor or "."))
+    if not ancestor.is_dir():
+        raise InputError(f"cannot create output directory {parent}: {ancestor} is not a directory")
+    if not os.access(ancestor, os.W_OK):
+        raise InputError(f"cannot write to {ancestor}: permission denied")
+
+
+def _make_parent(out: Path) -> None:
+    """Create the output's folder (checked by ``_check_out``) once every check has passed, so that a refused run
+    leaves no empty folder behind."""
     try:
-        parent.mkdir(parents=True, exist_ok=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InputError(f"cannot create output directory {parent}: {exc.strerror}") from None
-    if not os.access(parent, os.W_OK):
-        raise InputError(f"cannot write to {parent}: permission denied")
+        raise InputError(f"cannot create output directory {out.parent}: {exc.strerror}") from None
 
 
 # ------------------------------------------------------------------------------------------------ output
@@ -561,6 +569,7 @@ def translate_scene(scene: str | Path, checkpoint: str | Path | LoadedNetwork | 
         reader = SceneReader(source if source is not None else src, in_norm)
         grid_spec = work or scene_grid
         grid = blend_grid(grid_spec.height, grid_spec.width, predictor.tile, opts.overlap)
+        _make_parent(out)
         with output_lock(out), atomic_file(out, overwrite=opts.overwrite) as cog_tmp:
             tmp = temp_sibling(out, ".tif")
             back = temp_sibling(out, ".tif")
