@@ -1048,3 +1048,15 @@ def test_huge_tile_is_refused_before_allocating(tmp_path, identity_ckpt, monkeyp
     assert r.exit_code == 2, r.output
     assert "--tile 100000" in r.stderr and "TiB" in r.stderr and "smaller --tile" in r.stderr
     assert files_in(tmp_path) == {"s.tif", "ckpt"}
+
+
+def test_output_folder_is_created_only_when_writing(tmp_path, identity_ckpt):
+    """A missing output folder is created for a run that writes, and never for a refused one."""
+    scene = tmp_path / "s.tif"
+    write_sar(scene, 32, 32)
+    r = cli(str(scene), "--checkpoint", str(tmp_path / "nope.safetensors"), "--out",
+            str(tmp_path / "a" / "b" / "o.tif"))  # refused after the output checks
+    assert r.exit_code == 2 and not (tmp_path / "a").exists()
+    out = translate_scene(scene, identity_ckpt, tmp_path / "a" / "b" / "o.tif",
+                          TranslateOptions(device="cpu", amp="off", overlap=8)).out
+    assert out.exists()
