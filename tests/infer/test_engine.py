@@ -345,7 +345,7 @@ def test_eval_reencodes_the_input_when_the_tiling_ranges_differ(tmp_path, tiles)
     assert np.abs(block.input - sar_normalization().encode(db)).max() > 0.05  # not the tiling's encoding
 
 
-# ------------------------------------------------------------------------------------------------ tile, memory, pixel size
+# ------------------------------------------------------------------------------------------ tile, memory, pixel size
 def test_tile_multiple_is_the_product_of_conv_strides():
     from sarkit.models.blocks import build_resnet, build_unet
 
