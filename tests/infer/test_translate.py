@@ -1060,3 +1060,13 @@ def test_output_folder_is_created_only_when_writing(tmp_path, identity_ckpt):
     out = translate_scene(scene, identity_ckpt, tmp_path / "a" / "b" / "o.tif",
                           TranslateOptions(device="cpu", amp="off", overlap=8)).out
     assert out.exists()
+
+
+def test_resampled_translation_in_threads_writes_the_same_pixels(tmp_path):
+    """The warped reader also works from the background read thread (as on a GPU)."""
+    scene = write_sar_at(tmp_path / "s20.tif", textured_sar(80, 72), 20.0)
+    ckpt = save_conv_at(tmp_path / "g.safetensors", TEN_M)
+    a, b = (read(translate_scene(scene, ckpt, tmp_path / f"{p}.tif",
+                                 TranslateOptions(overlap=16, amp="off", device="cpu", prefetch=p)).out)
+            for p in (False, True))
+    np.testing.assert_array_equal(a, b)
