@@ -296,7 +296,8 @@ def translate_cmd(
     out: Optional[Path] = typer.Option(None, "--out", help="Output COG (one scene)."),
     out_dir: Optional[Path] = typer.Option(
         None, "--out-dir", help="Output folder for several scenes (<stem>_translated.tif each)."),
-    tile: Optional[int] = typer.Option(None, "--tile", help="Tile size in pixels (default: the checkpoint's)."),
+    tile: Optional[int] = typer.Option(None, "--tile", help="Tile size in pixels (default: the checkpoint's; a "
+                                       "multiple of what the network needs, e.g. 256 for the 8-level U-Net)."),
     overlap: int = typer.Option(64, "--overlap", help="Pixels shared by neighbouring tiles (blended)."),
     batch_size: int = typer.Option(8, "--batch-size", help="Tiles per generator call."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
@@ -311,6 +312,10 @@ def translate_cmd(
     allow_ungeoreferenced: bool = typer.Option(
         False, "--allow-ungeoreferenced",
         help="Translate a scene without a CRS (refused otherwise); the output keeps its pixel grid, no CRS."),
+    resolution: str = typer.Option(
+        "resample", "--resolution", help="A scene whose pixel size differs from the checkpoint's training pixel "
+        "size by > 5 %: resample (translate it at the training size and resample the output back, with a warning), "
+        "strict (refuse it) or ignore (translate it as it is)."),
     compile_: bool = typer.Option(
         False, "--compile", help="Run the generator through torch.compile: tens of seconds to start, then faster "
                                  "batches (worth it for large scenes, on a GPU above all)."),
@@ -333,7 +338,8 @@ def translate_cmd(
 
     reporter = _reporter(quiet, log_format)
     opts = TranslateOptions(tile=tile, overlap=overlap, batch_size=batch_size, device=device, amp=amp, format=fmt,
-                            overwrite=overwrite, allow_ungeoreferenced=allow_ungeoreferenced, compile=compile_)
+                            overwrite=overwrite, allow_ungeoreferenced=allow_ungeoreferenced, compile=compile_,
+                            resolution=resolution)
     if out is not None and out_dir is not None:
         raise InputError("give either --out (one scene) or --out-dir (several scenes), not both")
     if out is not None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -42,6 +43,7 @@ from sarkit.devices import AmpMode, cpu_supports_bf16, resolve_amp, resolve_devi
 from sarkit.errors import CheckpointError, InputError
 from sarkit.eval.metrics import psnr_from_mse
 from sarkit.models.checkpoint import LoadedNetwork, load_network
+from sarkit.raster.grid import PixelSize
 from sarkit.raster.norm import Normalization
 from sarkit.reporting import NULL_REPORTER, Reporter
 
@@ -53,6 +55,10 @@ AMP_MIN_PSNR_DB = 40.0
 AMP_GUARD_TILES = 1
 #: Tile size assumed for a checkpoint that does not record one.
 DEFAULT_TILE = 256
+#: Bytes a generator's activations take per tile pixel in inference mode, for the batch-memory estimate: measured
+#: 410–520 for the pix2pix U-Net (ngf 64, fp32, CPU) at 1024² and 512² tiles; the estimate is a guard against
+#: impossible tiles, not a budget.
+ACTIVATION_BYTES_PER_PIXEL = 512
 
 
 # ------------------------------------------------------------------------------------------------ precision
@@ -74,19 +80,25 @@ def resolve_amp_auto(amp: "str | AmpMode | None", device: torch.device) -> torch
 @dataclass(frozen=True)
 class Contract:
     """What a predictor takes and gives: model-range tiles of ``in_norm``'s bands, at least ``tile`` pixels a
-    side, become ``out_norm``'s bands at ``scale`` times the resolution, in ``steps`` network calls a batch."""
+    side, become ``out_norm``'s bands at ``scale`` times the resolution, in ``steps`` network calls a batch.
+    ``tile_multiple``: tile sides the network can run on are multiples of it (``tile`` is one). ``pixel_size``:
+    the input pixel size it was trained on (None = unknown: inputs are taken as they come)."""
 
     in_norm: Normalization
     out_norm: Normalization
     tile: int
     scale: int = 1
     steps: int = 1
+    tile_multiple: int = 1
+    pixel_size: PixelSize | None = None
 
     def __post_init__(self) -> None:
-        for name in ("tile", "scale", "steps"):
+        for name in ("tile", "scale", "steps", "tile_multiple"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise InputError(f"predictor {name} must be a positive integer, got {v!r}")
+        if self.tile % self.tile_multiple:
+            raise InputError(f"predictor tile {self.tile} is not a multiple of {self.tile_multiple}")
 
     @property
     def in_bands(self) -> tuple[str, ...]:
@@ -98,13 +110,83 @@ class Contract:
 
 
 def checkpoint_contract(net: LoadedNetwork, tile: int | None = None) -> Contract:
-    """The contract a generator checkpoint records: its in/out normalisation (``CheckpointError`` when missing)
-    and its tile size (``tile`` overrides it), scale 1, one call a batch."""
+    """The contract a generator checkpoint records: its in/out normalisation (``CheckpointError`` when missing),
+    its tile size (``tile`` overrides it; ``InputError`` when the network cannot run on it), its training pixel
+    size (None for checkpoints that do not record one), scale 1, one call a batch."""
     meta = net.meta
     if "in_norm" not in meta or "out_norm" not in meta:
         raise CheckpointError(f"{net.path} lacks in_norm/out_norm metadata; re-export it with sarkit train")
+    own = int(meta.get("tile_size", DEFAULT_TILE))
+    multiple = tile_multiple(net.module)
+    check_tile(tile, own, multiple, net.path.name)
+    try:
+        size = PixelSize.from_dict(meta["pixel_size"]) if meta.get("pixel_size") else None
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"{net.path} has an unreadable pixel_size record ({meta['pixel_size']!r}); "
+                              f"re-export it with sarkit train") from None
     return Contract(Normalization.from_dict(meta["in_norm"]), Normalization.from_dict(meta["out_norm"]),
-                    int(tile or meta.get("tile_size", DEFAULT_TILE)))
+                    int(tile or own), tile_multiple=multiple, pixel_size=size)
+
+
+def tile_multiple(module: torch.nn.Module) -> int:
+    """The number tile sides must be a multiple of for ``module``: the product of its convolutions' strides
+    (2^8 = 256 for the 8-level pix2pix U-Net, 4 for the ResNet generators, 1 without strided convolutions)."""
+    m = 1
+    for layer in module.modules():
+        if isinstance(layer, torch.nn.Conv2d):
+            m *= max(int(s) for s in layer.stride)
+    return m
+
+
+def check_tile(tile: int | None, own: int, multiple: int, name: str) -> None:
+    """``InputError`` naming valid sizes when ``tile`` (None = the checkpoint's ``own``) is not a positive multiple
+    of ``multiple``."""
+    t = own if tile is None else tile
+    if isinstance(t, int) and not isinstance(t, bool) and t >= 1 and t % multiple == 0:
+        return
+    what = f"--tile {tile}" if tile is not None else f"the checkpoint's tile size {own}"
+    valid = ", ".join(str(multiple * k) for k in range(1, 4))
+    raise InputError(f"{what} does not suit generator {name}: its strided layers need a multiple of {multiple} "
+                     f"({valid}, …; the checkpoint was trained on {own})")
+
+
+def batch_memory_bytes(contract: Contract, batch_size: int) -> int:
+    """Estimated memory of one batch of tiles: the padded input and the prediction (float32) and the network's
+    activations (``ACTIVATION_BYTES_PER_PIXEL`` a tile pixel)."""
+    px = contract.tile * contract.tile
+    out_px = px * contract.scale * contract.scale
+    return batch_size * (4 * contract.in_norm.channels * px + (4 * contract.out_norm.channels +
+                                                               ACTIVATION_BYTES_PER_PIXEL) * out_px)
+
+
+def device_memory_bytes(device: torch.device) -> int | None:
+    """The memory a batch may at most take on ``device``: a GPU's total memory, else the machine's physical RAM;
+    None when unknown."""
+    if device.type == "cuda":
+        try:
+            return int(torch.cuda.get_device_properties(device).total_memory)
+        except (RuntimeError, AssertionError):
+            return None
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_batch_memory(contract: Contract, batch_size: int, device: torch.device) -> None:
+    """``InputError`` before any allocation when one batch of tiles would need more memory than ``device`` has
+    (``batch_memory_bytes``), saying the estimate and what to change."""
+    need, have = batch_memory_bytes(contract, batch_size), device_memory_bytes(device)
+    if have is None or need <= have:
+        return
+    where = "GPU" if device.type == "cuda" else "machine"
+    raise InputError(f"--tile {contract.tile} with --batch-size {batch_size} needs about {_gib(need)} for one batch "
+                     f"of tiles, more than this {where}'s {_gib(have)}; use a smaller --tile or --batch-size")
+
+
+def _gib(n: int) -> str:
+    """Bytes as GiB (or TiB) for messages."""
+    return f"{n / 2 ** 40:.1f} TiB" if n >= 2 ** 40 else f"{n / 2 ** 30:.1f} GiB"
 
 
 def same_model_range(a: Normalization, b: Normalization) -> bool:
@@ -175,7 +257,8 @@ class Predictor(abc.ABC):
 
     @abc.abstractmethod
     def provenance(self) -> dict[str, str]:
-        """What made the predictions, for output tags: model, arch, checkpoint, checkpoint_sha256, direction."""
+        """What made the predictions, for output tags: model, arch, checkpoint (the file name, not a path of this
+        machine), checkpoint_sha256, direction."""
 
 
 #: Autocast guard results of this process, {``_guard_key``: PSNR dB}: a generator file is checked once per
@@ -243,7 +326,7 @@ class NetworkPredictor(Predictor):
 
     def provenance(self) -> dict[str, str]:
         net = self.net
-        return {"model": str(net.meta.get("model", net.arch)), "arch": net.arch, "checkpoint": str(net.path),
+        return {"model": str(net.meta.get("model", net.arch)), "arch": net.arch, "checkpoint": net.path.name,
                 "checkpoint_sha256": net.sha256, "direction": str(net.meta.get("direction", ""))}
 
     def _run(self, xb: torch.Tensor, eager: bool) -> Any:
@@ -312,8 +395,9 @@ class ChainPredictor(Predictor):
     """Predictors run one after the other: stage k's prediction is stage k+1's input.
 
     Contract: the first stage's input, the last stage's output, scales multiplied, steps added, and the tile the
-    largest any stage needs, in input pixels (``ceil(tile_k / scale of the stages before k)``), so that windows are
-    mirror-padded once, at the chain's input. Each link's output bands and ranges must be the next stage's input
+    largest any stage needs, in input pixels (``ceil(tile_k / scale of the stages before k)``), rounded up to a
+    multiple of every stage's ``tile_multiple``, so that windows are mirror-padded once, at the chain's input; the
+    training pixel size of the first stage. Each link's output bands and ranges must be the next stage's input
     (``CheckpointError`` otherwise). ``device``: the first stage's that is not the CPU, else the CPU.
     """
 
@@ -331,8 +415,10 @@ class ChainPredictor(Predictor):
         for st in self.stages:
             tile = max(tile, math.ceil(st.tile / scale))
             scale *= st.scale
+        multiple = math.lcm(*(st.contract.tile_multiple for st in self.stages))
+        tile = -(-tile // multiple) * multiple
         self.contract = Contract(self.stages[0].in_norm, self.stages[-1].out_norm, tile, scale,
-                                 sum(st.steps for st in self.stages))
+                                 sum(st.steps for st in self.stages), multiple, self.stages[0].contract.pixel_size)
         self.device = next((st.device for st in self.stages if st.device.type != "cpu"), torch.device("cpu"))
         self.name = " → ".join(st.name for st in self.stages)
 

@@ -15,6 +15,14 @@ band NaN or equal to the file's nodata; optical: any band's DN equal to the file
 
 Scenes without a CRS are refused (``InputError`` naming ``--allow-ungeoreferenced``); with
 ``allow_ungeoreferenced`` the output is a GeoTIFF on the same pixel grid without a CRS.
+
+Resolution: a checkpoint records the pixel size of its training tiles (``Contract.pixel_size``). A scene whose
+pixels differ from it by more than ``RESOLUTION_TOL`` (compared in metres; degrees at the scene's latitude) is,
+with ``--resolution resample`` (the default), read onto a grid of the same footprint at the training pixel size
+(``raster.align`` warps it strip by strip: bilinear where it is upsampled, average where it is downsampled),
+translated there, and the output resampled back onto the scene's grid (the other way round), with a warning;
+``strict`` refuses it, ``ignore`` translates it as it is. Checkpoints without the record translate every scene as
+it is.
 """
 
 from __future__ import annotations
@@ -32,20 +40,24 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import rasterio
 import torch
-from rasterio.enums import ColorInterp
+from rasterio.enums import ColorInterp, Resampling
 from rasterio.errors import NotGeoreferencedWarning
 
 from sarkit import __version__
 from sarkit.infer.blend import BlendGrid, blend_grid, check_overlap, normalise
-from sarkit.models.checkpoint import LoadedNetwork, load_network, read_export_record, resolve_export
+from sarkit.models.checkpoint import LoadedNetwork, load_network
 from sarkit.devices import background_pool, configure_backends, resolve_device
 from sarkit.errors import InputError, SarkitError
 from sarkit.io import SCRATCH_PROFILE, atomic_file, check_output, open_raster, output_lock, temp_sibling, write_cog
 from sarkit.raster.norm import DN_OFFSET_TAG, S2_SCALE, Normalization
-from sarkit.raster.source import SceneReader
+from sarkit.raster.align import AlignedReader
+from sarkit.raster.grid import (RESOLUTION_TOL, GridSpec, PixelSize, PixelWindow, pixel_size, pixel_size_ratio,
+                                rescaled)
+from sarkit.raster.source import GeoTiffSource, SceneReader
 from sarkit.reporting import NULL_REPORTER, Reporter
 from sarkit.devices import AmpMode
-from sarkit.infer.engine import Predictor, load_predictor, resolve_amp_auto
+from sarkit.infer.engine import (Contract, Predictor, check_batch_memory, checkpoint_contract, load_predictor,
+                                 resolve_amp_auto)
 
 #: GDAL block cache while translating (bytes): bounds the memory GDAL may keep for dirty output blocks.
 GDAL_CACHE_BYTES = 16 << 20
@@ -54,6 +66,18 @@ TEMP_BLOCK = 256
 #: Strips read ahead of the one the generator is on (each costs a strip of input memory; two instead of one gained
 #: nothing measurable on a 2-core CPU and raised the 8192²/2048² peak-memory ratio from 1.21 to 1.24).
 READ_AHEAD = 1
+#: File name endings of what translate writes (a Cloud-Optimized GeoTIFF, whatever ``--format``).
+OUTPUT_SUFFIXES = (".tif", ".tiff")
+
+
+def _parse_choice(cls: type[Enum], value: Any, option: str) -> Any:
+    """A member of the str enum ``cls`` from itself or its exact name; ``InputError`` naming the choices."""
+    if isinstance(value, cls):
+        return value
+    try:
+        return cls(value)
+    except ValueError:
+        raise InputError(f"{option} must be one of {', '.join(m.value for m in cls)}, got {value!r}") from None
 
 
 class OutputFormat(str, Enum):
@@ -65,12 +89,21 @@ class OutputFormat(str, Enum):
     @classmethod
     def parse(cls, value: "str | OutputFormat") -> "OutputFormat":
         """A format from its exact name; ``InputError`` naming the choices otherwise."""
-        if isinstance(value, OutputFormat):
-            return value
-        try:
-            return cls(value)
-        except ValueError:
-            raise InputError(f"--format must be one of {', '.join(f.value for f in cls)}, got {value!r}") from None
+        return _parse_choice(cls, value, "--format")
+
+
+class ResolutionMode(str, Enum):
+    """``--resolution``: what to do with a scene whose pixel size is not the checkpoint's training pixel size:
+    resample it to that size (and the output back), refuse it, or translate it as it is."""
+
+    RESAMPLE = "resample"
+    STRICT = "strict"
+    IGNORE = "ignore"
+
+    @classmethod
+    def parse(cls, value: "str | ResolutionMode") -> "ResolutionMode":
+        """A mode from its exact name; ``InputError`` naming the choices otherwise."""
+        return _parse_choice(cls, value, "--resolution")
 
 
 @dataclass(frozen=True)
@@ -83,8 +116,9 @@ class TranslateOptions:
     ``format`` native (physical units) or rgb8 (8-bit of the model range); ``prefetch`` reads the next strip
     and writes finished rows in background threads (None = where the generator leaves the CPU free: a GPU, see
     ``_io_in_threads``); ``compile`` runs the generator through ``torch.compile`` (see ``NetworkPredictor``).
-    ``amp`` and ``format`` take their enum or its name. ``tile``, ``device``, ``amp`` and ``compile`` say how a
-    checkpoint is loaded; a ready ``Predictor`` given to ``translate_scene`` brings its own.
+    ``resolution`` resample, strict or ignore (see the module docstring).
+    ``amp``, ``format`` and ``resolution`` take their enum or its name. ``tile``, ``device``, ``amp`` and
+    ``compile`` say how a checkpoint is loaded; a ready ``Predictor`` given to ``translate_scene`` brings its own.
     """
 
     tile: int | None = None
@@ -97,12 +131,16 @@ class TranslateOptions:
     allow_ungeoreferenced: bool = False
     prefetch: bool | None = None
     compile: bool = False
+    resolution: ResolutionMode = ResolutionMode.RESAMPLE
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "format", OutputFormat.parse(self.format))
+        object.__setattr__(self, "resolution", ResolutionMode.parse(self.resolution))
         object.__setattr__(self, "amp", AmpMode.parse(self.amp, default="auto"))
         if self.batch_size < 1:
             raise InputError(f"--batch-size must be ≥ 1, got {self.batch_size}")
+        if self.tile is not None and (isinstance(self.tile, bool) or not isinstance(self.tile, int)):
+            raise InputError(f"--tile must be a whole number of pixels, got {self.tile!r}")
         if self.tile is not None:
             check_overlap(self.tile, self.overlap)
         elif self.overlap < 0:
@@ -145,19 +183,31 @@ class SceneResult:
 
 # ------------------------------------------------------------------------------------------------ validation
 def _check_out(scene: Path, out: Path, overwrite: bool) -> None:
-    """Existing output without overwrite → ``OutputExistsError``; output = input or unwritable dir → InputError."""
+    """Existing output without overwrite → ``OutputExistsError``; output = input, a name that is not a GeoTIFF's
+    (``OUTPUT_SUFFIXES``) or a folder that cannot be created or written → InputError. Creates nothing."""
     if out.resolve() == scene.resolve():
         raise InputError(f"output would replace the input scene {scene}; choose another --out")
+    if out.suffix.lower() not in OUTPUT_SUFFIXES and not out.is_dir():
+        raise InputError(f"--out {out}: translate writes a Cloud-Optimized GeoTIFF (--format native or rgb8); "
+                         f"name it {out.stem}.tif (other file formats are not written)")
     check_output(out, overwrite)
     if out.exists() and out.is_dir():
         raise InputError(f"output is a directory: {out}; give a .tif file name")
     parent = out.parent if str(out.parent) else Path(".")
+    ancestor = next(p for p in (parent, *parent.parents) if p.exists() or p == Path(p.anchor or "."))
+    if not ancestor.is_dir():
+        raise InputError(f"cannot create output directory {parent}: {ancestor} is not a directory")
+    if not os.access(ancestor, os.W_OK):
+        raise InputError(f"cannot write to {ancestor}: permission denied")
+
+
+def _make_parent(out: Path) -> None:
+    """Create the output's folder (checked by ``_check_out``) once every check has passed, so that a refused run
+    leaves no empty folder behind."""
     try:
-        parent.mkdir(parents=True, exist_ok=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InputError(f"cannot create output directory {parent}: {exc.strerror}") from None
-    if not os.access(parent, os.W_OK):
-        raise InputError(f"cannot write to {parent}: permission denied")
+        raise InputError(f"cannot create output directory {out.parent}: {exc.strerror}") from None
 
 
 # ------------------------------------------------------------------------------------------------ output
@@ -191,8 +241,8 @@ def _model_to_dn(y: np.ndarray, invalid: np.ndarray, out_norm: Normalization) ->
     return v.astype(np.uint16)
 
 
-def _output_profile(src: rasterio.DatasetReader, out_norm: Normalization, fmt: OutputFormat) -> dict[str, Any]:
-    """Profile of the temporary tiled (uncompressed) GeoTIFF: the input's grid, the output dtype and nodata."""
+def _output_profile(grid: GridSpec, out_norm: Normalization, fmt: OutputFormat) -> dict[str, Any]:
+    """Profile of a temporary tiled (uncompressed) GeoTIFF: on ``grid``, the output dtype and nodata."""
     if fmt == OutputFormat.RGB8:
         dtype, nodata = "uint8", 0
     elif out_norm.modality == "optical":
@@ -201,9 +251,9 @@ def _output_profile(src: rasterio.DatasetReader, out_norm: Normalization, fmt: O
         dtype, nodata = "float32", float("nan")
     prof: dict[str, Any] = {**SCRATCH_PROFILE, "blockxsize": TEMP_BLOCK, "blockysize": TEMP_BLOCK,
                             "dtype": dtype, "nodata": nodata, "count": out_norm.channels,
-                            "width": src.width, "height": src.height, "transform": src.transform}
-    if src.crs is not None:
-        prof["crs"] = src.crs
+                            "width": grid.width, "height": grid.height, "transform": grid.transform}
+    if grid.crs is not None:
+        prof["crs"] = grid.crs
     if fmt == OutputFormat.RGB8 and out_norm.channels == 3:
         prof["photometric"] = "RGB"
     return prof
@@ -384,13 +434,105 @@ def _open_scene(scene: Path, allow_ungeoreferenced: bool) -> rasterio.DatasetRea
 
 def _check_predictor(predictor: Predictor, opts: TranslateOptions) -> None:
     """``InputError`` for a predictor the scene runner cannot use: output scale ≠ 1 (the output is written on the
-    input's grid), or a ``tile`` option other than the ready predictor's tile."""
+    input's grid), a ``tile`` option other than the ready predictor's tile, or a batch of tiles larger than the
+    device's memory (``check_batch_memory``, before anything is allocated)."""
     if predictor.scale != 1:
         raise InputError(f"{predictor.name} predicts at {predictor.scale}× the input resolution; translate writes "
                          f"its output on the input's pixel grid and supports scale 1 only")
     if opts.tile is not None and opts.tile != predictor.tile:
         raise InputError(f"--tile {opts.tile} differs from the predictor's tile ({predictor.tile}); load the "
                          f"predictor with that tile")
+    check_batch_memory(predictor.contract, opts.batch_size, predictor.device)
+
+
+# ------------------------------------------------------------------------------------------------ resolution
+def resolution_ratio(grid: GridSpec, trained: PixelSize | None) -> tuple[PixelSize | None, tuple[float, float] | None]:
+    """The scene grid's pixel size and its (x, y) ratios to the training pixel size ``trained`` (None when either
+    is unknown or they cannot be compared)."""
+    have = pixel_size(grid)
+    return have, (None if have is None or trained is None else pixel_size_ratio(have, trained))
+
+
+def check_resolution(grid: GridSpec, contract: Contract, mode: ResolutionMode, scene: Path) -> GridSpec | None:
+    """The grid to translate the scene on: None for its own (no training pixel size recorded, ``ignore``, sizes
+    within ``RESOLUTION_TOL``, or not comparable); with ``resample`` the scene's footprint at the training pixel
+    size; ``InputError`` with ``strict`` when they differ."""
+    trained = contract.pixel_size
+    if trained is None or mode is ResolutionMode.IGNORE:
+        return None
+    have, ratio = resolution_ratio(grid, trained)
+    if ratio is None or all(abs(r - 1.0) <= RESOLUTION_TOL for r in ratio):
+        return None
+    assert have is not None
+    if mode is ResolutionMode.STRICT:
+        raise InputError(f"scene {scene.name} has {have.describe()} pixels but the checkpoint was trained on "
+                         f"{trained.describe()} pixels (--resolution strict); resample the scene to "
+                         f"{trained.describe()}, or use --resolution resample to let translate do it")
+    return rescaled(grid, ratio[0], ratio[1])
+
+
+def _plan_resolution(grid: GridSpec, contract: Contract, opts: TranslateOptions, scene: Path,
+                     reporter: Reporter) -> GridSpec | None:
+    """``check_resolution``, with a warning saying what is done when the scene is resampled, or that its pixel
+    size cannot be compared with the training pixel size."""
+    work = check_resolution(grid, contract, opts.resolution, scene)
+    trained = contract.pixel_size
+    if trained is None or opts.resolution is ResolutionMode.IGNORE:
+        return work
+    have, ratio = resolution_ratio(grid, trained)
+    if ratio is None:
+        seen = f"{have.describe()} pixels" if have is not None else "no georeferencing"
+        reporter.warn(f"scene {scene.name} ({seen}) cannot be compared with the checkpoint's training pixel size "
+                      f"({trained.describe()}); translating it as it is")
+    elif work is not None:
+        assert have is not None
+        reporter.warn(f"scene {scene.name} has {have.describe()} pixels, the checkpoint was trained on "
+                      f"{trained.describe()}: translating it resampled to {trained.describe()} "
+                      f"({work.width}×{work.height} pixels) and writing the output back on the scene's grid "
+                      f"(--resolution strict refuses such scenes, ignore translates them as they are)")
+    return work
+
+
+def _resamplings(scene: GridSpec, work: GridSpec) -> tuple[Resampling, Resampling]:
+    """(scene → work grid, output → scene grid) resampling: bilinear where a raster is upsampled, average where
+    it is downsampled."""
+    finer = work.width * work.height > scene.width * scene.height
+    return (Resampling.bilinear, Resampling.average) if finer else (Resampling.average, Resampling.bilinear)
+
+
+def _work_reader(src: rasterio.DatasetReader, norm: Normalization, work: GridSpec, resampling: Resampling,
+                 scene: Path) -> GeoTiffSource:
+    """The scene's input bands read onto the work grid (warped strip by strip, never held whole)."""
+    return GeoTiffSource(src, norm.modality, units=norm.units, default_dn_offset=norm.offset, grid=work,
+                         resampling=resampling, label=f"scene {scene.name}", unit_bands=norm.bands,
+                         ref_name="the training pixel size")
+
+
+def _resample_back(work_tif: Path, dest: Path, src: rasterio.DatasetReader, in_norm: Normalization,
+                   resampling: Resampling, reporter: Reporter) -> None:
+    """Copy the translation ``work_tif`` (on the work grid) onto the scene's grid into the scratch GeoTIFF
+    ``dest``, in block rows, with its descriptions, colours and tags; nodata wherever the scene is nodata."""
+    grid = GridSpec.of(src)
+    valid_reader = SceneReader(src, in_norm)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(work_tif) as work_ds:
+            fill = work_ds.nodata
+            prof = {**work_ds.profile, "width": grid.width, "height": grid.height, "transform": grid.transform}
+            rows = range(0, grid.height, TEMP_BLOCK)
+            with AlignedReader(work_ds, grid, resampling, fill, what="the translation",
+                               ref_name=f"scene {Path(src.name).name}") as back, \
+                    rasterio.open(dest, "w", **prof) as dst, \
+                    reporter.task("Resampling onto the scene's grid", total=len(rows)) as task:
+                dst.descriptions = work_ds.descriptions
+                dst.colorinterp = work_ds.colorinterp
+                dst.update_tags(**work_ds.tags())
+                for r in rows:
+                    win = PixelWindow(r, 0, min(TEMP_BLOCK, grid.height - r), grid.width)
+                    data = back.read(win, dtype=work_ds.dtypes[0])
+                    data[:, ~valid_reader.physical(r, win.height).valid] = fill
+                    dst.write(data, window=win.to_rasterio())
+                    task.advance(1)
 
 
 def translate_scene(scene: str | Path, checkpoint: str | Path | LoadedNetwork | Predictor, out: str | Path,
@@ -401,7 +543,9 @@ def translate_scene(scene: str | Path, checkpoint: str | Path | LoadedNetwork | 
 
     Raises ``OutputExistsError`` before any work when ``out`` exists without ``opts.overwrite``; ``InputError``
     for unusable input (missing bands, all nodata, no CRS without ``allow_ungeoreferenced``, a predictor of
-    output scale ≠ 1). On any failure (Ctrl-C included) neither ``out`` nor temporary files are left behind.
+    output scale ≠ 1, a tile the network cannot run on or whose batch would not fit in memory, another pixel
+    size than the checkpoint's with ``resolution`` strict). On any failure (Ctrl-C included) neither ``out`` nor
+    temporary files are left behind.
     """
     t0 = time.perf_counter()
     scene, out = Path(scene), Path(out)
@@ -411,24 +555,40 @@ def translate_scene(scene: str | Path, checkpoint: str | Path | LoadedNetwork | 
     amp = None if ready else resolve_amp_auto(opts.amp, device)
     configure_backends(device)  # one intra-op thread per core (OMP_NUM_THREADS wins), denormals flushed
     src = _open_scene(scene, opts.allow_ungeoreferenced)
+    source: GeoTiffSource | None = None
     try:
         predictor = checkpoint if ready else load_predictor(checkpoint, device, amp, reporter, tile=opts.tile,
                                                             compile=opts.compile)
         _check_predictor(predictor, opts)
         in_norm, out_norm = predictor.in_norm, predictor.out_norm
-        grid = blend_grid(src.height, src.width, predictor.tile, opts.overlap)
-        reader = SceneReader(src, in_norm)
+        scene_grid = GridSpec.of(src)
+        work = _plan_resolution(scene_grid, predictor.contract, opts, scene, reporter)
+        to_work, to_scene = _resamplings(scene_grid, work) if work is not None else (None, None)
+        if work is not None:
+            source = _work_reader(src, in_norm, work, to_work, scene)
+        reader = SceneReader(source if source is not None else src, in_norm)
+        grid_spec = work or scene_grid
+        grid = blend_grid(grid_spec.height, grid_spec.width, predictor.tile, opts.overlap)
+        _make_parent(out)
         with output_lock(out), atomic_file(out, overwrite=opts.overwrite) as cog_tmp:
             tmp = temp_sibling(out, ".tif")
+            back = temp_sibling(out, ".tif")
             try:
-                _write_translation(src, reader, grid, predictor, tmp, opts, reporter, scene)
+                _write_translation(grid_spec, reader, grid, predictor, tmp, opts, reporter, scene)
+                if work is not None:
+                    _resample_back(tmp, back, src, in_norm, to_scene, reporter)
+                    tmp.unlink()
                 with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):  # GDAL's default (5 % of RAM) grows with
-                    write_cog(tmp, cog_tmp, overview_resampling="nearest"  # the scene: keep it bounded
+                    write_cog(back if work is not None else tmp, cog_tmp,  # the scene: keep it bounded
+                              overview_resampling="nearest"
                               if opts.format == OutputFormat.NATIVE and out_norm.modality == "optical"
                               else "average")
             finally:
                 tmp.unlink(missing_ok=True)
+                back.unlink(missing_ok=True)
     finally:
+        if source is not None:
+            source.close()
         src.close()
     summary = TranslateSummary(scene, out, grid.n_tiles, time.perf_counter() - t0)
     return summary
@@ -451,11 +611,12 @@ def _blend_in_thread(device: torch.device) -> bool:
     return device.type != "cpu"
 
 
-def _write_translation(src: rasterio.DatasetReader, reader: SceneReader, grid: BlendGrid, predictor: Predictor,
+def _write_translation(spec: GridSpec, reader: SceneReader, grid: BlendGrid, predictor: Predictor,
                        tmp: Path, opts: TranslateOptions, reporter: Reporter, scene: Path) -> None:
-    """Run the strip loop into the temporary tiled GeoTIFF ``tmp`` with descriptions and provenance tags."""
+    """Run the strip loop into the temporary tiled GeoTIFF ``tmp`` on the grid ``spec`` (the scene's, or the work
+    grid at the training pixel size) with descriptions and provenance tags."""
     in_norm, out_norm = predictor.in_norm, predictor.out_norm
-    profile = _output_profile(src, out_norm, opts.format)
+    profile = _output_profile(spec, out_norm, opts.format)
     io_threads = _io_in_threads(predictor.device) if opts.prefetch is None else opts.prefetch
     blend_thread = io_threads and _blend_in_thread(predictor.device)
     pools = [background_pool("sarkit-read") if io_threads else None,
@@ -485,6 +646,9 @@ def _write_translation(src: rasterio.DatasetReader, reader: SceneReader, grid: B
                                 source=scene.name, format=opts.format.value, tile=str(grid.tile),
                                 overlap=str(grid.overlap), out_modality=out_norm.modality,
                                 in_bands=",".join(in_norm.bands))
+                if predictor.contract.pixel_size is not None:  # the resolution the generator ran at
+                    dst.update_tags(translated_pixel_size=(pixel_size(spec) or predictor.contract.pixel_size)
+                                    .describe())
                 if out_norm.modality == "optical" and opts.format == OutputFormat.NATIVE:  # how to read the DN back
                     dst.update_tags(**{DN_OFFSET_TAG: f"{out_norm.offset:g}"})
     finally:
@@ -520,6 +684,20 @@ def _check_many(scenes: Sequence[Path], out_dir: Path, opts: TranslateOptions) -
     return outs
 
 
+def _check_contract(scenes: Sequence[Path], net: LoadedNetwork, opts: TranslateOptions,
+                    device: torch.device) -> None:
+    """Before starting several scenes: the tile suits the network, a batch fits in memory, and with
+    ``resolution`` strict every scene has the training pixel size (``InputError`` otherwise)."""
+    contract = checkpoint_contract(net, opts.tile)
+    check_batch_memory(contract, opts.batch_size, device)
+    if opts.resolution is ResolutionMode.STRICT:
+        for s in scenes:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                with open_raster(s, "scene") as src:
+                    check_resolution(GridSpec.of(src), contract, opts.resolution, s)
+
+
 def translate_many(scenes: Sequence[str | Path], checkpoint: str | Path, out_dir: str | Path,
                    opts: TranslateOptions = TranslateOptions(), reporter: Reporter = NULL_REPORTER,
                    scheduler: str | None = None) -> list[SceneResult]:
@@ -533,10 +711,11 @@ def translate_many(scenes: Sequence[str | Path], checkpoint: str | Path, out_dir
     paths = [Path(s) for s in scenes]
     out_dir = Path(out_dir)
     outs = _check_many(paths, out_dir, opts)
+    device = resolve_device(opts.device)
+    net = load_network(checkpoint, "generator", torch.device("cpu") if scheduler else device)
+    _check_contract(paths, net, opts, device)  # a bad checkpoint, tile or strict resolution fails before starting
     if scheduler:
-        read_export_record(resolve_export(checkpoint, "generator"))  # a bad checkpoint fails before starting
         return _translate_dask(paths, Path(checkpoint), outs, opts, reporter, scheduler)
-    net = load_network(checkpoint, "generator", resolve_device(opts.device))
     results: list[SceneResult] = []
     for s, o in zip(paths, outs):
         try:

@@ -35,7 +35,8 @@ class ModelIO:
     """What the data gives a model: channels, direction, tile size, normalisations and classes.
 
     ``direction`` is "sar2opt" or "opt2sar" for translators (``in_norm``/``out_norm`` are the input and output
-    domains' normalisations as dicts), or the modality ("sar"/"optical") for a segmenter.
+    domains' normalisations as dicts), or the modality ("sar"/"optical") for a segmenter. ``pixel_size`` is the
+    training tiles' pixel size (``sarkit.raster.grid.PixelSize.to_dict``), None when unknown.
     """
 
     in_channels: int
@@ -46,6 +47,7 @@ class ModelIO:
     out_norm: dict[str, Any]
     num_classes: int | None = None
     class_names: tuple[str, ...] | None = None
+    pixel_size: dict[str, Any] | None = None
 
 
 @dataclass
@@ -167,10 +169,14 @@ class TrainableModel(nn.Module):
         return {}
 
     def export_meta(self) -> dict[str, Any]:
-        """Metadata of the exported networks (CKPT_API.md): a translator's model, direction, norms and tile size."""
+        """Metadata of the exported networks (CKPT_API.md): a translator's model, direction, norms, tile size and
+        the training tiles' pixel size (when known)."""
         io = self.io
-        return {"model": self.name, "direction": io.direction, "in_norm": io.in_norm, "out_norm": io.out_norm,
+        meta = {"model": self.name, "direction": io.direction, "in_norm": io.in_norm, "out_norm": io.out_norm,
                 "tile_size": io.tile_size}
+        if io.pixel_size is not None:
+            meta["pixel_size"] = io.pixel_size
+        return meta
 
 
 def parse_options(cls: type, values: dict[str, Any]) -> Any:

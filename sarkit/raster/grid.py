@@ -174,3 +174,82 @@ def overlap_bounds(ref: GridSpec, other: GridSpec) -> Bounds | None:
     if right <= left or top <= bottom:
         return None
     return Bounds(left, bottom, right, top)
+
+
+# ------------------------------------------------------------------------------------------------ pixel size
+#: Metres per degree of latitude (and of longitude at the equator) on a sphere of the Earth's mean radius
+#: (6371.0088 km): degree pixels are compared with metre pixels through it, ``x · cos(latitude)`` along x.
+METRES_PER_DEGREE = 6_371_008.8 * math.pi / 180.0
+#: Two pixel sizes are the same resolution when they differ by at most this fraction on each axis.
+RESOLUTION_TOL = 0.05
+
+
+@dataclass(frozen=True)
+class PixelSize:
+    """A grid's pixel size: ``x`` and ``y`` in its CRS's units (``units``: "metre", "degree", "US survey foot",
+    … or "" when unknown) and, where they are known, in metres (``x_m``, ``y_m``; degrees at the grid's centre
+    latitude)."""
+
+    x: float
+    y: float
+    units: str = ""
+    x_m: float | None = None
+    y_m: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly dict (the record in exported checkpoints)."""
+        return {"x": self.x, "y": self.y, "units": self.units, "x_m": self.x_m, "y_m": self.y_m}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "PixelSize":
+        """The inverse of ``to_dict`` (missing metre sizes → None)."""
+        return cls(float(d["x"]), float(d["y"]), str(d.get("units") or ""), _opt_float(d.get("x_m")),
+                   _opt_float(d.get("y_m")))
+
+    def describe(self) -> str:
+        """People's words: "10 m", "20×10 m", or the CRS units when metres are unknown."""
+        x, y, unit = (self.x_m, self.y_m, "m") if self.x_m is not None and self.y_m is not None else (
+            self.x, self.y, self.units or "CRS units")
+        return f"{x:.3g} {unit}" if math.isclose(x, y, rel_tol=1e-3) else f"{x:.3g}×{y:.3g} {unit}"
+
+
+def _opt_float(v: Any) -> float | None:
+    """``float(v)``, None for None."""
+    return None if v is None else float(v)
+
+
+def pixel_size(grid: GridSpec) -> PixelSize | None:
+    """The pixel size of a georeferenced grid (lengths of the transform's pixel sides), in metres where its CRS
+    says how; None without georeferencing."""
+    if not grid.georeferenced:
+        return None
+    t = grid.transform
+    x, y = math.hypot(t.a, t.d), math.hypot(t.b, t.e)
+    crs = grid.crs
+    if crs.is_geographic:
+        _, lat = t * (grid.width / 2.0, grid.height / 2.0)
+        return PixelSize(x, y, "degree", x * METRES_PER_DEGREE * math.cos(math.radians(lat)),
+                         y * METRES_PER_DEGREE)
+    try:
+        name, factor = crs.linear_units_factor
+    except Exception:  # CRSs without linear units (engineering, unknown)
+        return PixelSize(x, y, "")
+    return PixelSize(x, y, str(name), x * factor, y * factor)
+
+
+def pixel_size_ratio(a: PixelSize, b: PixelSize) -> tuple[float, float] | None:
+    """(x, y) ratios of ``a``'s pixel size to ``b``'s: in metres when both know them, else in their CRS units
+    when these are the same; None when the two cannot be compared."""
+    if None not in (a.x_m, a.y_m, b.x_m, b.y_m):
+        return a.x_m / b.x_m, a.y_m / b.y_m  # type: ignore[operator]
+    if a.units and a.units == b.units:
+        return a.x / b.x, a.y / b.y
+    return None
+
+
+def rescaled(grid: GridSpec, fx: float, fy: float) -> GridSpec:
+    """The grid of the same footprint with ``fx`` times as many columns and ``fy`` times as many rows (rounded,
+    at least one); its pixels are adjusted slightly so that its outer corners are the grid's."""
+    width, height = max(1, round(grid.width * fx)), max(1, round(grid.height * fy))
+    t = grid.transform * Affine.scale(grid.width / width, grid.height / height)
+    return GridSpec(grid.crs, t, height, width)

@@ -7,14 +7,17 @@ a pure function of (seed, epoch, step), so resume only needs the step counter.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+import rasterio
 import torch
 
 from sarkit.errors import InputError
+from sarkit.raster.grid import RESOLUTION_TOL, GridSpec, PixelSize, pixel_size, pixel_size_ratio
 from sarkit.models.base import ModelIO, Task, TrainableModel
 from sarkit.training.options import Direction, Modality, TrainOptions
 
@@ -171,7 +174,36 @@ def open_data(opts: TrainOptions, cls: type[TrainableModel]) -> TrainData:
     if opt is None and (not segmenter or opts.modality is Modality.OPTICAL):
         raise InputError(f"{root} has no optical tiles; --model {opts.model} needs them (tile with optical input)")
     norms = {"sar": sar, "optical": opt}
-    return TrainData(train, val, _model_io(opts, train, segmenter, labels, sar, opt), cls.task, norms)
+    io = dataclasses.replace(_model_io(opts, train, segmenter, labels, sar, opt), pixel_size=tile_pixel_size(train))
+    return TrainData(train, val, io, cls.task, norms)
+
+
+#: Tiles of the train split whose pixel size is read to record the training resolution.
+PIXEL_SIZE_SAMPLES = 8
+
+
+def tile_pixel_size(ds: Any) -> dict[str, Any] | None:
+    """The pixel size of a tile set's tiles (``PixelSize.to_dict``), read from up to ``PIXEL_SIZE_SAMPLES`` of its
+    SAR tiles spread over the set; None when one lacks georeferencing or they differ by more than
+    ``RESOLUTION_TOL`` (no one resolution to record)."""
+    rows = ds.rows
+    picks = sorted({round(i * (len(rows) - 1) / max(1, PIXEL_SIZE_SAMPLES - 1)) for i in range(PIXEL_SIZE_SAMPLES)})
+    sizes: list[PixelSize] = []
+    for i in picks:
+        try:
+            with rasterio.open(ds.root / rows[i]["s1_path"]) as src:
+                size = pixel_size(GridSpec.of(src))
+        except (OSError, KeyError, rasterio.errors.RasterioError):
+            return None
+        if size is None:
+            return None
+        sizes.append(size)
+    first = sizes[0]
+    for s in sizes[1:]:
+        ratio = pixel_size_ratio(s, first)
+        if ratio is None or any(abs(r - 1.0) > RESOLUTION_TOL for r in ratio):
+            return None
+    return first.to_dict()
 
 
 def _model_io(opts: TrainOptions, train: Any, segmenter: bool, labels: bool, sar: dict[str, Any],

@@ -229,7 +229,7 @@ def test_translate_runs_a_ready_chain_predictor(tmp_path):
     translate_scene(scene, conv, tmp_path / "conv.tif", opts)
     with rasterio.open(tmp_path / "chain.tif") as c, rasterio.open(tmp_path / "conv.tif") as d:
         np.testing.assert_array_equal(c.read(), d.read())
-        assert c.tags()["checkpoint"] == f"{ident} + {conv}" and c.tags()["model"] == "identity + conv0"
+        assert c.tags()["checkpoint"] == "id.safetensors + conv.safetensors" and c.tags()["model"] == "identity + conv0"
     with pytest.raises(InputError, match="differs from the predictor's tile"):
         translate_scene(scene, chain, tmp_path / "t.tif", TranslateOptions(tile=64, overlap=8))
 
@@ -343,3 +343,75 @@ def test_eval_reencodes_the_input_when_the_tiling_ranges_differ(tmp_path, tiles)
     lo, hi = DEFAULT_SAR_RANGE  # the tiling's range: values outside it were clipped when the tile was encoded
     np.testing.assert_allclose(block.input, other.encode(np.clip(db, lo, hi)), atol=1e-5)
     assert np.abs(block.input - sar_normalization().encode(db)).max() > 0.05  # not the tiling's encoding
+
+
+# ------------------------------------------------------------------------------------------ tile, memory, pixel size
+def test_tile_multiple_is_the_product_of_conv_strides():
+    from sarkit.models.blocks import build_resnet, build_unet
+
+    assert en.tile_multiple(build_unet(2, 3, num_downs=8, ngf=4)) == 256
+    assert en.tile_multiple(build_unet(2, 3, num_downs=6, ngf=4)) == 64
+    assert en.tile_multiple(build_resnet(2, 3, ngf=4, n_blocks=1)) == 4
+    assert en.tile_multiple(Identity(2)) == 1 and en.tile_multiple(RandomConv()) == 1
+
+
+@pytest.mark.parametrize("tile,ok", [(None, True), (128, True), (256, True), (100, False), (96, False)])
+def test_checkpoint_contract_checks_the_tile_against_the_network(tile, ok):
+    from sarkit.models.blocks import build_unet
+
+    sar = sar_normalization()
+    net = loaded(build_unet(2, 2, num_downs=6, ngf=4), sar, sar, tile=64)
+    if ok:
+        c = en.checkpoint_contract(net, tile)
+        assert c.tile == (tile or 64) and c.tile_multiple == 64
+    else:
+        with pytest.raises(InputError, match=rf"--tile {tile} does not suit generator test.safetensors: .*"
+                                             r"multiple of 64 \(64, 128, 192"):
+            en.checkpoint_contract(net, tile)
+
+
+def test_a_chain_tile_suits_every_stage():
+    from sarkit.models.blocks import build_resnet
+
+    sar = sar_normalization()
+    res = NetworkPredictor(loaded(build_resnet(2, 2, ngf=4, n_blocks=1), sar, sar, tile=36), torch.device("cpu"),
+                           None)
+    chain = ChainPredictor([conv_predictor(sar, sar, tile=30), res])
+    assert chain.contract.tile_multiple == 4 and chain.tile == 36
+    chain = ChainPredictor([conv_predictor(sar, sar, tile=38), res])
+    assert chain.tile == 40  # the largest stage tile, rounded up to a multiple of 4
+    assert chain(np.zeros((1, 2, 40, 40), np.float32)).shape == (1, 2, 40, 40)
+
+
+def test_batch_memory_estimate_and_refusal(monkeypatch):
+    sar = sar_normalization()
+    c = Contract(sar, optical_normalization(), tile=256)
+    px = 256 * 256
+    assert en.batch_memory_bytes(c, 2) == 2 * px * (4 * 2 + 4 * 3 + en.ACTIVATION_BYTES_PER_PIXEL)
+    cpu = torch.device("cpu")
+    en.check_batch_memory(c, 8, cpu)  # 256² × 8: well within any machine
+    monkeypatch.setattr(en, "device_memory_bytes", lambda device: 2 ** 30)
+    with pytest.raises(InputError, match=r"--tile 256 with --batch-size 64 needs about 2\.\d GiB for one batch of "
+                                         r"tiles, more than this machine's 1\.0 GiB"):
+        en.check_batch_memory(c, 64, cpu)
+
+
+def test_contract_carries_the_recorded_pixel_size_and_none_for_old_checkpoints():
+    sar = sar_normalization()
+    old = loaded(RandomConv(), sar, sar)
+    assert en.checkpoint_contract(old).pixel_size is None
+    new = loaded(RandomConv(), sar, sar)
+    new.meta["pixel_size"] = {"x": 10, "y": 10, "units": "metre", "x_m": 10, "y_m": 10}
+    assert en.checkpoint_contract(new).pixel_size.x_m == 10.0
+    new.meta["pixel_size"] = {"y": 10}
+    with pytest.raises(CheckpointError, match="unreadable pixel_size"):
+        en.checkpoint_contract(new)
+    sar_chain = ChainPredictor([NetworkPredictor(loaded(RandomConv(), sar, sar), torch.device("cpu"), None),
+                                conv_predictor(sar, sar)])
+    assert sar_chain.contract.pixel_size is None
+
+
+def test_provenance_names_the_checkpoint_file_not_its_path(tmp_path):
+    sar = sar_normalization()
+    p = conv_predictor(sar, sar, path=str(tmp_path / "deep" / "generator.safetensors"))
+    assert p.provenance()["checkpoint"] == "generator.safetensors"

@@ -253,7 +253,8 @@ def test_optical_native_output(tmp_path):
         assert o.descriptions == ("B4", "B3", "B2")
         tags = o.tags()
         assert tags["checkpoint_sha256"] == file_sha256(ckpt)
-        assert tags["checkpoint"] == str(ckpt) and tags["model"] == "test" and tags["direction"] == "sar2opt"
+        assert tags["checkpoint"] == "conv.safetensors" and tags["model"] == "test" and tags["direction"] == "sar2opt"
+        assert str(tmp_path) not in " ".join(tags.values())  # no path of this machine in the output
         assert tags["sarkit_version"] and tags["dn_offset"] == "0"
         got = o.read()
     nodata = np.isnan(data).any(axis=0)
@@ -748,7 +749,7 @@ def test_pix2pix_unet_bf16_is_within_40db_of_fp32():
 
     torch.manual_seed(0)
     net = build_unet(2, 3, num_downs=6, ngf=16).eval()  # 64² tiles, the full pix2pix structure at width 16
-    gen = en.NetworkPredictor(_loaded(net, out_channels=3), torch.device("cpu"), torch.bfloat16)
+    gen = en.NetworkPredictor(_loaded(net, out_channels=3), torch.device("cpu"), torch.bfloat16, tile=64)
     x = np.random.default_rng(1).uniform(-1, 1, (4, 2, 64, 64)).astype(np.float32)
     low = gen._forward(x, torch.bfloat16)
     ref = gen._forward(x, None)
@@ -865,3 +866,207 @@ def test_failed_compilation_warns_and_runs_eagerly(tmp_path, monkeypatch):
     translate_scene(scene, ckpt, tmp_path / "e.tif", TranslateOptions(overlap=16, batch_size=3))
     assert len(rep.warnings) == 1 and "torch.compile failed (RuntimeError: no C++ compiler found)" in rep.warnings[0]
     np.testing.assert_array_equal(read(tmp_path / "c.tif"), read(tmp_path / "e.tif"))
+
+
+# ------------------------------------------------------------------------------------------------ resolution
+TEN_M = {"x": 10.0, "y": 10.0, "units": "metre", "x_m": 10.0, "y_m": 10.0}
+
+
+def save_conv_at(path: Path, pixel: dict | None, tile: int = 64) -> Path:
+    """A SAR→SAR fixed-conv generator whose metadata records the training pixel size ``pixel`` (None: none)."""
+    sar = sar_normalization()
+    kw = {"in_channels": 2, "out_channels": 2, "seed": 0}
+    meta = {"model": "test", "direction": "opt2sar", "in_norm": sar.to_dict(), "out_norm": sar.to_dict(),
+            "tile_size": tile, "run": "test"}
+    if pixel is not None:
+        meta["pixel_size"] = pixel
+    return save_network(path, FixedConv(**kw), kind="generator", arch="test-translate-conv", arch_kwargs=kw,
+                        meta=meta)
+
+
+def write_sar_at(path: Path, data: np.ndarray, pixel: float) -> Path:
+    """A 2-band dB scene of ``pixel``-metre pixels (EPSG:32631, NaN nodata)."""
+    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=2,
+                       dtype="float32", crs=CRS, transform=from_origin(500000.0, 4800000.0, pixel, pixel),
+                       nodata=float("nan")) as dst:
+        dst.write(data)
+        dst.descriptions = ("VV", "VH")
+    return path
+
+
+def textured_sar(height: int, width: int) -> np.ndarray:
+    """A dB pattern with detail at a few pixels (so that a 3×3 conv at 10 m differs from one at 20 m)."""
+    r, c = np.mgrid[0:height, 0:width].astype(np.float32)
+    vv = -12.0 + 7.0 * np.sin(r / 3.1) * np.cos(c / 2.3)
+    vh = -18.0 + 5.0 * np.cos((r + 2 * c) / 4.1)
+    return np.stack([vv, vh]).astype(np.float32)
+
+
+def warped(src_path: Path, dest: Path, pixel: float, resampling) -> Path:
+    """``src_path`` resampled (WarpedVRT, like the translate reader) onto the same footprint at ``pixel`` m."""
+    from rasterio.vrt import WarpedVRT
+
+    with rasterio.open(src_path) as src:
+        f = src.res[0] / pixel
+        w, h = round(src.width * f), round(src.height * f)
+        t = src.transform * src.transform.scale(src.width / w, src.height / h)
+        with WarpedVRT(src, crs=src.crs, transform=t, width=w, height=h, resampling=resampling,
+                       src_nodata=src.nodata, nodata=src.nodata) as vrt:
+            data = vrt.read()
+            prof = dict(driver="GTiff", width=w, height=h, count=src.count, dtype=src.dtypes[0], crs=src.crs,
+                        transform=t, nodata=src.nodata)
+            with rasterio.open(dest, "w", **prof) as dst:
+                dst.write(data)
+                dst.descriptions = src.descriptions
+    return dest
+
+
+def test_20m_scene_with_10m_checkpoint_is_translated_at_10m_onto_its_own_grid(tmp_path):
+    """The 20 m scene is upsampled to 10 m, translated there and the output averaged back onto the 20 m grid: the
+    same as translating the scene upsampled to 10 m by hand and averaging that back, and unlike translating the
+    20 m pixels as they are (--resolution ignore)."""
+    from rasterio.enums import Resampling
+
+    scene = write_sar_at(tmp_path / "s20.tif", textured_sar(96, 120), 20.0)
+    ckpt = save_conv_at(tmp_path / "g.safetensors", TEN_M)
+    opts = TranslateOptions(overlap=16, amp="off", device="cpu")
+    rec = RecordingReporter()
+    out = translate_scene(scene, ckpt, tmp_path / "out.tif", opts, rec).out
+    warns = rec.warnings
+    assert len(warns) == 1 and "20 m" in warns[0] and "10 m" in warns[0] and "resampled" in warns[0]
+    with rasterio.open(scene) as s, rasterio.open(out) as o:
+        assert (o.crs, o.transform, o.shape) == (s.crs, s.transform, s.shape)
+        got = o.read()
+        assert o.tags()["translated_pixel_size"] == "10 m"
+    by_hand = translate_scene(warped(scene, tmp_path / "s10.tif", 10.0, Resampling.bilinear), ckpt,
+                              tmp_path / "ref10.tif", opts).out
+    ref = read(warped(by_hand, tmp_path / "ref20.tif", 20.0, Resampling.average))
+    as_is = read(translate_scene(scene, ckpt, tmp_path / "asis.tif",
+                                 TranslateOptions(overlap=16, amp="off", device="cpu", resolution="ignore")).out)
+    assert np.isfinite(got).all()
+    err, err_as_is = np.abs(got - ref).mean(), np.abs(as_is - ref).mean()
+    assert err < 0.01 < err_as_is / 10, (err, err_as_is)  # mean dB: measured 0 and 0.16
+
+
+def test_strict_refuses_another_resolution_exit_2_and_writes_nothing(tmp_path):
+    scene = write_sar_at(tmp_path / "s20.tif", textured_sar(64, 64), 20.0)
+    ckpt = save_conv_at(tmp_path / "g.safetensors", TEN_M)
+    r = cli(str(scene), "--checkpoint", str(ckpt), "--out", str(tmp_path / "o.tif"), "--device", "cpu",
+            "--resolution", "strict")
+    assert r.exit_code == 2, r.output
+    assert "20 m" in r.stderr and "10 m" in r.stderr and "--resolution" in r.stderr
+    assert files_in(tmp_path) == {"s20.tif", "g.safetensors"}
+
+
+@pytest.mark.parametrize("pixel,record", [(20.0, None), (10.4, TEN_M)], ids=["old-checkpoint", "within-5-percent"])
+def test_no_resampling_for_old_checkpoints_or_close_resolutions(tmp_path, pixel, record):
+    """A checkpoint without the record, or a scene within 5 % of the training pixel size: translated as it is,
+    silently (the same pixels as --resolution ignore)."""
+    scene = write_sar_at(tmp_path / "s.tif", textured_sar(64, 80), pixel)
+    ckpt = save_conv_at(tmp_path / "g.safetensors", record)
+    rec = RecordingReporter()
+    opts = TranslateOptions(overlap=16, amp="off", device="cpu")
+    got = read(translate_scene(scene, ckpt, tmp_path / "a.tif", opts, rec).out)
+    assert not rec.warnings
+    ref = read(translate_scene(scene, ckpt, tmp_path / "b.tif",
+                               TranslateOptions(overlap=16, amp="off", device="cpu", resolution="ignore")).out)
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_resampled_output_keeps_the_scenes_nodata(tmp_path):
+    """Nodata stays exactly where the scene's is after the round trip through the 10 m grid."""
+    data = textured_sar(64, 64)
+    data[:, 10:30, 5:25] = np.nan
+    scene = write_sar_at(tmp_path / "s20.tif", data, 20.0)
+    out = translate_scene(scene, save_conv_at(tmp_path / "g.safetensors", TEN_M), tmp_path / "o.tif",
+                          TranslateOptions(overlap=16, amp="off", device="cpu")).out
+    got = read(out)
+    np.testing.assert_array_equal(np.isnan(got).any(axis=0), np.isnan(data).any(axis=0))
+
+
+def test_ungeoreferenced_scene_cannot_be_compared_and_is_translated_as_it_is_with_a_warning(tmp_path):
+    scene = tmp_path / "nocrs.tif"
+    write_sar(scene, 64, 64, crs=None)
+    rec = RecordingReporter()
+    translate_scene(scene, save_conv_at(tmp_path / "g.safetensors", TEN_M), tmp_path / "o.tif",
+                    TranslateOptions(overlap=16, amp="off", device="cpu", allow_ungeoreferenced=True), rec)
+    warns = rec.warnings
+    assert len(warns) == 1 and "cannot be compared" in warns[0]
+
+
+def test_translate_many_strict_refuses_before_starting(tmp_path):
+    ok = write_sar_at(tmp_path / "a.tif", textured_sar(64, 64), 10.0)
+    bad = write_sar_at(tmp_path / "b.tif", textured_sar(64, 64), 20.0)
+    with pytest.raises(tr.InputError, match="b.tif has 20 m pixels"):
+        translate_many([ok, bad], save_conv_at(tmp_path / "g.safetensors", TEN_M), tmp_path / "out",
+                       TranslateOptions(amp="off", device="cpu", resolution="strict"))
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+# ------------------------------------------------------------------------------------------------ tile and out
+@pytest.mark.parametrize("name", ["o.png", "o.jpg", "o"])
+def test_out_that_is_not_a_geotiff_name_is_refused_before_work(tmp_path, identity_ckpt, name):
+    scene = tmp_path / "s.tif"
+    write_sar(scene, 32, 32)
+    r = cli(str(scene), "--checkpoint", str(identity_ckpt), "--out", str(tmp_path / name))
+    assert r.exit_code == 2 and ".tif" in r.stderr and name in r.stderr, r.output
+    assert files_in(tmp_path) == {"s.tif", "ckpt"}
+
+
+def test_tif_and_tiff_in_any_case_are_accepted(tmp_path, identity_ckpt):
+    scene = tmp_path / "s.tif"
+    write_sar(scene, 32, 32)
+    for name in ("o.TIF", "o.tiff"):
+        assert translate_scene(scene, identity_ckpt, tmp_path / name,
+                               TranslateOptions(device="cpu", amp="off", overlap=8)).out.exists()
+
+
+def test_tile_the_unet_cannot_run_on_is_refused_naming_valid_sizes(tmp_path):
+    """--tile 100 on an 8-level U-Net: exit 2 naming multiples of 256, instead of a RuntimeError from inside torch."""
+    from sarkit.models.blocks import build_unet
+
+    kw = {"in_channels": 2, "out_channels": 3, "num_downs": 8, "ngf": 4}
+    ckpt = save_network(tmp_path / "unet.safetensors", build_unet(**kw), kind="generator", arch="unet",
+                        arch_kwargs=kw, meta={"model": "pix2pix", "direction": "sar2opt",
+                                              "in_norm": sar_normalization().to_dict(),
+                                              "out_norm": optical_normalization().to_dict(), "tile_size": 256})
+    scene = tmp_path / "s.tif"
+    write_sar(scene, 64, 64)
+    r = cli(str(scene), "--checkpoint", str(ckpt), "--out", str(tmp_path / "o.tif"), "--tile", "100",
+            "--overlap", "8", "--device", "cpu")
+    assert r.exit_code == 2, r.output
+    assert "--tile 100" in r.stderr and "256, 512, 768" in r.stderr
+    assert files_in(tmp_path) == {"s.tif", "unet.safetensors"}
+
+
+def test_huge_tile_is_refused_before_allocating(tmp_path, identity_ckpt, monkeypatch):
+    scene = tmp_path / "s.tif"
+    write_sar(scene, 32, 32)
+    monkeypatch.setattr(en, "pad_batch", lambda *a: pytest.fail("padded a batch"))
+    r = cli(str(scene), "--checkpoint", str(identity_ckpt), "--out", str(tmp_path / "o.tif"),
+            "--tile", "100000", "--device", "cpu")
+    assert r.exit_code == 2, r.output
+    assert "--tile 100000" in r.stderr and "TiB" in r.stderr and "smaller --tile" in r.stderr
+    assert files_in(tmp_path) == {"s.tif", "ckpt"}
+
+
+def test_output_folder_is_created_only_when_writing(tmp_path, identity_ckpt):
+    """A missing output folder is created for a run that writes, and never for a refused one."""
+    scene = tmp_path / "s.tif"
+    write_sar(scene, 32, 32)
+    r = cli(str(scene), "--checkpoint", str(tmp_path / "nope.safetensors"), "--out",
+            str(tmp_path / "a" / "b" / "o.tif"))  # refused after the output checks
+    assert r.exit_code == 2 and not (tmp_path / "a").exists()
+    out = translate_scene(scene, identity_ckpt, tmp_path / "a" / "b" / "o.tif",
+                          TranslateOptions(device="cpu", amp="off", overlap=8)).out
+    assert out.exists()
+
+
+def test_resampled_translation_in_threads_writes_the_same_pixels(tmp_path):
+    """The warped reader also works from the background read thread (as on a GPU)."""
+    scene = write_sar_at(tmp_path / "s20.tif", textured_sar(80, 72), 20.0)
+    ckpt = save_conv_at(tmp_path / "g.safetensors", TEN_M)
+    a, b = (read(translate_scene(scene, ckpt, tmp_path / f"{p}.tif",
+                                 TranslateOptions(overlap=16, amp="off", device="cpu", prefetch=p)).out)
+            for p in (False, True))
+    np.testing.assert_array_equal(a, b)
