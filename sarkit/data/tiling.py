@@ -25,7 +25,7 @@ from rasterio.warp import transform_geom
 from sarkit import __version__
 from sarkit.errors import InputError
 from sarkit.raster.align import AlignedReader
-from sarkit.raster.grid import Bounds, GridSpec, PixelWindow, overlap_bounds, window_grid
+from sarkit.raster.grid import GRID_TOL_PX, Bounds, GridSpec, PixelWindow, overlap_bounds, window_grid
 from sarkit.io import DEFLATE_LEVEL, GTIFF_PROFILE, atomic_dir, check_output, open_raster, require_crs
 from sarkit.data.layouts import LABEL_NODATA, SEN1FLOODS11_CLASSES, Scene, find_layout, map_labels
 from sarkit.raster.norm import (check_range, 
@@ -123,15 +123,6 @@ def validate_options(opts: TileOptions) -> None:
     check_range(opts.s1_range, "--s1-range")
     check_range(opts.s2_range, "--s2-range")
     sar_normalization(("VV",), opts.s1_range, opts.s1_units)  # validates units and range
-
-
-def block_side(opts: TileOptions) -> int:
-    """Split block side in strides: 1 tile without overlap, else ≥ 2·⌈size/stride⌉ strides (block ≥ 2·size)."""
-    if opts.block_strides:
-        return max(1, int(opts.block_strides), math.ceil(opts.size / opts.stride))
-    if opts.stride >= opts.size:
-        return 1
-    return 2 * math.ceil(opts.size / opts.stride)
 
 
 # --------------------------------------------------------------------------------------------- inputs
@@ -305,6 +296,143 @@ def window_bounds(grid: GridSpec, window: PixelWindow) -> Bounds:
 
 # --------------------------------------------------------------------------------------------- splits
 
+#: Margin (degrees) added around EPSG:4326 envelopes of footprints in different CRSs, so float noise of the
+#: reprojection never hides an overlap.
+ENVELOPE_MARGIN_DEG = 1e-6
+_EDGE_POINTS = 8  # points per footprint edge when its envelope is computed in EPSG:4326
+
+
+def _crs_groups(crss: Sequence[Any]) -> list[int]:
+    """Index of each CRS among the distinct CRSs of ``crss`` (in order of first appearance)."""
+    seen: list[Any] = []
+    out = []
+    for crs in crss:
+        for i, s in enumerate(seen):
+            if s == crs:
+                out.append(i)
+                break
+        else:
+            seen.append(crs)
+            out.append(len(seen) - 1)
+    return out
+
+
+def envelopes_4326(crs: Any, boxes: np.ndarray) -> np.ndarray:
+    """Conservative EPSG:4326 envelopes (n, 4: west, south, east, north) of footprints ``boxes`` (n, 4) in ``crs``.
+
+    Each edge is densified before reprojection and a margin of ``ENVELOPE_MARGIN_DEG`` is added; a footprint that
+    cannot be reprojected or crosses the antimeridian gets the whole longitude range.
+    """
+    from rasterio.crs import CRS
+    from rasterio.warp import transform
+
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if CRS.from_user_input(crs) == CRS.from_epsg(4326):
+        env = boxes.copy()
+    else:
+        t = np.linspace(0.0, 1.0, _EDGE_POINTS, endpoint=False)
+        l, b, r, tp = (boxes[:, i:i + 1] for i in range(4))
+        xs = np.concatenate([l + (r - l) * t, r + 0 * t, r - (r - l) * t, l + 0 * t], axis=1)
+        ys = np.concatenate([b + 0 * t, b + (tp - b) * t, tp + 0 * t, tp - (tp - b) * t], axis=1)
+        lon, lat = transform(crs, "EPSG:4326", xs.ravel().tolist(), ys.ravel().tolist())
+        lon = np.asarray(lon, dtype=np.float64).reshape(xs.shape)
+        lat = np.asarray(lat, dtype=np.float64).reshape(xs.shape)
+        with np.errstate(invalid="ignore"):
+            env = np.stack([lon.min(1), lat.min(1), lon.max(1), lat.max(1)], axis=1)
+        bad = ~np.isfinite(env).all(axis=1) | (env[:, 2] - env[:, 0] > 180.0)
+        env[bad] = (-180.0, -90.0, 180.0, 90.0)
+    env[:, :2] -= ENVELOPE_MARGIN_DEG
+    env[:, 2:] += ENVELOPE_MARGIN_DEG
+    return env
+
+
+def _pairs(boxes: np.ndarray) -> np.ndarray:
+    """Pairs (i < j) of axis-aligned boxes (n, 4) whose interiors intersect (boxes that only touch do not)."""
+    import shapely
+
+    if len(boxes) < 2:
+        return np.zeros((0, 2), dtype=np.int64)
+    geoms = shapely.box(boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3])
+    hit = shapely.STRtree(geoms).query(geoms, predicate="intersects")
+    i, j = hit
+    keep = i < j
+    i, j = i[keep], j[keep]
+    b = boxes
+    deep = ((np.minimum(b[i, 2], b[j, 2]) - np.maximum(b[i, 0], b[j, 0]) > 0)
+            & (np.minimum(b[i, 3], b[j, 3]) - np.maximum(b[i, 1], b[j, 1]) > 0))
+    return np.stack([i[deep], j[deep]], axis=1)
+
+
+def footprint_overlaps(bounds: Sequence[Bounds], crss: Sequence[Any], tols: Sequence[float]) -> np.ndarray:
+    """Pairs (i, j), i < j, of footprints that share ground.
+
+    Same CRS: their bounds overlap by more than ``tols`` (a small distance in CRS units, so footprints that only
+    touch or differ by float noise do not count). Different CRSs: their conservative EPSG:4326 envelopes
+    (:func:`envelopes_4326`) overlap, so a shared pixel is never missed (neighbours may be over-counted).
+    """
+    n = len(bounds)
+    if n < 2:
+        return np.zeros((0, 2), dtype=np.int64)
+    groups = np.asarray(_crs_groups(crss))
+    arr = np.asarray(bounds, dtype=np.float64).reshape(n, 4)
+    tol = np.asarray(tols, dtype=np.float64).reshape(n, 1)
+    found = []
+    for g in np.unique(groups):
+        idx = np.flatnonzero(groups == g)
+        shrunk = arr[idx] + np.hstack([tol[idx], tol[idx], -tol[idx], -tol[idx]]) / 2
+        found.append(idx[_pairs(shrunk)])
+    if groups.max() > 0:
+        env = np.empty_like(arr)
+        for g in np.unique(groups):
+            idx = np.flatnonzero(groups == g)
+            env[idx] = envelopes_4326(crss[idx[0]], arr[idx])
+        p = _pairs(env)
+        found.append(p[groups[p[:, 0]] != groups[p[:, 1]]])
+    return np.concatenate(found).reshape(-1, 2) if found else np.zeros((0, 2), dtype=np.int64)
+
+
+def _pixel_tol(grid: GridSpec) -> float:
+    """Overlap tolerance of a grid in its CRS units: ``GRID_TOL_PX`` of its smaller pixel side."""
+    return GRID_TOL_PX * min(abs(grid.transform.a), abs(grid.transform.e))
+
+
+def scenes_overlap(prepared: list[_Prepared]) -> bool:
+    """True when the footprints of two scenes of the run share ground (see :func:`footprint_overlaps`)."""
+    return len(footprint_overlaps([p.grid.bounds for p in prepared], [p.grid.crs for p in prepared],
+                                  [_pixel_tol(p.grid) for p in prepared])) > 0
+
+
+def block_side(opts: TileOptions, scenes_overlap: bool = False) -> int:
+    """Split block side in strides: 1 tile when no two tiles can overlap, else ≥ 2·⌈size/stride⌉ strides
+    (a block at least two tiles wide); tiles of overlapping scenes can overlap even when stride ≥ size."""
+    if opts.block_strides:
+        return max(1, int(opts.block_strides), math.ceil(opts.size / opts.stride))
+    if opts.stride >= opts.size and not scenes_overlap:
+        return 1
+    return 2 * math.ceil(opts.size / opts.stride)
+
+
+def ground_blocks(cands: list[_Candidate], prepared: list[_Prepared], side_strides: int, stride: int) -> None:
+    """Give each tile the block of a ground grid (one per CRS) that its top-left corner falls in.
+
+    The grid of a CRS starts at the top-left corner of its scenes' union and has cells of ``side_strides·stride``
+    pixels of the coarsest scene in that CRS, so tiles of different files over the same ground share a block
+    (for a single scene the blocks are ``side_strides`` strides of its own pixel grid).
+    """
+    groups = _crs_groups([p.grid.crs for p in prepared])
+    origin: dict[int, tuple[float, float, float, float]] = {}
+    for g in set(groups):
+        mine = [p.grid for gi, p in zip(groups, prepared) if gi == g]
+        x0 = min(m.bounds.left for m in mine)
+        y0 = max(m.bounds.top for m in mine)
+        sx = side_strides * stride * max(abs(m.transform.a) for m in mine)
+        sy = side_strides * stride * max(abs(m.transform.e) for m in mine)
+        origin[g] = (x0, y0, sx, sy)
+    for c in cands:
+        g = groups[c.scene]
+        x0, y0, sx, sy = origin[g]
+        c.block = (g, math.floor((y0 - c.bounds.top) / sy + 1e-6), math.floor((c.bounds.left - x0) / sx + 1e-6))
+
 
 def assign_splits(cands: list[_Candidate], fractions: Sequence[float], seed: int) -> None:
     """Give whole blocks to splits: shuffle blocks (seeded), then each to the split where it most reduces
@@ -327,27 +455,23 @@ def assign_splits(cands: list[_Candidate], fractions: Sequence[float], seed: int
             c.split = SPLITS[s]
 
 
-def drop_split_overlaps(cands: list[_Candidate], size: int, stride: int) -> list[_Candidate]:
-    """Drop tiles overlapping a kept tile of another split (blocks in order; earlier blocks keep theirs).
-
-    Tiles sit on a grid of ``stride``; two tiles overlap when both offsets differ by less than ``size``, so only
-    the grid cells within ⌈size/stride⌉ steps are checked.
-    """
-    reach = math.ceil(size / stride)
-    kept: dict[tuple[int, int, int], _Candidate] = {}
+def drop_split_overlaps(cands: list[_Candidate], prepared: list[_Prepared]) -> list[_Candidate]:
+    """Drop tiles whose footprint overlaps a kept tile of another split, over all scenes of the run (blocks in
+    order, earlier blocks keep theirs); return the dropped tiles."""
+    pairs = footprint_overlaps([c.bounds for c in cands], [prepared[c.scene].grid.crs for c in cands],
+                               [_pixel_tol(prepared[c.scene].grid) for c in cands])
+    near: dict[int, list[int]] = {}
+    for i, j in pairs.tolist():
+        near.setdefault(i, []).append(j)
+        near.setdefault(j, []).append(i)
+    kept: set[int] = set()
     dropped: list[_Candidate] = []
-    for c in sorted(cands, key=lambda c: (c.block, c.window)):
-        r, q = c.window.row_off // stride, c.window.col_off // stride
-        clash = False
-        for dr in range(-reach, reach + 1):
-            for dq in range(-reach, reach + 1):
-                o = kept.get((c.scene, r + dr, q + dq))
-                if o is not None and o.split != c.split and o.window.intersect(c.window) is not None:
-                    clash = True
-        if clash:
+    for i in sorted(range(len(cands)), key=lambda i: (cands[i].block, cands[i].scene, cands[i].window)):
+        c = cands[i]
+        if any(j in kept and cands[j].split != c.split for j in near.get(i, ())):
             dropped.append(c)
         else:
-            kept[(c.scene, r, q)] = c
+            kept.add(i)
     return dropped
 
 
@@ -417,11 +541,10 @@ def _label_fill(path: Path) -> float:
 
 
 def _candidates(prepared: list[_Prepared], opts: TileOptions, skipped: Counter) -> list[_Candidate]:
-    """Every tile window of every scene that intersects the AOI, with its id, bounds and split block."""
+    """Every tile window of every scene that intersects the AOI, with its id and bounds."""
     from shapely.geometry import box
 
     aoi = load_aoi(opts.aoi) if opts.aoi else None
-    side = block_side(opts) * int(opts.stride or opts.size)
     cands: list[_Candidate] = []
     aoi_hits = 0
     for si, p in enumerate(prepared):
@@ -433,7 +556,7 @@ def _candidates(prepared: list[_Prepared], opts: TileOptions, skipped: Counter) 
             if geom is not None and not geom.intersects(box(*b)):
                 skipped["outside_aoi"] += 1
                 continue
-            cands.append(_Candidate(si, w, tile_id(p.stem, w), b, block=(si, w.row_off // side, w.col_off // side)))
+            cands.append(_Candidate(si, w, tile_id(p.stem, w), b))
     if aoi is not None and aoi_hits == 0:
         raise InputError(f"AOI {opts.aoi} does not intersect the scene(s): check its coordinates and CRS")
     return cands
@@ -492,10 +615,13 @@ def _write_scene(p: _Prepared, mine: list[_Candidate], tmp: Path, opts: TileOpti
     return written
 
 
-def _finish_splits(kept: list[_Candidate], tmp: Path, opts: TileOptions, skipped: Counter) -> list[_Candidate]:
-    """Assign splits by block, delete tiles that would overlap another split; return the kept tiles in order."""
+def _finish_splits(kept: list[_Candidate], prepared: list[_Prepared], side: int, tmp: Path, opts: TileOptions,
+                   skipped: Counter) -> list[_Candidate]:
+    """Assign splits by ground block over all scenes, delete tiles whose footprint would overlap a tile of
+    another split; return the kept tiles in order."""
+    ground_blocks(kept, prepared, side, int(opts.stride or opts.size))
     assign_splits(kept, opts.split, opts.seed)
-    dropped = drop_split_overlaps(kept, opts.size, int(opts.stride or opts.size))
+    dropped = drop_split_overlaps(kept, prepared)
     gone = {c.tile_id for c in dropped}
     for c in dropped:
         skipped["split_overlap"] += 1
@@ -532,10 +658,12 @@ def _tile_scenes(scenes: list[Scene], out: Path, opts: TileOptions, reporter: Re
         if not kept:
             raise InputError(f"no tile passed the filters ({dict(skipped)}): lower --size, raise --max-nodata "
                              f"or check the AOI")
-        kept = _finish_splits(kept, tmp, opts, skipped)
+        side = block_side(opts, scenes_overlap(prepared))
+        kept = _finish_splits(kept, prepared, side, tmp, opts, skipped)
         _write_manifest(tmp / "manifest.csv", kept, prepared, has_opt, has_lab)
         split_counts = {s: sum(c.split == s for c in kept) for s in SPLITS}
-        record = _tiling_record(prepared, opts, params, len(kept), dict(skipped), split_counts)
+        record = _tiling_record(prepared, opts, {**params, "block_strides": side}, len(kept), dict(skipped),
+                                split_counts)
         (tmp / "tiling.json").write_text(json.dumps(record, indent=2) + "\n")
     return TileSummary(out, len(kept), dict(skipped), split_counts, len(prepared))
 
@@ -573,7 +701,6 @@ def _tiling_record(prepared: list[_Prepared], opts: TileOptions, params: dict[st
     p = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}
     p["split"] = list(opts.split)
     p["s1_range"], p["s2_range"] = list(opts.s1_range), list(opts.s2_range)
-    p["block_strides"] = block_side(opts)
     p.update(params)
     return {
         "sarkit_version": __version__,
