@@ -2,8 +2,9 @@
 
 Writes ``DIR/s1``, ``DIR/s2``, ``DIR/labels`` GeoTIFF tiles, ``DIR/manifest.csv`` and ``DIR/tiling.json``
 (the contract in docs: SAR float32 dB with NaN nodata, optical DN in the source dtype with nodata 0, labels
-uint8 with nodata 255). Splits are assigned to spatial blocks of tiles, never to single tiles, and tiles that
-would overlap a tile of another split are dropped, so no pixel is shared between train, val and test.
+uint8 with nodata 255). Splits are assigned to blocks of ground laid over all input files of the run (one block
+grid per CRS), never to single tiles or files, and tiles whose footprint overlaps a tile of another split, in any
+file, are dropped, so no ground is shared between train, val and test even when input files overlap.
 """
 
 from __future__ import annotations
@@ -27,7 +28,17 @@ from sarkit.errors import InputError
 from sarkit.raster.align import AlignedReader
 from sarkit.raster.grid import GRID_TOL_PX, Bounds, GridSpec, PixelWindow, overlap_bounds, window_grid
 from sarkit.io import DEFLATE_LEVEL, GTIFF_PROFILE, atomic_dir, check_output, open_raster, require_crs
-from sarkit.data.layouts import LABEL_NODATA, SEN1FLOODS11_CLASSES, Scene, find_layout, map_labels
+from sarkit.data.layouts import (
+    LABEL_NODATA,
+    LC_SCHEMES,
+    SEN1FLOODS11_CLASSES,
+    Scene,
+    check_lc_scheme,
+    describe_labels,
+    find_layout,
+    is_sen12ms_lc,
+    map_labels,
+)
 from sarkit.raster.norm import (check_range, 
     DEFAULT_OPTICAL_RANGE,
     DEFAULT_SAR_RANGE,
@@ -68,6 +79,7 @@ class TileOptions:
     s2_range: tuple[float, float] = DEFAULT_OPTICAL_RANGE
     s2_offset: bool = False
     cloudy: bool = False
+    lc_classes: str = "dfc2020"  # SEN12MS land cover: "dfc2020" (10 simplified classes) or "igbp" (17 classes)
     block_strides: int | None = None  # split block side in strides; None = automatic (see ``block_side``)
 
     def __post_init__(self) -> None:
@@ -84,6 +96,7 @@ class TileSummary:
     skipped: dict[str, int] = field(default_factory=dict)
     splits: dict[str, int] = field(default_factory=dict)
     scenes: int = 1
+    labels: str | None = None  # which label band was read and how its values became classes
 
 
 @dataclass
@@ -123,6 +136,7 @@ def validate_options(opts: TileOptions) -> None:
     check_range(opts.s1_range, "--s1-range")
     check_range(opts.s2_range, "--s2-range")
     sar_normalization(("VV",), opts.s1_range, opts.s1_units)  # validates units and range
+    opts.lc_classes = check_lc_scheme(opts.lc_classes)
 
 
 # --------------------------------------------------------------------------------------------- inputs
@@ -141,6 +155,8 @@ class _Prepared:
     optical_dtype: str | None
     label_nodata: float | None
     classes: list[str] | None
+    label_scheme: str = "raw"
+    label_source: str | None = None  # which label band is read and how (``describe_labels``)
 
 
 def _decimated(src: Any, bands: list[int] | None = None, side: int = 256) -> np.ndarray:
@@ -159,10 +175,41 @@ def _optical_names(src: Any) -> list[str]:
     return band_names(src, default=defaults.get(src.count))
 
 
-def _label_classes(src: Any, scene: Scene) -> list[str]:
-    """Class names of a label raster: the scheme's, a ``class_names`` tag, else class_0…class_max."""
+def _label_scheme(src: Any, scene: Scene, opts: TileOptions) -> str:
+    """How the label values of a scene become classes: the layout's scheme, SEN12MS land cover (4-band ``lc``
+    file, as ``--lc-classes``), Sen1Floods11 (``…LabelHand``), else the ids as stored ("raw")."""
+    if scene.label_scheme != "raw" or scene.labels is None:
+        return scene.label_scheme
+    if is_sen12ms_lc(scene.labels, src.count):
+        return opts.lc_classes
+    if scene.labels.stem.lower().endswith("labelhand"):
+        return "sen1floods11"
+    return "raw"
+
+
+def _check_labels(src: Any, path: Path, scheme: str) -> None:
+    """Refuse label rasters that cannot hold class ids: several bands (other than SEN12MS ``lc``), or float
+    values that are not whole numbers."""
+    if src.count > 1 and scheme not in LC_SCHEMES:
+        raise InputError(f"label raster {path.name} has {src.count} bands; sarkit reads class ids from one band "
+                         f"(extract it, e.g. gdal_translate -b 1), or give a SEN12MS lc file (4 bands, named …_lc_…)")
+    if np.dtype(src.dtypes[0]).kind != "f":
+        return
+    for _, win in src.block_windows(1):
+        v = src.read(1, window=win).astype(np.float64)
+        v = v[np.isfinite(v)]
+        frac = v[v != np.round(v)]
+        if frac.size:
+            raise InputError(f"label raster {path.name} holds values that are not class ids (e.g. {frac[0]:g}): "
+                             f"give whole-number class ids (an integer raster)")
+
+
+def _label_classes(src: Any, scene: Scene, scheme: str) -> list[str]:
+    """Class names of a label raster: the layout's, the scheme's, a ``class_names`` tag, else class_0…class_max."""
     if scene.classes:
         return list(scene.classes)
+    if scheme in LC_SCHEMES:
+        return list(LC_SCHEMES[scheme])
     tag = src.tags().get("class_names")
     if tag:
         try:
@@ -171,7 +218,7 @@ def _label_classes(src: Any, scene: Scene) -> list[str]:
                 return [str(n) for n in names]
         except json.JSONDecodeError:
             pass
-    if scene.labels is not None and scene.labels.stem.endswith("LabelHand"):
+    if scheme == "sen1floods11":
         return list(SEN1FLOODS11_CLASSES)
     top = -1
     for _, win in src.block_windows(1):
@@ -210,7 +257,8 @@ def _prepare(scene: Scene, opts: TileOptions) -> _Prepared:
             if overlap_bounds(grid, GridSpec.of(s2)) is None:
                 raise InputError(f"Sentinel-1 and optical rasters do not overlap: {scene.s1.name}, {scene.s2.name} "
                                  f"(give files of the same area)")
-    label_nodata = classes = None
+    label_nodata = classes = label_desc = None
+    scheme = scene.label_scheme
     if scene.labels is not None:
         with open_raster(scene.labels, "label raster") as lab:
             require_crs(lab, "label raster")
@@ -218,9 +266,12 @@ def _prepare(scene: Scene, opts: TileOptions) -> _Prepared:
                 raise InputError(f"Sentinel-1 and label rasters do not overlap: {scene.s1.name}, "
                                  f"{scene.labels.name} (give files of the same area)")
             label_nodata = lab.nodata
-            classes = _label_classes(lab, scene)
+            scheme = _label_scheme(lab, scene, opts)
+            _check_labels(lab, scene.labels, scheme)
+            classes = _label_classes(lab, scene, scheme)
+            label_desc = describe_labels(scheme, lab.count)
     return _Prepared(scene, grid, scene.s1.stem, sar_bands, units, optical_bands, optical_dtype, label_nodata,
-                     classes)
+                     classes, scheme, label_desc)
 
 
 def load_aoi(path: Path) -> tuple[Any, Any]:
@@ -512,6 +563,25 @@ def _check_consistent(prepared: list[_Prepared]) -> None:
             raise InputError(f"optical bands differ between scenes ({p.scene.s2}): tile them into separate folders")
         if (p.classes is None) != (first.classes is None):
             raise InputError(f"some scenes have labels and others not ({p.scene.s1.name}): tile them separately")
+    _unify_classes(prepared)
+
+
+def _unify_classes(prepared: list[_Prepared]) -> None:
+    """One class list for all scenes: generated names (class_0…) grow to the longest; named classes must agree."""
+    lists = [p.classes for p in prepared if p.classes is not None]
+    if not lists:
+        return
+    generated = all(c == [f"class_{i}" for i in range(len(c))] for c in lists)
+    if generated:
+        longest = max(lists, key=len)
+        for p in prepared:
+            p.classes = list(longest)
+        return
+    for p in prepared:
+        if p.classes != lists[0]:
+            raise InputError(f"label classes differ between scenes ({lists[0]} vs {p.classes} in "
+                             f"{p.scene.labels.name if p.scene.labels else p.scene.s1.name}): tile them into "
+                             f"separate folders")
 
 
 def _read_scene_tile(p: _Prepared, w: PixelWindow, s1: GeoTiffSource, opt: GeoTiffSource | None,
@@ -525,9 +595,9 @@ def _read_scene_tile(p: _Prepared, w: PixelWindow, s1: GeoTiffSource, opt: GeoTi
         optical = opt.read_stored(w)
         invalid |= (optical == OPTICAL_NODATA).all(axis=0)
     if lab is not None:
-        scheme = p.scene.label_scheme
+        scheme = p.label_scheme
         raw_lab = lab.read(w, [1])[0]
-        labels = map_labels(raw_lab, scheme, None if scheme == "igbp" else p.label_nodata)
+        labels = map_labels(raw_lab, scheme, None if scheme in LC_SCHEMES else p.label_nodata)
         invalid |= labels == LABEL_NODATA
     return sar, optical, labels, float(invalid.mean())
 
@@ -606,7 +676,7 @@ def _write_scene(p: _Prepared, mine: list[_Candidate], tmp: Path, opts: TileOpti
                 if labels is not None:
                     _write_tile(tmp / "labels" / name, labels[None],
                                 _profile(c.window, p.grid, 1, "uint8", LABEL_NODATA), ["labels"],
-                                {"class_names": json.dumps(p.classes)})
+                                {"class_names": json.dumps(p.classes), "label_source": p.label_source or ""})
                 written.append(c)
         finally:
             for r in (opt, lab):
@@ -638,6 +708,8 @@ def _tile_scenes(scenes: list[Scene], out: Path, opts: TileOptions, reporter: Re
     check_output(out, opts.overwrite)
     prepared = [_prepare(s, opts) for s in scenes]
     _check_consistent(prepared)
+    if params.get("layout"):
+        reporter.info(f"{len(scenes)} {params['layout']} scene(s) found under {params.get('root')}")
     stems = Counter(p.stem for p in prepared)
     for p in prepared:
         if stems[p.stem] > 1:
@@ -665,7 +737,7 @@ def _tile_scenes(scenes: list[Scene], out: Path, opts: TileOptions, reporter: Re
         record = _tiling_record(prepared, opts, {**params, "block_strides": side}, len(kept), dict(skipped),
                                 split_counts)
         (tmp / "tiling.json").write_text(json.dumps(record, indent=2) + "\n")
-    return TileSummary(out, len(kept), dict(skipped), split_counts, len(prepared))
+    return TileSummary(out, len(kept), dict(skipped), split_counts, len(prepared), prepared[0].label_source)
 
 
 def _write_manifest(path: Path, kept: list[_Candidate], prepared: list[_Prepared], has_opt: bool,
@@ -709,6 +781,8 @@ def _tiling_record(prepared: list[_Prepared], opts: TileOptions, params: dict[st
         "sar_bands": list(first.sar_bands),
         "optical_bands": list(first.optical_bands) if first.optical_bands else None,
         "classes": list(first.classes) if first.classes else None,
+        "labels": ({"band": 1, "scheme": first.label_scheme, "source": first.label_source}
+                   if first.classes else None),
         "sources": {
             "s1": [str(x.scene.s1.resolve()) for x in prepared],
             "s2": [str(x.scene.s2.resolve()) if x.scene.s2 else None for x in prepared],
@@ -735,6 +809,6 @@ def tile_layout(root: Path, layout: str, out: Path, opts: TileOptions,
     """Tile every triplet of a dataset folder layout ("sen12ms" or "sen1floods11") into ``out``."""
     validate_options(opts)
     check_output(Path(out), opts.overwrite)
-    scenes = find_layout(Path(root), layout, opts.cloudy)
-    reporter.info(f"{len(scenes)} {layout} scene(s) found under {root}")
-    return _tile_scenes(scenes, Path(out), opts, reporter, {"layout": layout, "root": str(Path(root).resolve())})
+    scenes = find_layout(Path(root), layout, opts.cloudy, opts.lc_classes)
+    params = {"layout": str(layout).lower(), "root": str(Path(root).resolve())}
+    return _tile_scenes(scenes, Path(out), opts, reporter, params)
