@@ -71,13 +71,13 @@ def check_lc_scheme(name: str) -> str:
 
 
 def describe_labels(scheme: str, band_count: int = 1) -> str:
-    """One line saying which label band is read and how its values become classes."""
+    """A short line saying which label band is read and how its values become classes."""
     if scheme in LC_SCHEMES:
-        target = ("the 10 simplified DFC2020 classes" if scheme == "dfc2020" else "the 17 IGBP classes (ids 0–16)")
-        return f"SEN12MS lc band 1 of {band_count} ({LC_BANDS[0]}, classes 1–17) → {target}"
+        target = "10 DFC2020 classes" if scheme == "dfc2020" else "17 IGBP classes"
+        return f"SEN12MS lc band 1 of {band_count} ({LC_BANDS[0]}) → {target}"
     if scheme == "sen1floods11":
-        return "Sen1Floods11 band 1: −1 no data, 0 not water, 1 water"
-    return f"band 1 of {band_count}: class ids as stored" if band_count > 1 else "band 1: class ids as stored"
+        return "band 1, Sen1Floods11 (−1 nodata, 0 not water, 1 water)"
+    return f"band 1 of {band_count}, ids as stored" if band_count > 1 else "band 1, ids as stored"
 
 
 def is_sen12ms_lc(path: Path, band_count: int) -> bool:

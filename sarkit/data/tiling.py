@@ -563,25 +563,6 @@ def _check_consistent(prepared: list[_Prepared]) -> None:
             raise InputError(f"optical bands differ between scenes ({p.scene.s2}): tile them into separate folders")
         if (p.classes is None) != (first.classes is None):
             raise InputError(f"some scenes have labels and others not ({p.scene.s1.name}): tile them separately")
-    _unify_classes(prepared)
-
-
-def _unify_classes(prepared: list[_Prepared]) -> None:
-    """One class list for all scenes: generated names (class_0…) grow to the longest; named classes must agree."""
-    lists = [p.classes for p in prepared if p.classes is not None]
-    if not lists:
-        return
-    generated = all(c == [f"class_{i}" for i in range(len(c))] for c in lists)
-    if generated:
-        longest = max(lists, key=len)
-        for p in prepared:
-            p.classes = list(longest)
-        return
-    for p in prepared:
-        if p.classes != lists[0]:
-            raise InputError(f"label classes differ between scenes ({lists[0]} vs {p.classes} in "
-                             f"{p.scene.labels.name if p.scene.labels else p.scene.s1.name}): tile them into "
-                             f"separate folders")
 
 
 def _read_scene_tile(p: _Prepared, w: PixelWindow, s1: GeoTiffSource, opt: GeoTiffSource | None,

@@ -220,7 +220,7 @@ def test_lc_tiles_carry_dfc2020_names_and_say_which_band(tmp_path):
     rec = json.loads((out / "tiling.json").read_text())
     assert rec["classes"] == DFC2020_CLASSES
     assert rec["labels"]["band"] == 1 and rec["labels"]["scheme"] == "dfc2020"
-    assert "band 1 of 4 (IGBP" in rec["labels"]["source"] and "DFC2020" in rec["labels"]["source"]
+    assert rec["labels"]["source"] == "SEN12MS lc band 1 of 4 (IGBP) → 10 DFC2020 classes"
     assert summary.labels == rec["labels"]["source"]
     tile, = (out / "labels").glob("*.tif")
     with rasterio.open(tile) as t:
@@ -251,3 +251,18 @@ def test_lc_file_given_as_labels_is_read_as_land_cover(tmp_path):
                          roi / "lc_1" / "ROIs1158_spring_lc_1_p30.tif", out, TileOptions(size=64))
     rec = json.loads((out / "tiling.json").read_text())
     assert rec["classes"] == DFC2020_CLASSES and "IGBP" in summary.labels
+
+
+def test_cli_says_which_label_band_and_scheme(tmp_path):
+    from typer.testing import CliRunner
+
+    from sarkit.cli import app
+
+    _sen12ms_with_lc(tmp_path / "d")
+    res = CliRunner().invoke(app, ["tile", str(tmp_path / "d"), "--layout", "sen12ms", "--size", "64",
+                                   "--lc-classes", "igbp", "--out", str(tmp_path / "t")])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.stdout.split())
+    assert "│ labels │ SEN12MS lc band 1 of 4 (IGBP) → 17 IGBP classes │" in text, res.stdout
+    rec = json.loads((tmp_path / "t" / "tiling.json").read_text())
+    assert rec["params"]["lc_classes"] == "igbp" and rec["classes"][16] == "water bodies"
