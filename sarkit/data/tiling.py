@@ -354,17 +354,18 @@ _EDGE_POINTS = 8  # points per footprint edge when its envelope is computed in E
 
 
 def _crs_groups(crss: Sequence[Any]) -> list[int]:
-    """Index of each CRS among the distinct CRSs of ``crss`` (in order of first appearance)."""
-    seen: list[Any] = []
+    """Index of each CRS among the distinct CRSs of ``crss`` (by WKT, in order of first appearance; each CRS
+    object is converted once, so a CRS shared by many tiles costs one look-up per tile)."""
+    from rasterio.crs import CRS
+
+    by_id: dict[int, int] = {}
+    by_wkt: dict[str, int] = {}
     out = []
     for crs in crss:
-        for i, s in enumerate(seen):
-            if s == crs:
-                out.append(i)
-                break
-        else:
-            seen.append(crs)
-            out.append(len(seen) - 1)
+        g = by_id.get(id(crs))
+        if g is None:
+            g = by_id[id(crs)] = by_wkt.setdefault(CRS.from_user_input(crs).to_wkt(), len(by_wkt))
+        out.append(g)
     return out
 
 
@@ -471,14 +472,13 @@ def ground_blocks(cands: list[_Candidate], prepared: list[_Prepared], side_strid
     (for a single scene the blocks are ``side_strides`` strides of its own pixel grid).
     """
     groups = _crs_groups([p.grid.crs for p in prepared])
-    origin: dict[int, tuple[float, float, float, float]] = {}
-    for g in set(groups):
-        mine = [p.grid for gi, p in zip(groups, prepared) if gi == g]
-        x0 = min(m.bounds.left for m in mine)
-        y0 = max(m.bounds.top for m in mine)
-        sx = side_strides * stride * max(abs(m.transform.a) for m in mine)
-        sy = side_strides * stride * max(abs(m.transform.e) for m in mine)
-        origin[g] = (x0, y0, sx, sy)
+    origin: dict[int, list[float]] = {}  # group → [left, top, largest pixel width, largest pixel height]
+    for g, p in zip(groups, prepared):
+        b, px, py = p.grid.bounds, abs(p.grid.transform.a), abs(p.grid.transform.e)
+        o = origin.setdefault(g, [b.left, b.top, px, py])
+        o[:] = [min(o[0], b.left), max(o[1], b.top), max(o[2], px), max(o[3], py)]
+    for o in origin.values():
+        o[2], o[3] = side_strides * stride * o[2], side_strides * stride * o[3]
     for c in cands:
         g = groups[c.scene]
         x0, y0, sx, sy = origin[g]
