@@ -192,7 +192,8 @@ def _check_labels(src: Any, path: Path, scheme: str) -> None:
     values that are not whole numbers."""
     if src.count > 1 and scheme not in LC_SCHEMES:
         raise InputError(f"label raster {path.name} has {src.count} bands; sarkit reads class ids from one band "
-                         f"(extract it, e.g. gdal_translate -b 1), or give a SEN12MS lc file (4 bands, named …_lc_…)")
+                         f"(extract it, e.g. gdal_translate -b 1), or give a SEN12MS lc file (4 bands, named "
+                         f"…_lc_…)")
     if np.dtype(src.dtypes[0]).kind != "f":
         return
     for _, win in src.block_windows(1):

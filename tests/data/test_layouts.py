@@ -266,3 +266,15 @@ def test_cli_says_which_label_band_and_scheme(tmp_path):
     assert "│ labels │ SEN12MS lc band 1 of 4 (IGBP) → 17 IGBP classes │" in text, res.stdout
     rec = json.loads((tmp_path / "t" / "tiling.json").read_text())
     assert rec["params"]["lc_classes"] == "igbp" and rec["classes"][16] == "water bodies"
+
+
+def test_real_sen12mscr_as_dsen2cr_ships_it_through_symlinks(realdata, tmp_path):
+    src = realdata / "sen12mscr_glfcr"
+    root = tmp_path / "SEN12MS-CR"
+    root.mkdir()
+    (root / "S1").symlink_to(src / "s1", target_is_directory=True)
+    (root / "s2_cloudFree").symlink_to(src / "s2_cloudfree", target_is_directory=True)
+    summary = tile_layout(root, "sen12ms", tmp_path / "t", TileOptions())
+    assert summary.written == 2 and summary.scenes == 2
+    rec = json.loads((tmp_path / "t" / "tiling.json").read_text())
+    assert all("s2_cloudfree" in p for p in rec["sources"]["s2"])  # resolved through the links
