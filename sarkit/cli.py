@@ -187,6 +187,9 @@ def tile(
     s2_offset: bool = typer.Option(False, "--s2-offset", help="Apply the −1000 DN offset of baseline 04.00+."),
     layout: Optional[str] = typer.Option(None, "--layout", help="sen12ms or sen1floods11: S1 is the dataset root."),
     cloudy: bool = typer.Option(False, "--cloudy", help="SEN12MS-CR: take s2_cloudy instead of s2_cloudfree."),
+    lc_classes: str = typer.Option(
+        "dfc2020", "--lc-classes",
+        help="SEN12MS land cover (lc band 1, IGBP): dfc2020 (10 simplified classes) or igbp (17 classes)."),
     skip_existing: bool = SkipExistingOpt,
     quiet: bool = QuietOpt,
     log_format: str = LogFormatOpt,
@@ -201,7 +204,7 @@ def tile(
     opts = TileOptions(size=size, stride=stride, aoi=aoi, max_nodata=max_nodata, split=split,
                        seed=seed, overwrite=overwrite, pad_edges=pad_edges, s1_units=s1_units,
                        s1_range=s1_range, s2_range=s2_range,
-                       s2_offset=s2_offset, cloudy=cloudy)
+                       s2_offset=s2_offset, cloudy=cloudy, lc_classes=lc_classes)
     rep = _reporter(quiet, log_format)
     if _skip(out, skip_existing, rep):
         return
@@ -215,9 +218,11 @@ def tile(
         summary = tile_scene(s1, optical, labels, out, opts, rep)
     rows = [["written", summary.written]] + [[f"skipped: {k}", v] for k, v in sorted(summary.skipped.items())]
     rows += [[f"split: {k}", v] for k, v in summary.splits.items()]
+    if summary.labels:
+        rows.append(["labels", summary.labels])
     if log_format == "json":
         rep.info("tiling done", out=str(summary.out), written=summary.written, skipped=summary.skipped,
-                 splits=summary.splits)
+                 splits=summary.splits, labels=summary.labels)
     print_table(f"Tiles in {summary.out}", ["", "tiles"], rows, quiet=quiet or log_format == "json")
 
 # === train ===

@@ -2,8 +2,9 @@
 
 Writes ``DIR/s1``, ``DIR/s2``, ``DIR/labels`` GeoTIFF tiles, ``DIR/manifest.csv`` and ``DIR/tiling.json``
 (the contract in docs: SAR float32 dB with NaN nodata, optical DN in the source dtype with nodata 0, labels
-uint8 with nodata 255). Splits are assigned to spatial blocks of tiles, never to single tiles, and tiles that
-would overlap a tile of another split are dropped, so no pixel is shared between train, val and test.
+uint8 with nodata 255). Splits are assigned to blocks of ground laid over all input files of the run (one block
+grid per CRS), never to single tiles or files, and tiles whose footprint overlaps a tile of another split, in any
+file, are dropped, so no ground is shared between train, val and test even when input files overlap.
 """
 
 from __future__ import annotations
@@ -25,9 +26,19 @@ from rasterio.warp import transform_geom
 from sarkit import __version__
 from sarkit.errors import InputError
 from sarkit.raster.align import AlignedReader
-from sarkit.raster.grid import Bounds, GridSpec, PixelWindow, overlap_bounds, window_grid
+from sarkit.raster.grid import GRID_TOL_PX, Bounds, GridSpec, PixelWindow, overlap_bounds, window_grid
 from sarkit.io import DEFLATE_LEVEL, GTIFF_PROFILE, atomic_dir, check_output, open_raster, require_crs
-from sarkit.data.layouts import LABEL_NODATA, SEN1FLOODS11_CLASSES, Scene, find_layout, map_labels
+from sarkit.data.layouts import (
+    LABEL_NODATA,
+    LC_SCHEMES,
+    SEN1FLOODS11_CLASSES,
+    Scene,
+    check_lc_scheme,
+    describe_labels,
+    find_layout,
+    is_sen12ms_lc,
+    map_labels,
+)
 from sarkit.raster.norm import (check_range, 
     DEFAULT_OPTICAL_RANGE,
     DEFAULT_SAR_RANGE,
@@ -68,6 +79,7 @@ class TileOptions:
     s2_range: tuple[float, float] = DEFAULT_OPTICAL_RANGE
     s2_offset: bool = False
     cloudy: bool = False
+    lc_classes: str = "dfc2020"  # SEN12MS land cover: "dfc2020" (10 simplified classes) or "igbp" (17 classes)
     block_strides: int | None = None  # split block side in strides; None = automatic (see ``block_side``)
 
     def __post_init__(self) -> None:
@@ -84,6 +96,7 @@ class TileSummary:
     skipped: dict[str, int] = field(default_factory=dict)
     splits: dict[str, int] = field(default_factory=dict)
     scenes: int = 1
+    labels: str | None = None  # which label band was read and how its values became classes
 
 
 @dataclass
@@ -123,15 +136,7 @@ def validate_options(opts: TileOptions) -> None:
     check_range(opts.s1_range, "--s1-range")
     check_range(opts.s2_range, "--s2-range")
     sar_normalization(("VV",), opts.s1_range, opts.s1_units)  # validates units and range
-
-
-def block_side(opts: TileOptions) -> int:
-    """Split block side in strides: 1 tile without overlap, else ≥ 2·⌈size/stride⌉ strides (block ≥ 2·size)."""
-    if opts.block_strides:
-        return max(1, int(opts.block_strides), math.ceil(opts.size / opts.stride))
-    if opts.stride >= opts.size:
-        return 1
-    return 2 * math.ceil(opts.size / opts.stride)
+    opts.lc_classes = check_lc_scheme(opts.lc_classes)
 
 
 # --------------------------------------------------------------------------------------------- inputs
@@ -150,6 +155,8 @@ class _Prepared:
     optical_dtype: str | None
     label_nodata: float | None
     classes: list[str] | None
+    label_scheme: str = "raw"
+    label_source: str | None = None  # which label band is read and how (``describe_labels``)
 
 
 def _decimated(src: Any, bands: list[int] | None = None, side: int = 256) -> np.ndarray:
@@ -168,10 +175,42 @@ def _optical_names(src: Any) -> list[str]:
     return band_names(src, default=defaults.get(src.count))
 
 
-def _label_classes(src: Any, scene: Scene) -> list[str]:
-    """Class names of a label raster: the scheme's, a ``class_names`` tag, else class_0…class_max."""
+def _label_scheme(src: Any, scene: Scene, opts: TileOptions) -> str:
+    """How the label values of a scene become classes: the layout's scheme, SEN12MS land cover (4-band ``lc``
+    file, as ``--lc-classes``), Sen1Floods11 (``…LabelHand``), else the ids as stored ("raw")."""
+    if scene.label_scheme != "raw" or scene.labels is None:
+        return scene.label_scheme
+    if is_sen12ms_lc(scene.labels, src.count):
+        return opts.lc_classes
+    if scene.labels.stem.lower().endswith("labelhand"):
+        return "sen1floods11"
+    return "raw"
+
+
+def _check_labels(src: Any, path: Path, scheme: str) -> None:
+    """Refuse label rasters that cannot hold class ids: several bands (other than SEN12MS ``lc``), or float
+    values that are not whole numbers."""
+    if src.count > 1 and scheme not in LC_SCHEMES:
+        raise InputError(f"label raster {path.name} has {src.count} bands; sarkit reads class ids from one band "
+                         f"(extract it, e.g. gdal_translate -b 1), or give a SEN12MS lc file (4 bands, named "
+                         f"…_lc_…)")
+    if np.dtype(src.dtypes[0]).kind != "f":
+        return
+    for _, win in src.block_windows(1):
+        v = src.read(1, window=win).astype(np.float64)
+        v = v[np.isfinite(v)]
+        frac = v[v != np.round(v)]
+        if frac.size:
+            raise InputError(f"label raster {path.name} holds values that are not class ids (e.g. {frac[0]:g}): "
+                             f"give whole-number class ids (an integer raster)")
+
+
+def _label_classes(src: Any, scene: Scene, scheme: str) -> list[str]:
+    """Class names of a label raster: the layout's, the scheme's, a ``class_names`` tag, else class_0…class_max."""
     if scene.classes:
         return list(scene.classes)
+    if scheme in LC_SCHEMES:
+        return list(LC_SCHEMES[scheme])
     tag = src.tags().get("class_names")
     if tag:
         try:
@@ -180,7 +219,7 @@ def _label_classes(src: Any, scene: Scene) -> list[str]:
                 return [str(n) for n in names]
         except json.JSONDecodeError:
             pass
-    if scene.labels is not None and scene.labels.stem.endswith("LabelHand"):
+    if scheme == "sen1floods11":
         return list(SEN1FLOODS11_CLASSES)
     top = -1
     for _, win in src.block_windows(1):
@@ -219,7 +258,8 @@ def _prepare(scene: Scene, opts: TileOptions) -> _Prepared:
             if overlap_bounds(grid, GridSpec.of(s2)) is None:
                 raise InputError(f"Sentinel-1 and optical rasters do not overlap: {scene.s1.name}, {scene.s2.name} "
                                  f"(give files of the same area)")
-    label_nodata = classes = None
+    label_nodata = classes = label_desc = None
+    scheme = scene.label_scheme
     if scene.labels is not None:
         with open_raster(scene.labels, "label raster") as lab:
             require_crs(lab, "label raster")
@@ -227,9 +267,12 @@ def _prepare(scene: Scene, opts: TileOptions) -> _Prepared:
                 raise InputError(f"Sentinel-1 and label rasters do not overlap: {scene.s1.name}, "
                                  f"{scene.labels.name} (give files of the same area)")
             label_nodata = lab.nodata
-            classes = _label_classes(lab, scene)
+            scheme = _label_scheme(lab, scene, opts)
+            _check_labels(lab, scene.labels, scheme)
+            classes = _label_classes(lab, scene, scheme)
+            label_desc = describe_labels(scheme, lab.count)
     return _Prepared(scene, grid, scene.s1.stem, sar_bands, units, optical_bands, optical_dtype, label_nodata,
-                     classes)
+                     classes, scheme, label_desc)
 
 
 def load_aoi(path: Path) -> tuple[Any, Any]:
@@ -305,6 +348,143 @@ def window_bounds(grid: GridSpec, window: PixelWindow) -> Bounds:
 
 # --------------------------------------------------------------------------------------------- splits
 
+#: Margin (degrees) added around EPSG:4326 envelopes of footprints in different CRSs, so float noise of the
+#: reprojection never hides an overlap.
+ENVELOPE_MARGIN_DEG = 1e-6
+_EDGE_POINTS = 8  # points per footprint edge when its envelope is computed in EPSG:4326
+
+
+def _crs_groups(crss: Sequence[Any]) -> list[int]:
+    """Index of each CRS among the distinct CRSs of ``crss`` (by WKT, in order of first appearance; each CRS
+    object is converted once, so a CRS shared by many tiles costs one look-up per tile)."""
+    from rasterio.crs import CRS
+
+    by_id: dict[int, int] = {}
+    by_wkt: dict[str, int] = {}
+    out = []
+    for crs in crss:
+        g = by_id.get(id(crs))
+        if g is None:
+            g = by_id[id(crs)] = by_wkt.setdefault(CRS.from_user_input(crs).to_wkt(), len(by_wkt))
+        out.append(g)
+    return out
+
+
+def envelopes_4326(crs: Any, boxes: np.ndarray) -> np.ndarray:
+    """Conservative EPSG:4326 envelopes (n, 4: west, south, east, north) of footprints ``boxes`` (n, 4) in ``crs``.
+
+    Each edge is densified before reprojection and a margin of ``ENVELOPE_MARGIN_DEG`` is added; a footprint that
+    cannot be reprojected or crosses the antimeridian gets the whole longitude range.
+    """
+    from rasterio.crs import CRS
+    from rasterio.warp import transform
+
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if CRS.from_user_input(crs) == CRS.from_epsg(4326):
+        env = boxes.copy()
+    else:
+        t = np.linspace(0.0, 1.0, _EDGE_POINTS, endpoint=False)
+        l, b, r, tp = (boxes[:, i:i + 1] for i in range(4))
+        xs = np.concatenate([l + (r - l) * t, r + 0 * t, r - (r - l) * t, l + 0 * t], axis=1)
+        ys = np.concatenate([b + 0 * t, b + (tp - b) * t, tp + 0 * t, tp - (tp - b) * t], axis=1)
+        lon, lat = transform(crs, "EPSG:4326", xs.ravel().tolist(), ys.ravel().tolist())
+        lon = np.asarray(lon, dtype=np.float64).reshape(xs.shape)
+        lat = np.asarray(lat, dtype=np.float64).reshape(xs.shape)
+        with np.errstate(invalid="ignore"):
+            env = np.stack([lon.min(1), lat.min(1), lon.max(1), lat.max(1)], axis=1)
+        bad = ~np.isfinite(env).all(axis=1) | (env[:, 2] - env[:, 0] > 180.0)
+        env[bad] = (-180.0, -90.0, 180.0, 90.0)
+    env[:, :2] -= ENVELOPE_MARGIN_DEG
+    env[:, 2:] += ENVELOPE_MARGIN_DEG
+    return env
+
+
+def _pairs(boxes: np.ndarray) -> np.ndarray:
+    """Pairs (i < j) of axis-aligned boxes (n, 4) whose interiors intersect (boxes that only touch do not)."""
+    import shapely
+
+    if len(boxes) < 2:
+        return np.zeros((0, 2), dtype=np.int64)
+    geoms = shapely.box(boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3])
+    hit = shapely.STRtree(geoms).query(geoms, predicate="intersects")
+    i, j = hit
+    keep = i < j
+    i, j = i[keep], j[keep]
+    b = boxes
+    deep = ((np.minimum(b[i, 2], b[j, 2]) - np.maximum(b[i, 0], b[j, 0]) > 0)
+            & (np.minimum(b[i, 3], b[j, 3]) - np.maximum(b[i, 1], b[j, 1]) > 0))
+    return np.stack([i[deep], j[deep]], axis=1)
+
+
+def footprint_overlaps(bounds: Sequence[Bounds], crss: Sequence[Any], tols: Sequence[float]) -> np.ndarray:
+    """Pairs (i, j), i < j, of footprints that share ground.
+
+    Same CRS: their bounds overlap by more than ``tols`` (a small distance in CRS units, so footprints that only
+    touch or differ by float noise do not count). Different CRSs: their conservative EPSG:4326 envelopes
+    (:func:`envelopes_4326`) overlap, so a shared pixel is never missed (neighbours may be over-counted).
+    """
+    n = len(bounds)
+    if n < 2:
+        return np.zeros((0, 2), dtype=np.int64)
+    groups = np.asarray(_crs_groups(crss))
+    arr = np.asarray(bounds, dtype=np.float64).reshape(n, 4)
+    tol = np.asarray(tols, dtype=np.float64).reshape(n, 1)
+    found = []
+    for g in np.unique(groups):
+        idx = np.flatnonzero(groups == g)
+        shrunk = arr[idx] + np.hstack([tol[idx], tol[idx], -tol[idx], -tol[idx]]) / 2
+        found.append(idx[_pairs(shrunk)])
+    if groups.max() > 0:
+        env = np.empty_like(arr)
+        for g in np.unique(groups):
+            idx = np.flatnonzero(groups == g)
+            env[idx] = envelopes_4326(crss[idx[0]], arr[idx])
+        p = _pairs(env)
+        found.append(p[groups[p[:, 0]] != groups[p[:, 1]]])
+    return np.concatenate(found).reshape(-1, 2) if found else np.zeros((0, 2), dtype=np.int64)
+
+
+def _pixel_tol(grid: GridSpec) -> float:
+    """Overlap tolerance of a grid in its CRS units: ``GRID_TOL_PX`` of its smaller pixel side."""
+    return GRID_TOL_PX * min(abs(grid.transform.a), abs(grid.transform.e))
+
+
+def scenes_overlap(prepared: list[_Prepared]) -> bool:
+    """True when the footprints of two scenes of the run share ground (see :func:`footprint_overlaps`)."""
+    return len(footprint_overlaps([p.grid.bounds for p in prepared], [p.grid.crs for p in prepared],
+                                  [_pixel_tol(p.grid) for p in prepared])) > 0
+
+
+def block_side(opts: TileOptions, scenes_overlap: bool = False) -> int:
+    """Split block side in strides: 1 tile when no two tiles can overlap, else ≥ 2·⌈size/stride⌉ strides
+    (a block at least two tiles wide); tiles of overlapping scenes can overlap even when stride ≥ size."""
+    if opts.block_strides:
+        return max(1, int(opts.block_strides), math.ceil(opts.size / opts.stride))
+    if opts.stride >= opts.size and not scenes_overlap:
+        return 1
+    return 2 * math.ceil(opts.size / opts.stride)
+
+
+def ground_blocks(cands: list[_Candidate], prepared: list[_Prepared], side_strides: int, stride: int) -> None:
+    """Give each tile the block of a ground grid (one per CRS) that its top-left corner falls in.
+
+    The grid of a CRS starts at the top-left corner of its scenes' union and has cells of ``side_strides·stride``
+    pixels of the coarsest scene in that CRS, so tiles of different files over the same ground share a block
+    (for a single scene the blocks are ``side_strides`` strides of its own pixel grid).
+    """
+    groups = _crs_groups([p.grid.crs for p in prepared])
+    origin: dict[int, list[float]] = {}  # group → [left, top, largest pixel width, largest pixel height]
+    for g, p in zip(groups, prepared):
+        b, px, py = p.grid.bounds, abs(p.grid.transform.a), abs(p.grid.transform.e)
+        o = origin.setdefault(g, [b.left, b.top, px, py])
+        o[:] = [min(o[0], b.left), max(o[1], b.top), max(o[2], px), max(o[3], py)]
+    for o in origin.values():
+        o[2], o[3] = side_strides * stride * o[2], side_strides * stride * o[3]
+    for c in cands:
+        g = groups[c.scene]
+        x0, y0, sx, sy = origin[g]
+        c.block = (g, math.floor((y0 - c.bounds.top) / sy + 1e-6), math.floor((c.bounds.left - x0) / sx + 1e-6))
+
 
 def assign_splits(cands: list[_Candidate], fractions: Sequence[float], seed: int) -> None:
     """Give whole blocks to splits: shuffle blocks (seeded), then each to the split where it most reduces
@@ -327,27 +507,23 @@ def assign_splits(cands: list[_Candidate], fractions: Sequence[float], seed: int
             c.split = SPLITS[s]
 
 
-def drop_split_overlaps(cands: list[_Candidate], size: int, stride: int) -> list[_Candidate]:
-    """Drop tiles overlapping a kept tile of another split (blocks in order; earlier blocks keep theirs).
-
-    Tiles sit on a grid of ``stride``; two tiles overlap when both offsets differ by less than ``size``, so only
-    the grid cells within ⌈size/stride⌉ steps are checked.
-    """
-    reach = math.ceil(size / stride)
-    kept: dict[tuple[int, int, int], _Candidate] = {}
+def drop_split_overlaps(cands: list[_Candidate], prepared: list[_Prepared]) -> list[_Candidate]:
+    """Drop tiles whose footprint overlaps a kept tile of another split, over all scenes of the run (blocks in
+    order, earlier blocks keep theirs); return the dropped tiles."""
+    pairs = footprint_overlaps([c.bounds for c in cands], [prepared[c.scene].grid.crs for c in cands],
+                               [_pixel_tol(prepared[c.scene].grid) for c in cands])
+    near: dict[int, list[int]] = {}
+    for i, j in pairs.tolist():
+        near.setdefault(i, []).append(j)
+        near.setdefault(j, []).append(i)
+    kept: set[int] = set()
     dropped: list[_Candidate] = []
-    for c in sorted(cands, key=lambda c: (c.block, c.window)):
-        r, q = c.window.row_off // stride, c.window.col_off // stride
-        clash = False
-        for dr in range(-reach, reach + 1):
-            for dq in range(-reach, reach + 1):
-                o = kept.get((c.scene, r + dr, q + dq))
-                if o is not None and o.split != c.split and o.window.intersect(c.window) is not None:
-                    clash = True
-        if clash:
+    for i in sorted(range(len(cands)), key=lambda i: (cands[i].block, cands[i].scene, cands[i].window)):
+        c = cands[i]
+        if any(j in kept and cands[j].split != c.split for j in near.get(i, ())):
             dropped.append(c)
         else:
-            kept[(c.scene, r, q)] = c
+            kept.add(i)
     return dropped
 
 
@@ -401,9 +577,9 @@ def _read_scene_tile(p: _Prepared, w: PixelWindow, s1: GeoTiffSource, opt: GeoTi
         optical = opt.read_stored(w)
         invalid |= (optical == OPTICAL_NODATA).all(axis=0)
     if lab is not None:
-        scheme = p.scene.label_scheme
+        scheme = p.label_scheme
         raw_lab = lab.read(w, [1])[0]
-        labels = map_labels(raw_lab, scheme, None if scheme == "igbp" else p.label_nodata)
+        labels = map_labels(raw_lab, scheme, None if scheme in LC_SCHEMES else p.label_nodata)
         invalid |= labels == LABEL_NODATA
     return sar, optical, labels, float(invalid.mean())
 
@@ -417,11 +593,10 @@ def _label_fill(path: Path) -> float:
 
 
 def _candidates(prepared: list[_Prepared], opts: TileOptions, skipped: Counter) -> list[_Candidate]:
-    """Every tile window of every scene that intersects the AOI, with its id, bounds and split block."""
+    """Every tile window of every scene that intersects the AOI, with its id and bounds."""
     from shapely.geometry import box
 
     aoi = load_aoi(opts.aoi) if opts.aoi else None
-    side = block_side(opts) * int(opts.stride or opts.size)
     cands: list[_Candidate] = []
     aoi_hits = 0
     for si, p in enumerate(prepared):
@@ -433,7 +608,7 @@ def _candidates(prepared: list[_Prepared], opts: TileOptions, skipped: Counter) 
             if geom is not None and not geom.intersects(box(*b)):
                 skipped["outside_aoi"] += 1
                 continue
-            cands.append(_Candidate(si, w, tile_id(p.stem, w), b, block=(si, w.row_off // side, w.col_off // side)))
+            cands.append(_Candidate(si, w, tile_id(p.stem, w), b))
     if aoi is not None and aoi_hits == 0:
         raise InputError(f"AOI {opts.aoi} does not intersect the scene(s): check its coordinates and CRS")
     return cands
@@ -483,7 +658,7 @@ def _write_scene(p: _Prepared, mine: list[_Candidate], tmp: Path, opts: TileOpti
                 if labels is not None:
                     _write_tile(tmp / "labels" / name, labels[None],
                                 _profile(c.window, p.grid, 1, "uint8", LABEL_NODATA), ["labels"],
-                                {"class_names": json.dumps(p.classes)})
+                                {"class_names": json.dumps(p.classes), "label_source": p.label_source or ""})
                 written.append(c)
         finally:
             for r in (opt, lab):
@@ -492,10 +667,13 @@ def _write_scene(p: _Prepared, mine: list[_Candidate], tmp: Path, opts: TileOpti
     return written
 
 
-def _finish_splits(kept: list[_Candidate], tmp: Path, opts: TileOptions, skipped: Counter) -> list[_Candidate]:
-    """Assign splits by block, delete tiles that would overlap another split; return the kept tiles in order."""
+def _finish_splits(kept: list[_Candidate], prepared: list[_Prepared], side: int, tmp: Path, opts: TileOptions,
+                   skipped: Counter) -> list[_Candidate]:
+    """Assign splits by ground block over all scenes, delete tiles whose footprint would overlap a tile of
+    another split; return the kept tiles in order."""
+    ground_blocks(kept, prepared, side, int(opts.stride or opts.size))
     assign_splits(kept, opts.split, opts.seed)
-    dropped = drop_split_overlaps(kept, opts.size, int(opts.stride or opts.size))
+    dropped = drop_split_overlaps(kept, prepared)
     gone = {c.tile_id for c in dropped}
     for c in dropped:
         skipped["split_overlap"] += 1
@@ -512,6 +690,8 @@ def _tile_scenes(scenes: list[Scene], out: Path, opts: TileOptions, reporter: Re
     check_output(out, opts.overwrite)
     prepared = [_prepare(s, opts) for s in scenes]
     _check_consistent(prepared)
+    if params.get("layout"):
+        reporter.info(f"{len(scenes)} {params['layout']} scene(s) found under {params.get('root')}")
     stems = Counter(p.stem for p in prepared)
     for p in prepared:
         if stems[p.stem] > 1:
@@ -532,12 +712,14 @@ def _tile_scenes(scenes: list[Scene], out: Path, opts: TileOptions, reporter: Re
         if not kept:
             raise InputError(f"no tile passed the filters ({dict(skipped)}): lower --size, raise --max-nodata "
                              f"or check the AOI")
-        kept = _finish_splits(kept, tmp, opts, skipped)
+        side = block_side(opts, scenes_overlap(prepared))
+        kept = _finish_splits(kept, prepared, side, tmp, opts, skipped)
         _write_manifest(tmp / "manifest.csv", kept, prepared, has_opt, has_lab)
         split_counts = {s: sum(c.split == s for c in kept) for s in SPLITS}
-        record = _tiling_record(prepared, opts, params, len(kept), dict(skipped), split_counts)
+        record = _tiling_record(prepared, opts, {**params, "block_strides": side}, len(kept), dict(skipped),
+                                split_counts)
         (tmp / "tiling.json").write_text(json.dumps(record, indent=2) + "\n")
-    return TileSummary(out, len(kept), dict(skipped), split_counts, len(prepared))
+    return TileSummary(out, len(kept), dict(skipped), split_counts, len(prepared), prepared[0].label_source)
 
 
 def _write_manifest(path: Path, kept: list[_Candidate], prepared: list[_Prepared], has_opt: bool,
@@ -573,7 +755,6 @@ def _tiling_record(prepared: list[_Prepared], opts: TileOptions, params: dict[st
     p = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}
     p["split"] = list(opts.split)
     p["s1_range"], p["s2_range"] = list(opts.s1_range), list(opts.s2_range)
-    p["block_strides"] = block_side(opts)
     p.update(params)
     return {
         "sarkit_version": __version__,
@@ -582,6 +763,8 @@ def _tiling_record(prepared: list[_Prepared], opts: TileOptions, params: dict[st
         "sar_bands": list(first.sar_bands),
         "optical_bands": list(first.optical_bands) if first.optical_bands else None,
         "classes": list(first.classes) if first.classes else None,
+        "labels": ({"band": 1, "scheme": first.label_scheme, "source": first.label_source}
+                   if first.classes else None),
         "sources": {
             "s1": [str(x.scene.s1.resolve()) for x in prepared],
             "s2": [str(x.scene.s2.resolve()) if x.scene.s2 else None for x in prepared],
@@ -608,6 +791,6 @@ def tile_layout(root: Path, layout: str, out: Path, opts: TileOptions,
     """Tile every triplet of a dataset folder layout ("sen12ms" or "sen1floods11") into ``out``."""
     validate_options(opts)
     check_output(Path(out), opts.overwrite)
-    scenes = find_layout(Path(root), layout, opts.cloudy)
-    reporter.info(f"{len(scenes)} {layout} scene(s) found under {root}")
-    return _tile_scenes(scenes, Path(out), opts, reporter, {"layout": layout, "root": str(Path(root).resolve())})
+    scenes = find_layout(Path(root), layout, opts.cloudy, opts.lc_classes)
+    params = {"layout": str(layout).lower(), "root": str(Path(root).resolve())}
+    return _tile_scenes(scenes, Path(out), opts, reporter, params)
