@@ -86,13 +86,15 @@ class _PairReader:
         grid = GridSpec.of(self.target)
         ref_name = f"the target {self.target.name}"
         self.pred_source = self._keep(GeoTiffSource(
-            pred_ds, self.modality, names=pred_names, default_dn_offset=default_offset, grid=grid,
+            pred_ds, self.modality, names=pred_names, units="auto", default_dn_offset=default_offset, grid=grid,
             resampling=Resampling.bilinear, label=f"prediction {pred_ds.name}", ref_name=ref_name))
-        self.target_source = self._keep(GeoTiffSource(self.target, self.modality, names=target_names,
+        self.target_source = self._keep(GeoTiffSource(self.target, self.modality, names=target_names, units="auto",
                                                       default_dn_offset=default_offset,
                                                       label=f"target {self.target.name}"))
         self.pred_offset, self.target_offset = self.pred_source.dn_offset, self.target_source.dn_offset
         self._report_alignment("prediction", self.pred_source.aligned, reporter)
+        for src in (self.pred_source, self.target_source) if self.modality == "sar" else ():
+            reporter.info(f"{src.label}: SAR units {src.units_note}", units=src.units)
         self.pred = self.pred_source.aligned.dataset  # on the target grid when warped (previews)
         self.labels: AlignedReader | None = None
         self.class_names = None

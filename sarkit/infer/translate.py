@@ -417,7 +417,7 @@ def translate_scene(scene: str | Path, checkpoint: str | Path | LoadedNetwork | 
         _check_predictor(predictor, opts)
         in_norm, out_norm = predictor.in_norm, predictor.out_norm
         grid = blend_grid(src.height, src.width, predictor.tile, opts.overlap)
-        reader = SceneReader(src, in_norm)
+        reader = SceneReader(src, in_norm, reporter)
         with output_lock(out), atomic_file(out, overwrite=opts.overwrite) as cog_tmp:
             tmp = temp_sibling(out, ".tif")
             try:
