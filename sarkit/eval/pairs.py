@@ -93,8 +93,6 @@ class _PairReader:
                                                       label=f"target {self.target.name}"))
         self.pred_offset, self.target_offset = self.pred_source.dn_offset, self.target_source.dn_offset
         self._report_alignment("prediction", self.pred_source.aligned, reporter)
-        for src in (self.pred_source, self.target_source) if self.modality == "sar" else ():
-            reporter.info(f"{src.label}: SAR units {src.units_note}", units=src.units)
         self.pred = self.pred_source.aligned.dataset  # on the target grid when warped (previews)
         self.labels: AlignedReader | None = None
         self.class_names = None
@@ -106,6 +104,10 @@ class _PairReader:
             self._report_alignment("labels", self.labels, reporter)
             self.class_names = _class_names(lab)
         self.height, self.width = self.target.height, self.target.width
+        if self.modality == "sar":  # both units detected (or refused) before either is said
+            notes = [(src.label, src.units, src.units_note) for src in (self.pred_source, self.target_source)]
+            for label, units, note in notes:
+                reporter.info(f"{label}: SAR units {note}", units=units)
 
     @staticmethod
     def _report_alignment(what: str, reader: AlignedReader, reporter: Reporter) -> None:

@@ -41,7 +41,7 @@ def read_bands(src: Any, bands: Any = None, window: PixelWindow | None = None, w
                path: str | None = None, **kwargs: Any) -> np.ndarray:
     """``src.read(bands, window=window, **kwargs)`` (``window`` None: the whole raster); a read that fails (a
     truncated or corrupt file) raises ``InputError`` naming ``what``, the window and the file (``path``, default
-    ``src.name``). The one way sarkit reads pixels from an open dataset."""
+    ``src.name``). Every read of the raster layer goes through it."""
     try:
         return src.read(bands, window=window.to_rasterio() if window is not None else None, **kwargs)
     except (RasterioIOError, WarpOperationError) as exc:

@@ -2,8 +2,9 @@
 
 Model range is [-1, 1] for every channel. The mapping from physical units is fixed and global:
 
-* SAR (Sentinel-1): backscatter in dB, clipped to ``[lo, hi]`` per band (default [-25, 0] dB for VV and VH,
-  as SEN12MS uses), then ``x = 2·(dB − lo)/(hi − lo) − 1``.
+* SAR (Sentinel-1): backscatter in dB (linear power converted; the unit given or detected by ``units_of``),
+  clipped to ``[lo, hi]`` per band (default [-25, 0] dB for VV and VH, as SEN12MS uses), then
+  ``x = 2·(dB − lo)/(hi − lo) − 1``.
 * Optical (Sentinel-2): reflectance ``ρ = (DN + offset) / 10000`` (``offset`` = −1000 for products of
   processing baseline 04.00 and later when the user asks for it, else 0), clipped to ``[lo, hi]`` (default
   [0, 0.3]), then ``x = 2·(ρ − lo)/(hi − lo) − 1``.

@@ -5,11 +5,17 @@ that grid: ``read`` gives physical values and ``read_stored`` the stored values 
 source's digital numbers). Physical units are fixed for every user (``to_physical``):
 
 * SAR: backscatter in dB. Linear power is converted with ``10·log10(p)`` (zero or negative power is nodata);
-  the unit is given, or detected once per raster (``units="auto"``) on a 3×3 grid of 128-pixel windows.
+  the unit is given, or detected once per raster (``units="auto"``) on a 3×3 grid of 128-pixel windows by the
+  one rule ``sarkit.raster.norm.units_of`` (median and 2nd/98th percentiles of the finite values). A user's SAR
+  raster that cannot be Sentinel-1 (more than 2 bands, integers with ``units="auto"``, values that fit neither
+  unit) is refused with ``InputError``; its bands are named by ``sar_band_names``, the one SAR naming rule.
 * Optical: reflectance ``ρ = (DN + offset) / 10000``; the offset is the raster's ``dn_offset`` tag (what sarkit
   writes), else the caller's default.
 * Nodata: the stored nodata value (for optical 0 when the raster sets none), NaN and ±inf. Values are NaN band by
   band where nodata; a pixel is valid when every band is.
+
+Reads go through ``sarkit.raster.align.read_bands``: a truncated or corrupt file is an ``InputError`` naming the
+file and the window, and files are opened with ``sarkit.io.open_raster``.
 
 ``to_model`` maps a reading into the model range [-1, 1] through the fixed ``Normalization`` (nodata filled with
 −1, the bottom of the range); ``Normalization.decode`` maps back. ``SceneReader`` reads a scene's strips that way
