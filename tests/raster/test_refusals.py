@@ -159,3 +159,18 @@ def test_translate_says_which_units_it_read(tmp_path):
     units = [e for e in events if e.get("event") == "info" and "units" in e]
     assert len(units) == 1 and units[0]["units"] == "linear"
     assert "lin.tif" in units[0]["message"] and "linear power (detected" in units[0]["message"]
+
+
+def test_eval_detects_a_linear_target_scene_and_says_so(tmp_path):
+    from sarkit.eval.options import EvalOptions
+    from sarkit.eval.runner import run_eval
+    from sarkit.reporting import RecordingReporter
+
+    db = db_sigma0((1, SIZE, SIZE), seed=10)
+    pred = _s1(tmp_path, "pred.tif", db)
+    target = _s1(tmp_path, "target_lin.tif", (10 ** (db / 10)).astype(np.float32))
+    rep = RecordingReporter()
+    res = run_eval(EvalOptions(), rep, pred=pred, target=target)
+    assert res.summary["mae"]["value"] < 1e-5  # the same backscatter, compared in dB
+    said = [m for m in rep.infos if "units" in m]
+    assert len(said) == 1 and "target_lin.tif" in said[0] and "linear power (detected" in said[0]
