@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import rasterio
 from rasterio.enums import Resampling
 
 from sarkit.errors import InputError
@@ -280,7 +279,8 @@ class GeoTiffSource(RasterSource):
 
     def sample(self, bands: Sequence[str] | None = None) -> np.ndarray:
         """Values (C, 9, h, w) of ``bands`` (None = all) on a 3×3 grid of ``UNITS_SAMPLE_PX`` windows spread over
-        the raster, as stored, with nodata NaN: a few blocks read, whatever the raster's size."""
+        the raster, as stored but float32 with nodata, NaN and ±inf as NaN: a few blocks read, whatever the
+        raster's size."""
         g = self.grid
         h, w = min(g.height, UNITS_SAMPLE_PX), min(g.width, UNITS_SAMPLE_PX)
         parts = []
@@ -304,9 +304,9 @@ class GeoTiffSource(RasterSource):
             return
         seen = f"{self.seen()}, {value_spread(self.sample()).text()}"
         if n > SAR_MAX_BANDS:
-            raise InputError(not_sar_message(self.label, seen, f"is it an optical file? give the Sentinel-1 "
-                                             f"raster, or keep its polarisation bands (gdal_translate -b 1 -b 2 "
-                                             f"IN OUT)"))
+            raise InputError(not_sar_message(self.label, seen, "is it an optical file? give the Sentinel-1 "
+                                             "raster, or keep its polarisation bands (gdal_translate -b 1 -b 2 "
+                                             "IN OUT)"))
         raise InputError(not_sar_message(self.label, seen, "integers are display images or digital numbers, "
                                          "not σ⁰; give the float32 file, or say which unit the integers hold with "
                                          "--s1-units db|linear (sarkit tile)"))
