@@ -25,7 +25,7 @@ from rasterio.warp import transform_geom
 
 from sarkit import __version__
 from sarkit.errors import InputError
-from sarkit.raster.align import AlignedReader
+from sarkit.raster.align import AlignedReader, read_bands
 from sarkit.raster.grid import GRID_TOL_PX, Bounds, GridSpec, PixelWindow, overlap_bounds, window_grid
 from sarkit.io import DEFLATE_LEVEL, GTIFF_PROFILE, atomic_dir, check_output, open_raster, require_crs
 from sarkit.data.layouts import (
@@ -46,13 +46,12 @@ from sarkit.raster.norm import (check_range,
     RGB_BANDS,
     band_names,
     check_integer_reflectance,
-    detect_s1_units,
     optical_normalization,
     resolve_bands,
     s2_dn_offset,
     sar_normalization,
 )
-from sarkit.raster.source import GeoTiffSource, Modality, sar_band_names
+from sarkit.raster.source import GeoTiffSource, Modality
 from sarkit.reporting import NULL_REPORTER, Reporter
 
 SPLITS = ("train", "val", "test")
@@ -163,7 +162,7 @@ def _decimated(src: Any, bands: list[int] | None = None, side: int = 256) -> np.
     """A small decimated read of the whole raster (for unit and dtype checks), NaN where nodata."""
     bands = bands or list(range(1, src.count + 1))
     h, w = min(side, src.height), min(side, src.width)
-    a = src.read(bands, out_shape=(len(bands), h, w), resampling=Resampling.nearest).astype(np.float64)
+    a = read_bands(src, bands, out_shape=(len(bands), h, w), resampling=Resampling.nearest).astype(np.float64)
     if src.nodata is not None and not np.isnan(src.nodata):
         a[a == src.nodata] = np.nan
     return a
@@ -238,10 +237,8 @@ def _prepare(scene: Scene, opts: TileOptions) -> _Prepared:
         if opts.size > s1.height or opts.size > s1.width:
             raise InputError(f"--size {opts.size} is larger than the scene ({s1.height}×{s1.width} pixels): "
                              f"{scene.s1} (use a smaller --size)")
-        sar_bands = sar_band_names(s1)
-        units = opts.s1_units
-        if units == "auto":
-            units = detect_s1_units(_decimated(s1))
+        with GeoTiffSource(s1, Modality.SAR, units=opts.s1_units, label=f"Sentinel-1 raster {scene.s1}") as sar:
+            sar_bands, units = list(sar.band_names), sar.units  # the raster layer's naming, checks and unit rule
     optical_bands = optical_dtype = None
     if scene.s2 is not None:
         with open_raster(scene.s2, "optical raster") as s2:

@@ -60,16 +60,16 @@ class _PairReader:
     """
 
     def __init__(self, pred: Path, target: Path, labels: Path | None, reporter: Reporter,
-                 default_offset: float = 0.0) -> None:
+                 default_offset: float = 0.0, target_units: str = "db") -> None:
         self._stack: list[Any] = []
         try:
-            self._open(Path(pred), Path(target), labels, reporter, default_offset)
+            self._open(Path(pred), Path(target), labels, reporter, default_offset, target_units)
         except BaseException:
             self.close()
             raise
 
     def _open(self, pred: Path, target: Path, labels: Path | None, reporter: Reporter,
-              default_offset: float) -> None:
+              default_offset: float, target_units: str) -> None:
         self.target = self._keep(open_raster(target, "target"))
         pred_ds = self._keep(open_raster(pred, "prediction"))
         self.pred_name, self.target_name = str(pred), str(target)
@@ -89,7 +89,7 @@ class _PairReader:
             pred_ds, self.modality, names=pred_names, default_dn_offset=default_offset, grid=grid,
             resampling=Resampling.bilinear, label=f"prediction {pred_ds.name}", ref_name=ref_name))
         self.target_source = self._keep(GeoTiffSource(self.target, self.modality, names=target_names,
-                                                      default_dn_offset=default_offset,
+                                                      units=target_units, default_dn_offset=default_offset,
                                                       label=f"target {self.target.name}"))
         self.pred_offset, self.target_offset = self.pred_source.dn_offset, self.target_source.dn_offset
         self._report_alignment("prediction", self.pred_source.aligned, reporter)
@@ -104,6 +104,9 @@ class _PairReader:
             self._report_alignment("labels", self.labels, reporter)
             self.class_names = _class_names(lab)
         self.height, self.width = self.target.height, self.target.width
+        if self.modality == "sar" and target_units == "auto":  # a SAR scene: say the unit detected
+            reporter.info(f"{self.target_source.label}: SAR units {self.target_source.units_note}",
+                          units=self.target_source.units)
 
     @staticmethod
     def _report_alignment(what: str, reader: AlignedReader, reporter: Reporter) -> None:

@@ -102,7 +102,7 @@ class SceneSource(EvalSource):
     def __init__(self, pred: Path, target: Path, labels: Path | None, opts: EvalOptions,
                  reporter: Reporter = NULL_REPORTER) -> None:
         self.reader = _PairReader(Path(pred), Path(target), Path(labels) if labels else None, reporter,
-                                  _default_offset(opts))
+                                  _default_offset(opts), target_units="auto")  # a user's scene: unit detected
         names = self.reader.band_names()
         self.norm = _norm_for(self.reader.modality, names, opts)
         self.pred_norm = replace(self.norm, offset=self.reader.pred_offset)

@@ -566,7 +566,7 @@ def translate_scene(scene: str | Path, checkpoint: str | Path | LoadedNetwork | 
         to_work, to_scene = _resamplings(scene_grid, work) if work is not None else (None, None)
         if work is not None:
             source = _work_reader(src, in_norm, work, to_work, scene)
-        reader = SceneReader(source if source is not None else src, in_norm)
+        reader = SceneReader(source if source is not None else src, in_norm, reporter)
         grid_spec = work or scene_grid
         grid = blend_grid(grid_spec.height, grid_spec.width, predictor.tile, opts.overlap)
         _make_parent(out)

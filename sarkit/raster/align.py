@@ -20,11 +20,12 @@ from enum import Enum
 from typing import Any
 
 import numpy as np
-import rasterio
 from rasterio.enums import Resampling
+from rasterio.errors import RasterioIOError, WarpOperationError
 from rasterio.vrt import WarpedVRT
 
 from sarkit.errors import InputError
+from sarkit.io import open_raster
 from sarkit.raster.grid import GridSpec, PixelOffset, PixelWindow, overlap_bounds, pixel_offset, same_grid
 
 
@@ -36,16 +37,34 @@ class ReadPath(str, Enum):
     WARPED = "warped"
 
 
-def read_padded(src: Any, window: PixelWindow, bands: list[int], fill: float, dtype: Any) -> np.ndarray:
-    """Read ``window`` of ``src`` (any part outside the raster is ``fill``) as a (bands, h, w) array of ``dtype``."""
+def read_bands(src: Any, bands: Any = None, window: PixelWindow | None = None, what: str = "raster",
+               path: str | None = None, **kwargs: Any) -> np.ndarray:
+    """``src.read(bands, window=window, **kwargs)`` (``window`` None: the whole raster); a read that fails (a
+    truncated or corrupt file) raises ``InputError`` naming ``what``, the window and the file (``path``, default
+    ``src.name``). Every read of the raster layer goes through it."""
+    try:
+        return src.read(bands, window=window.to_rasterio() if window is not None else None, **kwargs)
+    except (RasterioIOError, WarpOperationError) as exc:
+        lines = str(exc.__cause__ or exc).splitlines()
+        reason = lines[0][:200] if lines else type(exc).__name__
+        where = (f"rows {window.row_off}–{window.row_end}, columns {window.col_off}–{window.col_end}"
+                 if window is not None else "the whole raster")
+        raise InputError(f"{what}: reading {where} failed ({reason}): {path or src.name} is truncated or corrupt "
+                         f"(download or export it again)") from None
+
+
+def read_padded(src: Any, window: PixelWindow, bands: list[int], fill: float, dtype: Any, what: str = "raster",
+                path: str | None = None) -> np.ndarray:
+    """Read ``window`` of ``src`` (any part outside the raster is ``fill``) as a (bands, h, w) array of ``dtype``;
+    ``what`` and ``path`` name the raster when the read fails (``read_bands``)."""
     inner = window.intersect(PixelWindow(0, 0, src.height, src.width))
     if inner == window:  # the common case (whole strips of a scene): one read, no copy into a padded array
-        data = src.read(bands, window=window.to_rasterio())
+        data = read_bands(src, bands, window, what, path)
         return data if data.dtype == np.dtype(dtype) else data.astype(dtype)
     out = np.full((len(bands), window.height, window.width), fill, dtype=dtype)
     if inner is None:
         return out
-    data = src.read(bands, window=inner.to_rasterio())
+    data = read_bands(src, bands, inner, what, path)
     r0, c0 = inner.row_off - window.row_off, inner.col_off - window.col_off
     out[:, r0:r0 + inner.height, c0:c0 + inner.width] = data
     return out
@@ -76,7 +95,7 @@ class AlignedReader:
                  src_nodata: float | None = None, what: str | None = None,
                  ref_name: str = "the Sentinel-1 scene") -> None:
         self._owned = not hasattr(src, "read")
-        self.src = rasterio.open(src) if self._owned else src
+        self.src = open_raster(src, what or "raster") if self._owned else src
         self.ref = ref
         self.what = what or f"raster {self.src.name}"
         self.fill = fill
@@ -152,11 +171,11 @@ class AlignedReader:
         bands = bands or list(range(1, self.src.count + 1))
         dtype = dtype or self.src.dtypes[0]
         if self.vrt is not None:
-            return read_padded(self.vrt, window, bands, self.fill, dtype)
+            return read_padded(self.vrt, window, bands, self.fill, dtype, self.what, self.src.name)
         assert self.offset is not None
         shifted = PixelWindow(window.row_off + self.offset.row, window.col_off + self.offset.col,
                               window.height, window.width)
-        data = read_padded(self.src, shifted, bands, self.fill, dtype)
+        data = read_padded(self.src, shifted, bands, self.fill, dtype, self.what, self.src.name)
         if self.src_nodata != self.fill and not np.isnan(self.src_nodata):
             data[data == self.src_nodata] = self.fill
         return data

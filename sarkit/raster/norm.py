@@ -2,8 +2,9 @@
 
 Model range is [-1, 1] for every channel. The mapping from physical units is fixed and global:
 
-* SAR (Sentinel-1): backscatter in dB, clipped to ``[lo, hi]`` per band (default [-25, 0] dB for VV and VH,
-  as SEN12MS uses), then ``x = 2·(dB − lo)/(hi − lo) − 1``.
+* SAR (Sentinel-1): backscatter in dB (linear power converted; the unit given or detected by ``units_of``),
+  clipped to ``[lo, hi]`` per band (default [-25, 0] dB for VV and VH, as SEN12MS uses), then
+  ``x = 2·(dB − lo)/(hi − lo) − 1``.
 * Optical (Sentinel-2): reflectance ``ρ = (DN + offset) / 10000`` (``offset`` = −1000 for products of
   processing baseline 04.00 and later when the user asks for it, else 0), clipped to ``[lo, hi]`` (default
   [0, 0.3]), then ``x = 2·(ρ − lo)/(hi − lo) − 1``.
@@ -54,18 +55,83 @@ def db_to_linear(db: np.ndarray) -> np.ndarray:
     return np.power(10.0, np.asarray(db, dtype=np.float32) / 10.0).astype(np.float32)
 
 
-def detect_s1_units(sample: np.ndarray) -> str:
-    """Guess whether SAR values are linear power or dB from a sample of valid pixels.
+#: Percentiles (low, high) of the SAR unit rule: robust to up to 2 % of outliers at either end.
+UNIT_PERCENTILES = (2.0, 98.0)
+#: Linear σ⁰: median below 1 (0 dB), low percentile at least −1 (thermal-noise removal leaves only small
+#: negative powers), high percentile above 0 and at most 10 (+10 dB).
+LINEAR_MEDIAN_MAX, LINEAR_LOW_MIN, LINEAR_HIGH_MAX = 1.0, -1.0, 10.0
+#: dB σ⁰: median in [−40, 10] dB, low percentile at least −70 dB, high percentile at most 40 dB.
+DB_MEDIAN_RANGE, DB_LOW_MIN, DB_HIGH_MAX = (-40.0, 10.0), -70.0, 40.0
 
-    Linear σ⁰ is non-negative with a median well below 1; dB data is mostly negative. Returns "linear" or "db".
-    """
-    v = np.asarray(sample, dtype=np.float64)
+
+@dataclass(frozen=True)
+class ValueSpread:
+    """Robust summary of a sample of raster values: how many are finite, their min, max, median and the low and
+    high ``UNIT_PERCENTILES`` (NaN everywhere when none is finite)."""
+
+    count: int
+    min: float
+    low: float
+    median: float
+    high: float
+    max: float
+
+    def text(self) -> str:
+        """"values MIN…MAX, median M, 2nd–98th percentile LOW…HIGH" (or "no finite values")."""
+        if self.count == 0:
+            return "no finite values"
+        lo, hi = UNIT_PERCENTILES
+        return (f"values {self.min:.4g}…{self.max:.4g}, median {self.median:.4g}, "
+                f"{lo:g}–{hi:g}th percentile {self.low:.4g}…{self.high:.4g}")
+
+
+def value_spread(sample: np.ndarray) -> ValueSpread:
+    """``ValueSpread`` of the finite values of ``sample`` (NaN and ±inf are nodata)."""
+    v = np.asarray(sample, dtype=np.float64).ravel()
     v = v[np.isfinite(v)]
     if v.size == 0:
+        return ValueSpread(0, *([math.nan] * 5))
+    low, median, high = np.percentile(v, [UNIT_PERCENTILES[0], 50.0, UNIT_PERCENTILES[1]])
+    return ValueSpread(int(v.size), float(v.min()), float(low), float(median), float(high), float(v.max()))
+
+
+def units_of(spread: ValueSpread) -> str | None:
+    """The SAR unit that a sample's spread fits: "linear" (power), "db", or None (neither: not σ⁰ backscatter).
+
+    Linear power: median < 1, low percentile ≥ −1, 0 < high percentile ≤ 10. dB: median in [−40, 10], low
+    percentile ≥ −70, high percentile ≤ 40. Without finite values "db" (nothing to convert). See docs/data.md.
+    """
+    if spread.count == 0:
         return "db"
-    if v.min() >= 0.0 and np.median(v) < 1.0:
+    if (spread.median < LINEAR_MEDIAN_MAX and spread.low >= LINEAR_LOW_MIN
+            and 0.0 < spread.high <= LINEAR_HIGH_MAX):
         return "linear"
-    return "db"
+    if (DB_MEDIAN_RANGE[0] <= spread.median <= DB_MEDIAN_RANGE[1] and spread.low >= DB_LOW_MIN
+            and spread.high <= DB_HIGH_MAX):
+        return "db"
+    return None
+
+
+#: How to go on when SAR values fit neither unit.
+UNITS_HINT = "give a σ⁰ file, or say which unit it holds with --s1-units db|linear (sarkit tile)"
+
+
+def not_sar_message(what: str, seen: str, hint: str = UNITS_HINT) -> str:
+    """The one-line refusal of a raster that cannot be Sentinel-1 σ⁰: what was seen and how to go on."""
+    return (f"{what} does not look like Sentinel-1 backscatter ({seen}): sarkit reads σ⁰ as float dB or linear "
+            f"power in 1 or 2 bands (VV[, VH]); {hint}")
+
+
+def detect_s1_units(sample: np.ndarray, what: str = "SAR raster") -> str:
+    """Whether SAR values are linear power or dB, from a sample (finite values only; rule: ``units_of``).
+
+    Returns "linear" or "db"; ``InputError`` naming ``what`` when the values fit neither.
+    """
+    spread = value_spread(sample)
+    units = units_of(spread)
+    if units is None:
+        raise InputError(not_sar_message(what, spread.text()))
+    return units
 
 
 def dn_to_reflectance(dn: np.ndarray, offset: float = 0.0, nodata: float | None = 0) -> np.ndarray:
@@ -253,10 +319,11 @@ def resolve_bands(available: Sequence[str], requested: Sequence[str | int], what
 
 
 def sar_to_db(values: np.ndarray, units: str, nodata: float | None = None) -> np.ndarray:
-    """SAR values to dB float32 with NaN for nodata; ``units`` is "db", "linear" or "auto" (detected)."""
+    """SAR values to dB float32 with NaN for nodata and ±inf; ``units`` is "db", "linear" or "auto" (detected)."""
     v = np.asarray(values, dtype=np.float32).copy()
     if nodata is not None and not np.isnan(nodata):
         v[values == nodata] = np.nan
+    v[np.isinf(v)] = np.nan  # ±inf is nodata, as NaN
     if units == "auto":
         units = detect_s1_units(v[..., ::7, ::7])
     return linear_to_db(v) if units == "linear" else v

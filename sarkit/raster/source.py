@@ -5,11 +5,17 @@ that grid: ``read`` gives physical values and ``read_stored`` the stored values 
 source's digital numbers). Physical units are fixed for every user (``to_physical``):
 
 * SAR: backscatter in dB. Linear power is converted with ``10·log10(p)`` (zero or negative power is nodata);
-  the unit is given, or detected once per raster (``units="auto"``) on a 3×3 grid of 128-pixel windows.
+  the unit is given, or detected once per raster (``units="auto"``) on a 3×3 grid of 128-pixel windows by the
+  one rule ``sarkit.raster.norm.units_of`` (median and 2nd/98th percentiles of the finite values). A user's SAR
+  raster that cannot be Sentinel-1 (more than 2 bands, integers with ``units="auto"``, values that fit neither
+  unit) is refused with ``InputError``; its bands are named by ``sar_band_names``, the one SAR naming rule.
 * Optical: reflectance ``ρ = (DN + offset) / 10000``; the offset is the raster's ``dn_offset`` tag (what sarkit
   writes), else the caller's default.
 * Nodata: the stored nodata value (for optical 0 when the raster sets none), NaN and ±inf. Values are NaN band by
   band where nodata; a pixel is valid when every band is.
+
+Reads go through ``sarkit.raster.align.read_bands``: a truncated or corrupt file is an ``InputError`` naming the
+file and the window, and files are opened with ``sarkit.io.open_raster``.
 
 ``to_model`` maps a reading into the model range [-1, 1] through the fixed ``Normalization`` (nodata filled with
 −1, the bottom of the range); ``Normalization.decode`` maps back. ``SceneReader`` reads a scene's strips that way
@@ -27,6 +33,7 @@ grid and windows.
 from __future__ import annotations
 
 import math
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from enum import Enum
@@ -34,19 +41,29 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import rasterio
 from rasterio.enums import Resampling
 
 from sarkit.errors import InputError
+from sarkit.io import open_raster
 from sarkit.raster.align import AlignedReader, ReadPath
 from sarkit.raster.grid import GridSpec, PixelWindow
-from sarkit.raster.norm import (S1_BANDS, Normalization, band_names, detect_s1_units, dn_offset_from_tags,
-                                dn_to_reflectance, linear_to_db)
+from sarkit.raster.norm import (S1_BANDS, Normalization, ValueSpread, band_names, detect_s1_units,
+                                dn_offset_from_tags, dn_to_reflectance, linear_to_db, not_sar_message,
+                                value_spread)
+from sarkit.reporting import NULL_REPORTER, Reporter
 
 #: Model-range value given to nodata pixels before they enter a network: the bottom of the range.
 MODEL_FILL = -1.0
 #: Side of the windows, and the 3×3 grid of their positions, on which SAR units are detected.
 UNITS_SAMPLE_PX = 128
+#: Sentinel-1 polarisations, as band names.
+POLARISATIONS = ("VV", "VH", "HH", "HV")
+#: Band tags that may name a band's polarisation (GDAL's Sentinel-1 driver writes POLARISATION).
+POLARISATION_TAGS = ("POLARISATION", "POLARIZATION")
+#: Most bands a Sentinel-1 raster has (VV, VH or HH, HV).
+SAR_MAX_BANDS = 2
+#: Band descriptions that name nothing: GDAL's and other tools' "Band 1", "band_2", "B 3".
+_GENERIC_DESCRIPTION = re.compile(r"(band|b)[\s_-]*\d+", re.IGNORECASE)
 
 
 class Modality(str, Enum):
@@ -67,12 +84,41 @@ class Reading:
     stray: np.ndarray
 
 
+def _polarisation_in(text: str | None) -> str | None:
+    """The one polarisation named by ``text`` as a separate word ("Sigma0_VV_db" → VV), else None."""
+    words = {w.upper() for w in re.split(r"[^A-Za-z0-9]+", text or "")} & set(POLARISATIONS)
+    return words.pop() if len(words) == 1 else None
+
+
+def _band_hint(src: Any, i: int) -> str | None:
+    """What band ``i`` (1-based) of an open raster says it is: the polarisation its description or a
+    ``POLARISATION`` tag names, else its description unless generic ("Band 1"), else None."""
+    desc = (src.descriptions or (None,) * src.count)[i - 1]
+    desc = desc.strip() if desc else ""
+    tags = {k.upper(): v for k, v in src.tags(i).items()}
+    tagged = next((tags[k].strip().upper() for k in POLARISATION_TAGS if tags.get(k)), None)
+    pol = _polarisation_in(desc) or (tagged if tagged in POLARISATIONS else None)
+    if pol:
+        return pol
+    return desc if desc and not _GENERIC_DESCRIPTION.fullmatch(desc) else None
+
+
 def sar_band_names(src: Any) -> list[str]:
-    """SAR band names of an open raster: descriptions, else VV (one band) or VV, VH (two bands)."""
-    desc = [d for d in (src.descriptions or ())]
+    """SAR band names of an open raster, the one rule of every command (tile, translate, eval).
+
+    Each band's own word first: the polarisation its description names ("VV", "Sigma0_VH_db" → VH) or its
+    ``POLARISATION`` tag, else its description unless generic ("Band 1"). Bands that say nothing: one band is the
+    polarisation its file name names as a word (``…_VH.tif``), else VV; two bands are VV, VH; more are named by
+    ``band_names`` (such rasters are not Sentinel-1 and are refused where read as scenes).
+    """
+    hints = [_band_hint(src, i) for i in range(1, src.count + 1)]
+    if hints and all(hints) and len(set(h.upper() for h in hints)) == len(hints):
+        return [str(h) for h in hints]
     if src.count == 1:
-        return [desc[0].strip() if desc and desc[0] else "VV"]
-    return band_names(src, default=S1_BANDS)
+        return [_polarisation_in(Path(str(src.name)).stem) or S1_BANDS[0]]
+    if src.count == len(S1_BANDS):
+        return list(S1_BANDS)
+    return band_names(src)
 
 
 def stored_nodata(modality: Modality, nodata: float | None) -> float:
@@ -157,9 +203,12 @@ class RasterSource(ABC):
 class GeoTiffSource(RasterSource):
     """One GeoTIFF (any GDAL raster) as a ``RasterSource``, on its own grid or read onto ``grid``.
 
-    ``src`` is a path (opened here, closed by ``close``) or an open dataset (left open). ``names`` overrides the
-    band names (default: ``sar_band_names`` for SAR, ``sarkit.raster.norm.band_names`` for optical). ``units`` is
-    the SAR unit: "db", "linear", or "auto" (detected once, on ``unit_bands`` or all bands, at first use).
+    ``src`` is a path (opened here with ``sarkit.io.open_raster``, closed by ``close``) or an open dataset (left
+    open). ``names`` overrides the band names (default: ``sar_band_names`` for SAR, ``sarkit.raster.norm.band_names``
+    for optical). ``units`` is the SAR unit: "db", "linear", or "auto" (detected once, on ``unit_bands`` or all
+    bands, at first use, by ``sarkit.raster.norm.units_of``; values that fit neither unit are refused). A SAR raster
+    named by the SAR rule (``names`` None: a user's Sentinel-1 file) is refused (``InputError``, ``check_sar``) when
+    it has more than 2 bands, or integer values while ``units`` is "auto".
     ``dn_offset`` None takes the raster's ``dn_offset`` tag, else ``default_dn_offset``. With ``grid`` the raster
     is read onto it (``AlignedReader``, with ``resampling`` when it must be warped). ``fill`` is the stored value
     that nodata and pixels outside the raster read as (default ``stored_nodata``); the raster's own nodata value is
@@ -172,9 +221,11 @@ class GeoTiffSource(RasterSource):
                  fill: float | None = None, label: str | None = None, ref_name: str = "the reference",
                  unit_bands: Sequence[str] | None = None) -> None:
         self._owned = not hasattr(src, "read")
-        ds = rasterio.open(src) if self._owned else src
+        ds = open_raster(src, label or "raster") if self._owned else src
         self.modality = Modality(modality)
         self.label = label or f"raster {Path(ds.name).name}"
+        self.dataset = ds
+        self._spread: ValueSpread | None = None
         try:
             self.band_names = tuple(names) if names is not None else tuple(
                 sar_band_names(ds) if self.modality is Modality.SAR else band_names(ds))
@@ -191,15 +242,19 @@ class GeoTiffSource(RasterSource):
                 raise InputError(f"SAR units must be auto, db or linear, got {units!r}")
             # optical values are digital numbers: no unit to detect
             self._units = units if units != "auto" else ("db" if self.modality is Modality.OPTICAL else None)
+            self._detected = self._units is None
             self._unit_bands = unit_bands
             self.aligned = AlignedReader(ds, grid or GridSpec.of(ds), resampling, self.nodata,
                                          src_nodata=declared, what=self.label, ref_name=ref_name)
-            self.grid = self.aligned.ref  # the last step: nothing after it can fail and leave it open
+            self.grid = self.aligned.ref
+            if self.modality is Modality.SAR and names is None:
+                self.check_sar(units)
         except BaseException:
+            if getattr(self, "aligned", None) is not None:
+                self.aligned.close()
             if self._owned:
                 ds.close()
             raise
-        self.dataset = ds
 
     @property
     def path(self) -> ReadPath:
@@ -213,18 +268,55 @@ class GeoTiffSource(RasterSource):
             self._units = self._detect_units()
         return self._units
 
-    def _detect_units(self) -> str:
-        """SAR units detected on a 3×3 grid of ``UNITS_SAMPLE_PX`` windows spread over the raster: a few blocks
-        read, whatever its size."""
+    @property
+    def units_note(self) -> str:
+        """How the SAR units were decided, for people: "linear power (detected: values …)" or "dB (given)"."""
+        name = {"db": "dB", "linear": "linear power"}[self.units]
+        if not self._detected:
+            return f"{name} (given)"
+        spread = self._spread.text() if self._spread is not None else "no sample"
+        return f"{name} (detected: {spread})"
+
+    def sample(self, bands: Sequence[str] | None = None) -> np.ndarray:
+        """Values (C, 9, h, w) of ``bands`` (None = all) on a 3×3 grid of ``UNITS_SAMPLE_PX`` windows spread over
+        the raster, as stored but float32 with nodata, NaN and ±inf as NaN: a few blocks read, whatever the
+        raster's size."""
         g = self.grid
         h, w = min(g.height, UNITS_SAMPLE_PX), min(g.width, UNITS_SAMPLE_PX)
         parts = []
         for fr in (0.0, 0.5, 1.0):
             for fc in (0.0, 0.5, 1.0):
                 win = PixelWindow(int(fr * (g.height - h)), int(fc * (g.width - w)), h, w)
-                v = to_physical(self.read_stored(win, self._unit_bands), self.modality, self.nodata, "db")
-                parts.append(v)
-        return detect_s1_units(np.stack(parts))
+                stored = self.read_stored(win, bands).astype(np.float32)
+                parts.append(to_physical(stored, Modality.SAR, self.nodata, "db"))
+        return np.stack(parts, axis=1)
+
+    def seen(self) -> str:
+        """What the raster holds, for messages: "2 bands, float32" (its band count and stored dtype)."""
+        n = self.dataset.count
+        return f"{n} band{'s' if n != 1 else ''}, {self.dtype}"
+
+    def check_sar(self, units: str) -> None:
+        """``InputError`` (what was seen, how to go on) for a raster that cannot be Sentinel-1 σ⁰: more than
+        ``SAR_MAX_BANDS`` bands, or integer values unless ``units`` says what they are ("db" or "linear")."""
+        n, kind = self.dataset.count, np.dtype(self.dtype).kind
+        if n <= SAR_MAX_BANDS and (kind == "f" or units != "auto"):
+            return
+        seen = f"{self.seen()}, {value_spread(self.sample()).text()}"
+        if n > SAR_MAX_BANDS:
+            raise InputError(not_sar_message(self.label, seen, "is it an optical file? give the Sentinel-1 "
+                                             "raster, or keep its polarisation bands (gdal_translate -b 1 -b 2 "
+                                             "IN OUT)"))
+        raise InputError(not_sar_message(self.label, seen, "integers are display images or digital numbers, "
+                                         "not σ⁰; give the float32 file, or say which unit the integers hold with "
+                                         "--s1-units db|linear (sarkit tile)"))
+
+    def _detect_units(self) -> str:
+        """SAR units detected on ``sample`` of the unit bands (``sarkit.raster.norm.units_of``); the sample's spread
+        is kept for ``units_note``."""
+        sample = self.sample(self._unit_bands)
+        self._spread = value_spread(sample)
+        return detect_s1_units(sample, what=f"{self.label} ({self.seen()})")
 
     def read_stored(self, window: PixelWindow, bands: Sequence[str] | None = None) -> np.ndarray:
         idx = [i + 1 for i in self.band_indexes(bands)]
@@ -257,9 +349,10 @@ class GeoTiffSource(RasterSource):
 
 class SceneReader:
     """Reads strips (rows of the full width) of a scene's model input bands: physical units, then the model range
-    of ``norm`` with the nodata mask. ``src`` is an open dataset (left open) or a ``RasterSource``."""
+    of ``norm`` with the nodata mask. ``src`` is an open dataset (left open) or a ``RasterSource``. The SAR units
+    (given by ``norm.units`` or detected) go to ``reporter`` as one info event."""
 
-    def __init__(self, src: Any, norm: Normalization) -> None:
+    def __init__(self, src: Any, norm: Normalization, reporter: Reporter = NULL_REPORTER) -> None:
         self.norm = norm
         if isinstance(src, RasterSource):
             self.source = src
@@ -272,6 +365,9 @@ class SceneReader:
             raise InputError(f"{self.source.label} lacks band(s) {', '.join(missing)} the checkpoint needs "
                              f"(needs {', '.join(norm.bands)}; scene has {', '.join(self.source.band_names)})")
         self.units = self.source.units if norm.modality == "sar" else ""
+        if self.units:
+            note = getattr(self.source, "units_note", self.units)
+            reporter.info(f"{self.source.label}: SAR units {note}", units=self.units)
         self.dn_offset = self.source.dn_offset  # the scene's own dn_offset tag wins over the checkpoint's
 
     def physical(self, row: int, height: int) -> Reading:
