@@ -359,7 +359,7 @@ def translate_cmd(
 @app.command("stitch")
 @_handle_errors
 def stitch_cmd(
-    inputs: List[Path] = typer.Argument(..., help="Georeferenced tiles, or folders of *.tif tiles."),
+    inputs: Optional[List[Path]] = typer.Argument(None, help="Georeferenced tiles, or folders of *.tif tiles."),
     out: Path = typer.Option(..., "--out", help="Output mosaic COG."),
     crs: Optional[str] = typer.Option(None, "--crs", help="Mosaic CRS, e.g. EPSG:32631 (default: the first tile's)."),
     resampling: str = typer.Option(
@@ -386,7 +386,7 @@ def stitch_cmd(
     opts = StitchOptions(crs=crs, overwrite=overwrite, resampling=resampling, max_pixels=max_pixels)
     if _skip(out, skip_existing, reporter):
         return
-    summary = stitch(inputs, out, opts, reporter)
+    summary = stitch(inputs or [], out, opts, reporter)
     if not quiet:
         typer.echo(summary.line())
 

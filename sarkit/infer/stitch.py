@@ -112,7 +112,7 @@ def collect_inputs(inputs: Sequence[str | Path]) -> list[Path]:
         else:
             raise InputError(f"input not found: {p}")
     if not paths:
-        raise InputError("no input tiles given")
+        raise InputError("no input tiles given: pass GeoTIFF files or folders of them, e.g. sarkit stitch tiles/ --out mosaic.tif")
     return paths
 
 
@@ -226,6 +226,24 @@ def _invalid(data: np.ndarray, nodata: float | None) -> np.ndarray:
     return bad
 
 
+def _has_data(src: rasterio.DatasetReader) -> bool:
+    """Whether an input holds at least one valid pixel, read in strips of about 4 M values and stopping at the
+    first strip that has one (usually the first)."""
+    rows = max(1, (1 << 22) // max(1, src.width * src.count))
+    for r0 in range(0, src.height, rows):
+        win = PixelWindow(r0, 0, min(rows, src.height - r0), src.width)
+        if not _invalid(src.read(window=win.to_rasterio()), src.nodata).all():
+            return True
+    return False
+
+
+def check_has_data(srcs: Sequence[rasterio.DatasetReader]) -> None:
+    """Refuse (``InputError``) inputs none of which holds a valid pixel: their mosaic would be all nodata."""
+    if not any(_has_data(s) for s in srcs):
+        raise InputError(f"every pixel of the {len(srcs)} inputs is nodata (NaN or their nodata value): the mosaic "
+                         f"would hold no data, so nothing was written; check the inputs")
+
+
 class _Reader:
     """Reads an input's pixels for a window of the mosaic grid (through a whole-pixel offset when on the grid, else
     warped), with ``sarkit.raster.align.AlignedReader``."""
@@ -319,10 +337,11 @@ def stitch(inputs: Sequence[str | Path], out: str | Path, opts: StitchOptions = 
             sources.append(_Source(Path(s.name), fp, aligned, s.nodata))
         dtype, count, descriptions = first.dtypes[0], first.count, first.descriptions
         nodata = first.nodata if first.nodata is not None else (float("nan") if np.dtype(dtype).kind == "f" else 0)
+        check_mosaic_size(mosaic, [s.footprint for s in sources], opts.max_pixels)
+        check_has_data(srcs)
     finally:
         for s in srcs:
             s.close()
-    check_mosaic_size(mosaic, [s.footprint for s in sources], opts.max_pixels)
     sources = [s for s in sources if s.footprint.height > 0 and s.footprint.width > 0]
     for s, others in zip(sources, _neighbours([s.footprint for s in sources])):
         top, bottom, left, right = edge_overlaps(s.footprint, others)
@@ -341,9 +360,9 @@ def stitch(inputs: Sequence[str | Path], out: str | Path, opts: StitchOptions = 
                 if dn_offset is not None:
                     dst.update_tags(**{DN_OFFSET_TAG: f"{dn_offset:g}"})
                 covered = _stitch_strips(dst, sources, reader, width, height, count, dtype, nodata, reporter)
-            if covered == 0:
-                raise InputError(f"every pixel of the {len(paths)} inputs is nodata (NaN or their nodata value): the "
-                                 f"mosaic would hold no data, so nothing was written; check the inputs")
+            if covered == 0:  # valid pixels that warping lost (check_has_data found some)
+                raise InputError(f"no valid pixel of the {len(paths)} inputs reached the mosaic grid, so nothing was "
+                                 f"written; check the inputs and --crs")
             write_cog(tmp, cog_tmp, overview_resampling="average" if np.dtype(dtype).kind == "f" else "nearest")
         finally:
             tmp.unlink(missing_ok=True)
