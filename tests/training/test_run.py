@@ -9,7 +9,7 @@ import pytest
 
 from sarkit.errors import CheckpointError, OutputExistsError
 from sarkit.training import run_finished, train
-from sarkit.training.run import MetricsLog, check_run_dir, config_diff, read_config
+from sarkit.training.run import MetricsLog, RunPlan, check_run_dir, config_diff, read_config
 from tilesets import base_args, cli, opts, snapshot
 
 
@@ -66,7 +66,7 @@ def test_check_run_dir_refuses_a_file_and_resume_with_overwrite(tmp_path: Path, 
     (tmp_path / "other" / "a.txt").write_text("a")
     with pytest.raises(OutputExistsError, match="other files"):
         check_run_dir(opts(tiles, tmp_path / "other"), {})
-    assert check_run_dir(opts(tiles, tmp_path / "new"), {}) is None
+    assert check_run_dir(opts(tiles, tmp_path / "new"), {}) == RunPlan()
 
 
 def test_metrics_log_truncates_after_the_resume_step(tmp_path: Path) -> None:
