@@ -27,7 +27,7 @@ from sarkit.training import state as st
 from sarkit.training.data import DataOrder, TrainData, batches, make_loader, open_data, read_item, to_device
 from sarkit.training.distributed import DistInfo, all_ok, barrier, broadcast_module, finish_distributed, \
     init_distributed
-from sarkit.training.options import TrainOptions, TrainResult
+from sarkit.training.options import TrainOptions, TrainResult, check_model_option_names
 from sarkit.training.run import MetricsLog, RunPlan, build_config, check_resume_config, check_run_dir, \
     discard_unsaved_run, prepare_run_dir, writable_error
 from sarkit.training.validation import run_validation
@@ -118,6 +118,7 @@ def _train(opts: TrainOptions, reporter: Any, d: DistInfo) -> TrainResult:
     backend = configure_backends(device, d.world, deterministic=device.type == "cpu")
     channels_last = backend.channels_last if opts.channels_last is None else bool(opts.channels_last)
     cls = get_model(opts.model)
+    check_model_option_names(opts.model, cls.Options, opts.model_options)
     model_opts = parse_options(cls.Options, dict(opts.model_options))
     data = open_data(opts, cls)
     order = DataOrder(len(data.train), opts.batch_size, d.world, d.rank, opts.seed)

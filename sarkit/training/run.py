@@ -24,7 +24,7 @@ from sarkit.io import remove_stale_temps, temp_sibling, write_atomic_text
 from sarkit.models.base import options_dict
 from sarkit.models.checkpoint import read_export_record
 from sarkit.training.data import TrainData
-from sarkit.training.options import TrainOptions
+from sarkit.training.options import TrainOptions, option_name
 
 STATE_NAME = "state-latest.pt"
 #: Options that may change when resuming (they do not alter what the networks learn from which data).
@@ -173,8 +173,8 @@ def check_resume_config(run: Path, config: dict[str, Any]) -> None:
     if old:
         diff = config_diff(old, config, RESUMABLE_CHANGES)
         if diff:
-            raise CheckpointError(f"{run} was trained with other settings ({', '.join(diff)}); resume with the "
-                                  f"same options or start a new run")
+            raise CheckpointError(f"{run} was trained with other settings ({', '.join(map(option_name, diff))}); "
+                                  f"resume with the same options or start a new run")
 
 
 def clear_run(run: Path) -> None:
