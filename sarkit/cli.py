@@ -376,9 +376,15 @@ def translate_cmd(
 @app.command("stitch")
 @_handle_errors
 def stitch_cmd(
-    inputs: List[Path] = typer.Argument(..., help="Georeferenced tiles, or folders of *.tif tiles."),
+    inputs: Optional[List[Path]] = typer.Argument(None, help="Georeferenced tiles, or folders of *.tif tiles."),
     out: Path = typer.Option(..., "--out", help="Output mosaic COG."),
     crs: Optional[str] = typer.Option(None, "--crs", help="Mosaic CRS, e.g. EPSG:32631 (default: the first tile's)."),
+    resampling: str = typer.Option(
+        "nearest", "--resampling", help="Resampling of tiles warped onto the mosaic grid: nearest, bilinear, cubic, "
+                                        "cubic_spline, lanczos, average or mode."),
+    max_pixels: Optional[int] = typer.Option(
+        None, "--max-pixels", help="Allow a mosaic of up to N pixels (default: 10× the tiles' pixels, at least "
+                                   "4096²); larger mosaics are refused before any work."),
     overwrite: bool = OverwriteOpt,
     skip_existing: bool = SkipExistingOpt,
     quiet: bool = QuietOpt,
@@ -386,16 +392,18 @@ def stitch_cmd(
 ) -> None:
     """Mosaic georeferenced tiles into one COG, blending overlaps with cosine ramps (nodata gets no weight).
 
-    Tiles in other CRSs are reprojected; mixed band counts or data types are refused.
+    Tiles in other CRSs are reprojected; mixed band counts or data types, a mosaic far larger than its tiles
+    (--max-pixels) and tiles without valid pixels are refused.
 
     Example: sarkit stitch translated_tiles/ --out mosaic.tif
     """
     from sarkit.infer.stitch import StitchOptions, stitch
 
     reporter = _reporter(quiet, log_format)
+    opts = StitchOptions(crs=crs, overwrite=overwrite, resampling=resampling, max_pixels=max_pixels)
     if _skip(out, skip_existing, reporter):
         return
-    summary = stitch(inputs, out, StitchOptions(crs=crs, overwrite=overwrite), reporter)
+    summary = stitch(inputs or [], out, opts, reporter)
     if not quiet:
         typer.echo(summary.line())
 

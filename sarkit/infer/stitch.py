@@ -10,6 +10,8 @@ weight on the mosaic's outer border, and 0 on its nodata pixels; the mosaic is `
 valid input covers are nodata.
 
 Memory is bounded: the output is built in strips of rows, reading only the tiles that intersect each strip.
+Before any pixel is read, a size guard refuses a mosaic far larger than its inputs (inputs far apart in one CRS),
+and a mosaic no valid input pixel reaches is refused rather than written.
 """
 
 from __future__ import annotations
@@ -40,15 +42,31 @@ from sarkit.reporting import NULL_REPORTER, Reporter
 
 #: Output rows built at once (a multiple of the temporary GeoTIFF's 256-row blocks).
 STRIP_ROWS = 512
+#: Size guard: without ``max_pixels`` a mosaic may hold at most this many times its inputs' pixels …
+AREA_RATIO_LIMIT = 10
+#: … or this many pixels (4096², so that small sets with gaps between their tiles are never refused).
+MIN_PIXEL_LIMIT = 1 << 24
+#: Resampling methods of warped inputs (``--resampling``).
+RESAMPLINGS = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode")
 
 
 @dataclass(frozen=True)
 class StitchOptions:
-    """Options of ``sarkit stitch``: target CRS (None = the first input's), overwrite, warp resampling."""
+    """Options of ``sarkit stitch``: target CRS (None = the first input's), overwrite, warp resampling, and the
+    size guard's limit in pixels (None: ``AREA_RATIO_LIMIT`` × the inputs' pixels, at least ``MIN_PIXEL_LIMIT``).
+    Impossible values raise ``InputError`` on construction, with the command line's option names."""
 
     crs: str | None = None
     overwrite: bool = False
     resampling: str = "nearest"
+    max_pixels: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.resampling not in RESAMPLINGS:
+            raise InputError(f"--resampling {self.resampling!r} is not a resampling method; use one of "
+                             f"{', '.join(RESAMPLINGS)}")
+        if self.max_pixels is not None and self.max_pixels < 1:
+            raise InputError(f"--max-pixels must be ≥ 1, got {self.max_pixels}")
 
 
 @dataclass(frozen=True)
@@ -94,18 +112,42 @@ def collect_inputs(inputs: Sequence[str | Path]) -> list[Path]:
         else:
             raise InputError(f"input not found: {p}")
     if not paths:
-        raise InputError("no input tiles given")
+        raise InputError("no input tiles given: pass GeoTIFF files or folders of them, e.g. sarkit stitch tiles/ --out mosaic.tif")
     return paths
 
 
-def _target_crs(text: str | None, first: rasterio.DatasetReader) -> CRS:
-    """The mosaic CRS: ``--crs`` parsed (EPSG:XXXX, WKT, PROJ) or the first input's."""
+def parse_crs(text: str | None) -> CRS | None:
+    """``--crs`` parsed (EPSG:XXXX, WKT, PROJ), None when not given; ``InputError`` when it is no CRS."""
     if not text:
-        return first.crs
+        return None
     try:
         return CRS.from_user_input(text)
     except CRSError:
         raise InputError(f"--crs {text!r} is not a CRS rasterio understands (e.g. EPSG:32631)") from None
+
+
+def check_out(out: Path, paths: Sequence[Path], overwrite: bool) -> None:
+    """Refuse an ``out`` that is a directory, one of the inputs, or an existing file without ``overwrite``."""
+    if out.is_dir():
+        raise InputError(f"--out {out} is a directory; give the mosaic's file name, e.g. {out / 'mosaic.tif'}")
+    if any(p.resolve() == out.resolve() for p in paths):
+        raise InputError(f"output {out} is also an input; choose another --out")
+    check_output(out, overwrite)
+
+
+def check_mosaic_size(mosaic: GridSpec, footprints: Sequence[PixelWindow], max_pixels: int | None) -> None:
+    """Refuse (``InputError``) a mosaic with more pixels than ``max_pixels``, by default ``AREA_RATIO_LIMIT`` ×
+    the inputs' pixels on the mosaic grid (at least ``MIN_PIXEL_LIMIT``): inputs far apart in one CRS."""
+    total = mosaic.width * mosaic.height
+    inputs = sum(w.height * w.width for w in footprints)
+    limit = max_pixels if max_pixels is not None else max(AREA_RATIO_LIMIT * inputs, MIN_PIXEL_LIMIT)
+    if total <= limit:
+        return
+    over = f"--max-pixels {limit:,}" if max_pixels is not None else f"the limit of {limit:,}"
+    raise InputError(f"the mosaic would be {mosaic.width}×{mosaic.height} pixels ({total:,}), "
+                     f"{total / max(inputs, 1):,.0f}× the {inputs:,} pixels of its {len(footprints)} inputs and over "
+                     f"{over}: are the inputs far apart? Stitch nearby tiles separately, or pass --max-pixels "
+                     f"{total} to allow it")
 
 
 def _bounds_in(src: rasterio.DatasetReader, crs: CRS) -> Bounds:
@@ -184,6 +226,24 @@ def _invalid(data: np.ndarray, nodata: float | None) -> np.ndarray:
     return bad
 
 
+def _has_data(src: rasterio.DatasetReader) -> bool:
+    """Whether an input holds at least one valid pixel, read in strips of about 4 M values and stopping at the
+    first strip that has one (usually the first)."""
+    rows = max(1, (1 << 22) // max(1, src.width * src.count))
+    for r0 in range(0, src.height, rows):
+        win = PixelWindow(r0, 0, min(rows, src.height - r0), src.width)
+        if not _invalid(src.read(window=win.to_rasterio()), src.nodata).all():
+            return True
+    return False
+
+
+def check_has_data(srcs: Sequence[rasterio.DatasetReader]) -> None:
+    """Refuse (``InputError``) inputs none of which holds a valid pixel: their mosaic would be all nodata."""
+    if not any(_has_data(s) for s in srcs):
+        raise InputError(f"every pixel of the {len(srcs)} inputs is nodata (NaN or their nodata value): the mosaic "
+                         f"would hold no data, so nothing was written; check the inputs")
+
+
 class _Reader:
     """Reads an input's pixels for a window of the mosaic grid (through a whole-pixel offset when on the grid, else
     warped), with ``sarkit.raster.align.AlignedReader``."""
@@ -242,19 +302,17 @@ def stitch(inputs: Sequence[str | Path], out: str | Path, opts: StitchOptions = 
            reporter: Reporter = NULL_REPORTER) -> StitchSummary:
     """Mosaic georeferenced tiles (files or directories of ``*.tif``) into the COG ``out``.
 
-    ``InputError`` for missing inputs, inputs without a CRS, mixed band counts or data types, or a bad ``crs``;
-    ``OutputExistsError`` when ``out`` exists without ``opts.overwrite``. Nothing is left behind on failure.
+    ``InputError`` for missing inputs, inputs without a CRS, mixed band counts or data types, a bad ``crs``, an
+    ``out`` that is a directory, a mosaic far larger than its inputs (``check_mosaic_size``), or inputs without a
+    single valid pixel; ``OutputExistsError`` when ``out`` exists without ``opts.overwrite``. All but the last are
+    found before any pixel is read. Nothing is left behind on failure.
     """
     t0 = time.perf_counter()
     out = Path(out)
+    target_crs = parse_crs(opts.crs)
     paths = collect_inputs(inputs)
-    if any(p.resolve() == out.resolve() for p in paths):
-        raise InputError(f"output {out} is also an input; choose another --out")
-    check_output(out, opts.overwrite)
-    try:
-        resampling = Resampling[opts.resampling]
-    except KeyError:
-        raise InputError(f"unknown resampling {opts.resampling!r} (e.g. nearest, bilinear)") from None
+    check_out(out, paths, opts.overwrite)
+    resampling = Resampling[opts.resampling]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         srcs = [open_raster(p, "input tile") for p in paths]
@@ -269,7 +327,7 @@ def stitch(inputs: Sequence[str | Path], out: str | Path, opts: StitchOptions = 
                 raise InputError(f"mixed data types: {s.name} is {s.dtypes[0]}, {first.name} is {first.dtypes[0]}; "
                                  f"stitch tiles of one kind at a time")
         dn_offset = _common_dn_offset(srcs)
-        crs = _target_crs(opts.crs, first)
+        crs = target_crs or first.crs
         bounds = [_bounds_in(s, crs) for s in srcs]
         transform, width, height = _output_grid(bounds, bounds[0], _resolution(first, crs))
         mosaic = GridSpec(crs, transform, height, width)
@@ -279,6 +337,8 @@ def stitch(inputs: Sequence[str | Path], out: str | Path, opts: StitchOptions = 
             sources.append(_Source(Path(s.name), fp, aligned, s.nodata))
         dtype, count, descriptions = first.dtypes[0], first.count, first.descriptions
         nodata = first.nodata if first.nodata is not None else (float("nan") if np.dtype(dtype).kind == "f" else 0)
+        check_mosaic_size(mosaic, [s.footprint for s in sources], opts.max_pixels)
+        check_has_data(srcs)
     finally:
         for s in srcs:
             s.close()
@@ -299,7 +359,10 @@ def stitch(inputs: Sequence[str | Path], out: str | Path, opts: StitchOptions = 
                 dst.update_tags(sarkit_version=__version__, stitched_inputs=str(len(paths)))
                 if dn_offset is not None:
                     dst.update_tags(**{DN_OFFSET_TAG: f"{dn_offset:g}"})
-                _stitch_strips(dst, sources, reader, width, height, count, dtype, nodata, reporter)
+                covered = _stitch_strips(dst, sources, reader, width, height, count, dtype, nodata, reporter)
+            if covered == 0:  # valid pixels that warping lost (check_has_data found some)
+                raise InputError(f"no valid pixel of the {len(paths)} inputs reached the mosaic grid, so nothing was "
+                                 f"written; check the inputs and --crs")
             write_cog(tmp, cog_tmp, overview_resampling="average" if np.dtype(dtype).kind == "f" else "nearest")
         finally:
             tmp.unlink(missing_ok=True)
@@ -308,8 +371,10 @@ def stitch(inputs: Sequence[str | Path], out: str | Path, opts: StitchOptions = 
 
 
 def _stitch_strips(dst: Any, sources: list[_Source], reader: _Reader, width: int, height: int, count: int,
-                   dtype: str, nodata: float, reporter: Reporter) -> None:
-    """Build the mosaic strip by strip: Σ w·v and Σ w over the inputs that intersect each strip."""
+                   dtype: str, nodata: float, reporter: Reporter) -> int:
+    """Build the mosaic strip by strip: Σ w·v and Σ w over the inputs that intersect each strip; the number of
+    mosaic pixels that got data."""
+    covered = 0
     starts = range(0, height, STRIP_ROWS)
     with reporter.task("Stitching", total=len(starts)) as task:
         for r0 in starts:
@@ -327,6 +392,8 @@ def _stitch_strips(dst: Any, sources: list[_Source], reader: _Reader, width: int
                 cols = slice(inter.col_off, inter.col_end)
                 acc[:, rows, cols] += data * w
                 wsum[rows, cols] += w
+            covered += int(np.count_nonzero(wsum > 0))
             y = normalise(acc, wsum, np.float64)
             dst.write(_to_dtype(y, dtype, nodata), window=strip.to_rasterio())
             task.advance(1)
+    return covered

@@ -210,7 +210,7 @@ def _coerce(raw: Any, default: Any, key: str) -> Any:
         if isinstance(default, float):
             return float(raw)
     except ValueError:
-        raise InputError(f"model option {key} expects {type(default).__name__}, got {raw!r}") from None
+        raise InputError(f"--model-opt {key} expects {type(default).__name__}, got {raw!r}") from None
     return raw
 
 

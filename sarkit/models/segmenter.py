@@ -121,7 +121,8 @@ class Segmenter(TrainableModel):
         if not io.num_classes or io.num_classes < 2:
             raise InputError("the segmenter needs tiles with labels of at least 2 classes: tile with --labels")
         if self.opts.backbone not in BACKBONES:
-            raise InputError(f"unknown segmenter backbone {self.opts.backbone!r}; use one of {', '.join(BACKBONES)}")
+            raise InputError(f"--model-opt backbone={self.opts.backbone}: not a segmenter backbone; use one of "
+                             f"{', '.join(BACKBONES)}")
         self.modality = io.direction
         self.nets["seg"] = DeepLabV3Net(io.in_channels, io.num_classes, self.opts.backbone)
 

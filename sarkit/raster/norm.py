@@ -300,20 +300,24 @@ def band_names(src: Any, default: Sequence[str] | None = None) -> list[str]:
     return [f"band{i}" for i in range(1, src.count + 1)]
 
 
-def resolve_bands(available: Sequence[str], requested: Sequence[str | int], what: str) -> list[int]:
-    """0-based indices of ``requested`` bands (names such as "B4", or 1-based integers) in ``available``."""
+def resolve_bands(available: Sequence[str], requested: Sequence[str | int], what: str,
+                  option: str | None = None) -> list[int]:
+    """0-based indices of ``requested`` bands (names such as "B4", or 1-based integers) in ``available``; the
+    error names ``option``, the command-line option that chose them, when given."""
     upper = [a.upper() for a in available]
     out: list[int] = []
     for r in requested:
         if isinstance(r, int) or (isinstance(r, str) and r.isdigit()):
             i = int(r) - 1
             if not 0 <= i < len(available):
-                raise InputError(f"{what} has {len(available)} bands; band index {r} is out of range")
+                hint = f" ({option} takes names or 1-based indices)" if option else ""
+                raise InputError(f"{what} has {len(available)} bands; band index {r} is out of range{hint}")
             out.append(i)
             continue
         name = str(r).strip().upper()
         if name not in upper:
-            raise InputError(f"{what} has no band {r!r} (bands: {', '.join(available)}); choose with --bands")
+            hint = f"; choose with {option}" if option else ""
+            raise InputError(f"{what} has no band {r!r} (bands: {', '.join(available)}){hint}")
         out.append(upper.index(name))
     return out
 

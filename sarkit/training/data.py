@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 import rasterio
 import torch
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
-from sarkit.errors import InputError
+from sarkit.errors import InputError, SarkitError
 from sarkit.raster.grid import RESOLUTION_TOL, GridSpec, PixelSize, pixel_size, pixel_size_ratio
 from sarkit.models.base import ModelIO, Task, TrainableModel
+from sarkit.raster.norm import resolve_bands
 from sarkit.training.options import Direction, Modality, TrainOptions
 
 
@@ -57,6 +60,28 @@ class DataOrder:
             yield [(epoch, i) for i in cache[1][lo:lo + self.batch]]
 
 
+def _item_files(ds: Any, i: int) -> list[str]:
+    """The files (manifest paths) item ``i`` of a ``TileDataset`` reads: its SAR and labels, its partner's optical."""
+    rows = getattr(ds, "rows", None)
+    if not rows:
+        return []
+    row, partner = rows[i % len(rows)], rows[ds.partner(i) % len(rows)] if hasattr(ds, "partner") else None
+    files = [row.get("s1_path", ""), (partner or row).get("s2_path", ""), row.get("labels_path", "")]
+    return [f for f in files if f]
+
+
+def read_item(ds: Any, i: int) -> dict[str, Any]:
+    """Item ``i`` of a tile data set; a tile that cannot be read is an ``InputError`` naming its files."""
+    try:
+        return ds[i]
+    except (RasterioError, OSError) as exc:
+        files = ", ".join(_item_files(ds, i)) or f"item {i}"
+        root = getattr(ds, "root", "the tile folder")
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"cannot read tile {files} of {root} ({reason}); re-run sarkit tile, or remove the tile's "
+                         f"row from manifest.csv") from None
+
+
 class EpochIndexed(torch.utils.data.Dataset):
     """Dataset view indexed by ``(epoch, i)``: calls ``set_epoch`` (unpaired partner draw) before reading.
 
@@ -75,7 +100,7 @@ class EpochIndexed(torch.utils.data.Dataset):
         if epoch != self.epoch:
             self.ds.set_epoch(epoch)
             self.epoch = epoch
-        return self.ds[i]
+        return read_item(self.ds, i)
 
 
 class OrderSampler(torch.utils.data.Sampler):
@@ -97,6 +122,19 @@ def make_loader(ds: Any, order: DataOrder, start: int, stop: int, workers: int, 
         EpochIndexed(ds), batch_sampler=OrderSampler(order, start, stop), num_workers=workers,
         pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(order.seed),
         persistent_workers=False)
+
+
+def batches(loader: Iterable[Any]) -> Iterator[Any]:
+    """The batches of ``loader``; a sarkit error raised in a worker process comes out as itself with its one-line
+    message (torch re-raises it with the worker's traceback in the message)."""
+    try:
+        yield from loader
+    except SarkitError as exc:
+        text = str(exc).strip()
+        if "Traceback" not in text:
+            raise
+        last = text.splitlines()[-1]
+        raise type(exc)(last.partition(": ")[2] or last) from None
 
 
 def to_device(batch: dict[str, Any], device: torch.device, channels_last: bool) -> dict[str, Any]:
@@ -136,6 +174,57 @@ def _check_task_options(opts: TrainOptions, cls: type[TrainableModel]) -> None:
         raise InputError(f"--modality is for segmenters; --model {opts.model} translates (use --direction)")
 
 
+def _check_bands(record: dict[str, Any], root: Path, sar: Sequence[str] | None,
+                 optical: Sequence[str] | None) -> None:
+    """``--sar-bands`` / ``--optical-bands`` name bands the tiles have (``InputError`` naming the option)."""
+    for option, available, requested in (("--sar-bands", record.get("sar_bands"), sar),
+                                         ("--optical-bands", record.get("optical_bands"), optical)):
+        if requested and available:
+            kind = option[2:].split("-")[0]
+            resolve_bands(list(available), list(requested), f"tile set {root} ({kind})", option=option)
+
+
+def _check_labels(record: dict[str, Any], rows: list[dict[str, str]], root: Path, model: str) -> None:
+    """A model that trains on labels gets tiles with labels (``InputError`` with the command that makes them)."""
+    if not record.get("classes") or not any(r.get("labels_path") for r in rows):
+        raise InputError(f"--model {model} trains on labels, but the tiles in {root} have none: tile again with "
+                         f"sarkit tile ... --labels LABELS.tif")
+
+
+def _tile_problem(path: Path, size: int, bands: int | None) -> str | None:
+    """What is wrong with one tile file, from its header (None when it opens as a GeoTIFF of the tiling's shape)."""
+    if not path.is_file():
+        return "is missing"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as src:
+                driver, shape, count = src.driver, (src.height, src.width), src.count
+    except RasterioError as exc:
+        return f"is not a readable GeoTIFF ({str(exc).splitlines()[0]})"
+    if driver != "GTiff":
+        return f"is a {driver} file, not a GeoTIFF"
+    if shape != (size, size):
+        return f"is {shape[1]}×{shape[0]} pixels, the tiling's tiles are {size}×{size}"
+    if bands is not None and count != bands:
+        return f"has {count} bands, the tiling records {bands}"
+    return None
+
+
+def check_tile_files(root: Path, rows: list[dict[str, str]], bands: dict[str, int | None], size: int) -> None:
+    """Every tile file a run reads (the manifest columns in ``bands``, with their band counts) exists and opens as
+    a GeoTIFF of ``size``² pixels: a header read per file, no pixels. ``InputError`` naming the first bad one."""
+    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"):
+        for row in rows:
+            for column, count in bands.items():
+                rel = row.get(column) or ""
+                problem = _tile_problem(root / rel, size, count) if rel else "is not listed"
+                if problem:
+                    what = rel or f"{column} of tile {row.get('tile_id', '?')}"
+                    raise InputError(f"tile {what} in {root}/manifest.csv {problem}; re-run sarkit tile, or remove "
+                                     f"the tile's row from manifest.csv")
+
+
 def _split_count(rows: list[dict[str, str]], split: str) -> int:
     """Manifest rows in ``split``."""
     return sum(1 for r in rows if r.get("split") == split)
@@ -148,7 +237,7 @@ def open_data(opts: TrainOptions, cls: type[TrainableModel]) -> TrainData:
     root = Path(opts.data)
     if not root.is_dir():
         raise InputError(f"tile directory not found: {root} (make one with: sarkit tile)")
-    read_tiling(root)
+    record = read_tiling(root)
     _check_task_options(opts, cls)
     segmenter = cls.task is Task.SEGMENTER
     labels = bool(cls.needs_labels)
@@ -158,6 +247,16 @@ def open_data(opts: TrainOptions, cls: type[TrainableModel]) -> TrainData:
     if _split_count(rows, "train") == 0:
         raise InputError(f"{root} has no tiles in the train split; re-run sarkit tile with a train fraction > 0")
     optical_bands = None if segmenter and opts.modality is Modality.SAR else tuple(opts.optical_bands)
+    _check_bands(record, root, opts.sar_bands, optical_bands)
+    if labels:
+        _check_labels(record, rows, root, opts.model)
+    used = [r for r in rows if r.get("split") in ("train", "val")]
+    files: dict[str, int | None] = {"s1_path": len(record["sar_bands"])}
+    if optical_bands is not None and record.get("optical_bands"):
+        files["s2_path"] = len(record["optical_bands"])
+    if labels:
+        files["labels_path"] = None
+    check_tile_files(root, used, files, int(record["params"]["size"]))
     common = dict(sar_bands=list(opts.sar_bands) if opts.sar_bands else None, optical_bands=optical_bands,
                   labels=labels)
     mode = "paired" if cls.paired else "unpaired"

@@ -8,6 +8,7 @@ pix2pix/CycleGAN. ``stop_at`` ends a run early at that global step (after saving
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import time
 from dataclasses import dataclass, field
@@ -23,12 +24,16 @@ from sarkit.models.base import ModelIO, StepTools, TrainableModel, parse_options
 from sarkit.models.registry import get_model
 from sarkit.reporting import NULL_REPORTER
 from sarkit.training import state as st
-from sarkit.training.data import DataOrder, TrainData, make_loader, open_data, to_device
+from sarkit.training.data import DataOrder, TrainData, batches, make_loader, open_data, read_item, to_device
 from sarkit.training.distributed import DistInfo, all_ok, barrier, broadcast_module, finish_distributed, \
     init_distributed
-from sarkit.training.options import TrainOptions, TrainResult
-from sarkit.training.run import MetricsLog, build_config, check_resume_config, check_run_dir, prepare_run_dir
+from sarkit.training.options import TrainOptions, TrainResult, check_model_option_names
+from sarkit.training.run import MetricsLog, RunPlan, build_config, check_resume_config, check_run_dir, \
+    discard_unsaved_run, prepare_run_dir, writable_error
 from sarkit.training.validation import run_validation
+
+#: errno values of a folder that cannot be written: an InputError (choose another --out), not a failure while working.
+_NOT_WRITABLE = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
 
 
 @dataclass
@@ -82,11 +87,19 @@ def train(opts: TrainOptions, reporter: Any = NULL_REPORTER) -> TrainResult:
     """Train ``opts.model`` on the tiles in ``opts.data`` into ``opts.out`` (see docs/train.md)."""
     d = init_distributed(opts.device)
     try:
-        # rank 0 locks RUN before looking at it, so a second run on it fails at once whatever RUN holds
-        with output_lock(opts.out) if d.main else contextlib.nullcontext():
-            return _train(opts, reporter if d.main else NULL_REPORTER, d)
+        return _train(opts, reporter if d.main else NULL_REPORTER, d)
     finally:
         finish_distributed(d)
+
+
+def _lock_run(stack: contextlib.ExitStack, run: Path) -> None:
+    """Hold RUN's lock until ``stack`` closes; a RUN whose folder cannot be written is an ``InputError``."""
+    try:
+        stack.enter_context(output_lock(run))
+    except OSError as exc:
+        if exc.errno in _NOT_WRITABLE:
+            raise writable_error(run, exc) from None
+        raise
 
 
 def _build_model(cls: type[TrainableModel], io: ModelIO, model_opts: Any, opts: TrainOptions) -> TrainableModel:
@@ -105,6 +118,7 @@ def _train(opts: TrainOptions, reporter: Any, d: DistInfo) -> TrainResult:
     backend = configure_backends(device, d.world, deterministic=device.type == "cpu")
     channels_last = backend.channels_last if opts.channels_last is None else bool(opts.channels_last)
     cls = get_model(opts.model)
+    check_model_option_names(opts.model, cls.Options, opts.model_options)
     model_opts = parse_options(cls.Options, dict(opts.model_options))
     data = open_data(opts, cls)
     order = DataOrder(len(data.train), opts.batch_size, d.world, d.rank, opts.seed)
@@ -115,50 +129,66 @@ def _train(opts: TrainOptions, reporter: Any, d: DistInfo) -> TrainResult:
     config = build_config(opts, model_opts, data, total, order.steps_per_epoch, d.world, device,
                           model.helper_records)
     run_dir = Path(opts.out)
-    state_path = check_run_dir(opts, config)
-    state = None
-    if state_path is not None:
-        state = st.load_resume_state(state_path, data, opts.model)
-        check_resume_config(run_dir, config)
-
-    model.to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    model.train()
-    model.configure_optimizers(opts.lr, (opts.beta1, opts.beta2))
-    tools = StepTools(device=device, amp_dtype=amp_dtype, scaler=make_scaler(amp_dtype, device), world_size=d.world)
-    r = TrainingRun(opts, model, data, order, total, device, tools, channels_last, run_dir, d, reporter)
-    broadcast_module(d, model.nets)
-    st.seed_all(st.rank_seed(opts.seed, d.rank))
-    start = 0
-    if state is not None:
-        start = st.restore(state, r, state_path)
-        del state
-    if start >= total:
-        raise InputError(f"{run_dir} already reached step {start} of {total}; raise --steps/--epochs to train "
-                         f"longer")
-    if data.val is not None and d.main and opts.val_every > 0:
-        r.val_items = [data.val[i] for i in range(min(len(data.val), max(opts.val_tiles, 1)))]
-
     with contextlib.ExitStack() as stack:
-        failure: BaseException | None = None
-        if d.main:
-            try:
-                stack.enter_context(output_lock(run_dir))
-                prepare_run_dir(run_dir, config, replace=opts.overwrite and not opts.resume)
-            except Exception as exc:  # re-raised below once every rank knows
-                failure = exc
-        if not all_ok(d, failure is None):
-            if failure is not None:
-                raise failure
-            raise WorkError("rank 0 could not prepare the run directory; see its error")
-        r.log = MetricsLog(run_dir / "metrics.jsonl", d.main)
-        r.log.truncate_after(start)
-        if start:
-            reporter.info(f"resuming {opts.model} at step {start} of {total}")
-        result = _loop(r, start)
+        if d.main:  # rank 0 locks RUN before looking at it, so a second run on it fails at once whatever RUN holds
+            _lock_run(stack, run_dir)
+        plan = check_run_dir(opts, config)
+        state = None
+        if plan.state is not None:
+            state = st.load_resume_state(plan.state, data, opts.model)
+            check_resume_config(run_dir, config)
+
+        model.to(device)
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+        model.train()
+        model.configure_optimizers(opts.lr, (opts.beta1, opts.beta2))
+        tools = StepTools(device=device, amp_dtype=amp_dtype, scaler=make_scaler(amp_dtype, device),
+                          world_size=d.world)
+        r = TrainingRun(opts, model, data, order, total, device, tools, channels_last, run_dir, d, reporter)
+        broadcast_module(d, model.nets)
+        st.seed_all(st.rank_seed(opts.seed, d.rank))
+        start = 0
+        if state is not None:
+            start = st.restore(state, r, plan.state)
+            del state
+        if start >= total:
+            raise InputError(f"{run_dir} already reached step {start} of {total}; raise --steps/--epochs to train "
+                             f"longer")
+        if data.val is not None and d.main and opts.val_every > 0:
+            r.val_items = [read_item(data.val, i) for i in range(min(len(data.val), max(opts.val_tiles, 1)))]
+        created = not run_dir.exists()
+        try:
+            _prepare(r, config, plan, start)
+            result = _loop(r, start)
+        except BaseException:
+            if d.main:  # a run that failed before its first checkpoint leaves nothing behind
+                discard_unsaved_run(run_dir, created)
+            raise
     result.seconds = time.monotonic() - t0
     return result
+
+
+def _prepare(r: TrainingRun, config: dict[str, Any], plan: RunPlan, start: int) -> None:
+    """Prepare RUN (rank 0: clear it when the plan says so, write config.json) and open its metrics log."""
+    failure: BaseException | None = None
+    if r.dist.main:
+        try:
+            prepare_run_dir(r.dir, config, replace=plan.replace)
+        except OSError as exc:  # re-raised below once every rank knows
+            failure = writable_error(r.dir, exc) if exc.errno in _NOT_WRITABLE else exc
+        except Exception as exc:
+            failure = exc
+    if not all_ok(r.dist, failure is None):
+        if failure is not None:
+            raise failure
+        raise WorkError("rank 0 could not prepare the run directory; see its error")
+    if plan.note:
+        r.reporter.info(plan.note)
+    r.log = MetricsLog(r.dir / "metrics.jsonl", r.dist.main)
+    r.log.truncate_after(start)
+    if start:
+        r.reporter.info(f"resuming {r.opts.model} at step {start} of {r.total}")
 
 
 def _set_lr(model: TrainableModel, lr: float) -> None:
@@ -186,7 +216,7 @@ def _loop(r: TrainingRun, start: int) -> TrainResult:
         if start:
             task.advance(start)
         try:
-            for raw in loader:
+            for raw in batches(loader):
                 in_step = True
                 factor = lr_factor(step, total)
                 _set_lr(model, opts.lr * factor)

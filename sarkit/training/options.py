@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -13,6 +14,11 @@ from sarkit.raster.norm import RGB_BANDS
 
 #: Epochs when neither ``steps`` nor ``epochs`` is given (pix2pix/CycleGAN: 100 constant + 100 decaying).
 DEFAULT_EPOCHS = 200
+#: Model options with a command-line option of their own (``--lambda-clip``…); the others are ``--model-opt``.
+NAMED_MODEL_OPTIONS = ("lambda_clip", "clip_model", "clip_pretrained", "clip_weights", "sar_segmenter",
+                       "optical_segmenter")
+#: TrainOptions fields without a command-line option (library callers only).
+LIBRARY_ONLY = frozenset({"beta1", "beta2", "val_tiles", "channels_last"})
 
 
 class Direction(str, Enum):
@@ -142,3 +148,28 @@ def model_option_values(pairs: Sequence[str], named: dict[str, Any] | None = Non
         if value is not None:
             out[key] = str(value) if isinstance(value, Path) else value
     return out
+
+
+def option_name(key: str) -> str:
+    """The command-line spelling of a config.json key or TrainOptions field (``batch_size`` → ``--batch-size``,
+    ``model_options`` → ``--model-opt``); keys that describe the tiles rather than an option are left as they are."""
+    if key == "model_options":
+        return "--model-opt"
+    if key in {f.name for f in dataclasses.fields(TrainOptions)} - LIBRARY_ONLY:
+        return "--" + key.replace("_", "-")
+    return key
+
+
+def check_model_option_names(model: str, options_cls: type | None, values: dict[str, Any]) -> None:
+    """Every model option given is one of ``--model``'s (``InputError`` with the option as it was typed and the
+    model's ``--model-opt`` keys otherwise)."""
+    fields = sorted(f.name for f in dataclasses.fields(options_cls)) if dataclasses.is_dataclass(options_cls) else []
+    valid = ", ".join(fields) or "none"
+    for key in values:
+        name = key.replace("-", "_")
+        if name in fields:
+            continue
+        if name in NAMED_MODEL_OPTIONS:
+            raise InputError(f"--{name.replace('_', '-')} is not an option of --model {model} (it has the "
+                             f"--model-opt keys {valid})")
+        raise InputError(f"--model-opt {key}: --model {model} has no option {name!r}; its --model-opt keys: {valid}")

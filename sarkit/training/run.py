@@ -1,7 +1,9 @@
 """The run directory: its config.json record, what may be done with an existing RUN, and whether a run finished.
 
 ``RUN/config.json`` records every resolved option; an existing RUN is resumed (``--resume``, only the options in
-``RESUMABLE_CHANGES`` may differ), replaced (``--overwrite``, only if it is a sarkit run) or refused.
+``RESUMABLE_CHANGES`` may differ), replaced (``--overwrite``, only if it is a sarkit run) or refused. A sarkit run
+that holds no checkpoint yet (killed before its first save) is started again without either. A run that fails
+before its first checkpoint leaves nothing behind (``discard_unsaved_run``).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from sarkit.io import remove_stale_temps, temp_sibling, write_atomic_text
 from sarkit.models.base import options_dict
 from sarkit.models.checkpoint import read_export_record
 from sarkit.training.data import TrainData
-from sarkit.training.options import TrainOptions
+from sarkit.training.options import TrainOptions, option_name
 
 STATE_NAME = "state-latest.pt"
 #: Options that may change when resuming (they do not alter what the networks learn from which data).
@@ -35,6 +37,22 @@ _NOT_COMPARED = frozenset({"sarkit_version", "device", "world_size", "total_step
 def state_path(run: Path) -> Path:
     """RUN/checkpoints/state-latest.pt."""
     return run / "checkpoints" / STATE_NAME
+
+
+def has_checkpoint(run: Path) -> bool:
+    """RUN holds a training state or an exported network (something a failed or restarted run must not lose)."""
+    ckpt = run / "checkpoints"
+    return state_path(run).is_file() or (ckpt.is_dir() and any(ckpt.glob("*.safetensors")))
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What to do with RUN: resume from ``state``, or start at step 0 (``replace``: clear RUN first); ``note``
+    tells the user why an existing RUN is started again."""
+
+    state: Path | None = None
+    replace: bool = False
+    note: str | None = None
 
 
 def train_section(opts: TrainOptions) -> dict[str, Any]:
@@ -111,30 +129,42 @@ def run_finished(run: str | os.PathLike) -> bool:
     return min(steps) >= int(config.get("total_steps", -1)) > 0
 
 
-def check_run_dir(opts: TrainOptions, config: dict[str, Any]) -> Path | None:
-    """Decide what to do with RUN (read only): the state to resume, None to start fresh, or an error."""
+def _is_run(config: dict[str, Any] | None) -> bool:
+    """A config.json written by sarkit train (not some other tool's)."""
+    return isinstance(config, dict) and "sarkit_version" in config and "model" in config
+
+
+def check_run_dir(opts: TrainOptions, config: dict[str, Any]) -> RunPlan:
+    """Decide what to do with RUN (read only; the caller holds its lock, so no live run is writing it)."""
     run = Path(opts.out)
     if run.exists() and not run.is_dir():
         raise InputError(f"--out {run} is a file; give a directory for the run")
     old = read_config(run) if run.is_dir() else None
     state = state_path(run)
+    unsaved = _is_run(old) and not has_checkpoint(run)
+    restart = RunPlan(replace=True, note=f"{run} holds no checkpoint yet (the run stopped before its first save): "
+                                         f"starting it again from step 0")
     if opts.resume:
         if opts.overwrite:
             raise InputError("--resume and --overwrite exclude each other: resume a run or start it again")
-        if not state.exists():
-            raise CheckpointError(f"nothing to resume: {state} does not exist (start without --resume)")
-        return state
+        if state.exists():
+            return RunPlan(state=state)
+        if unsaved:
+            return restart
+        raise CheckpointError(f"nothing to resume: {state} does not exist (start without --resume)")
     if opts.overwrite and run.is_dir() and any(run.iterdir()) and old is None \
             and not (run / "checkpoints").is_dir():
         raise InputError(f"{run} is not a sarkit run (no config.json); --overwrite only replaces runs, choose "
                          f"another --out")
     if run.is_dir() and any(run.iterdir()) and not opts.overwrite:
+        if unsaved:
+            return restart
         if old is not None and old and not config_diff(old, config):
             raise OutputExistsError(f"{run} already holds this run; pass --resume to continue it or --overwrite "
                                     f"to start again")
         what = "a run with a different config" if old else "other files"
         raise OutputExistsError(f"{run} holds {what}; choose another --out or pass --overwrite to replace it")
-    return None
+    return RunPlan(replace=opts.overwrite)
 
 
 def check_resume_config(run: Path, config: dict[str, Any]) -> None:
@@ -143,8 +173,8 @@ def check_resume_config(run: Path, config: dict[str, Any]) -> None:
     if old:
         diff = config_diff(old, config, RESUMABLE_CHANGES)
         if diff:
-            raise CheckpointError(f"{run} was trained with other settings ({', '.join(diff)}); resume with the "
-                                  f"same options or start a new run")
+            raise CheckpointError(f"{run} was trained with other settings ({', '.join(map(option_name, diff))}); "
+                                  f"resume with the same options or start a new run")
 
 
 def clear_run(run: Path) -> None:
@@ -153,6 +183,27 @@ def clear_run(run: Path) -> None:
         aside = temp_sibling(run, ".old")
         os.replace(run, aside)
         shutil.rmtree(aside, ignore_errors=True)
+
+
+def discard_unsaved_run(run: Path, created: bool) -> None:
+    """After a failure: a RUN without a checkpoint is removed (``created``: this run made it) or emptied."""
+    if not run.is_dir() or has_checkpoint(run):
+        return
+    if created:
+        shutil.rmtree(run, ignore_errors=True)
+        return
+    for p in run.iterdir():
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+
+
+def writable_error(run: Path, exc: OSError) -> InputError:
+    """The ``InputError`` for a RUN that cannot be created or written (permission denied, read-only disk)."""
+    where = exc.filename or run
+    return InputError(f"cannot write the run directory {run}: {where}: {exc.strerror or exc} (choose another --out "
+                      f"in a folder you can write)")
 
 
 def prepare_run_dir(run: Path, config: dict[str, Any], replace: bool) -> None:

@@ -271,3 +271,91 @@ def test_float_noise_in_a_tile_grid_is_the_same_grid_and_half_a_pixel_is_not(tmp
     write_scene(tmp_path / "c.tif", b, transform=from_origin(500000.0 + 605.0, 4800000.0, 10.0, 10.0))
     stitch([tmp_path / "a.tif", tmp_path / "c.tif"], tmp_path / "n.tif")
     assert set(warped) == {"c.tif"}
+
+
+def _far_apart(tmp_path: Path, km: float) -> list[Path]:
+    """Two 128×64 float tiles (rows × columns) ``km`` kilometres apart (east–west) in one UTM zone."""
+    a, b = tmp_path / "a.tif", tmp_path / "b.tif"
+    write_scene(a, scene_array(128, 64, bands=1))
+    write_scene(b, scene_array(128, 64, bands=1, seed=1),
+                transform=TRANSFORM * rasterio.Affine.translation(km * 100, 0))
+    return [a, b]
+
+
+def test_size_guard_refuses_far_apart_inputs_before_any_read(tmp_path, monkeypatch):
+    from sarkit.infer import stitch as st
+
+    paths = _far_apart(tmp_path, 1400)
+    monkeypatch.setattr(st._Reader, "read", lambda *a: pytest.fail("read pixels before the size guard"))
+    out = tmp_path / "m.tif"
+    r = runner.invoke(app, ["stitch", *map(str, paths), "--out", str(out)])
+    assert r.exit_code == 2, r.output
+    assert "the mosaic would be 140064×128 pixels (17,928,192)" in r.output
+    assert "1,094× the 16,384 pixels of its 2 inputs" in r.output and "over the limit of 16,777,216" in r.output
+    assert "--max-pixels 17928192" in r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif", "b.tif"]
+
+
+def test_max_pixels_sets_the_limit_either_way(tmp_path):
+    from sarkit.errors import InputError
+
+    paths = _far_apart(tmp_path, 1400)
+    out = tmp_path / "m.tif"
+    s = stitch(paths, out, StitchOptions(max_pixels=140064 * 128))
+    assert (s.width, s.height) == (140064, 128)
+    with rasterio.open(out) as m:
+        assert m.read(1, window=((0, 128), (0, 64))).tolist() == read(paths[0])[0].tolist()
+    (tmp_path / "near").mkdir()
+    small = _far_apart(tmp_path / "near", 1)
+    with pytest.raises(InputError, match="over --max-pixels 1,000"):  # 164×128 pixels, 1.3× the inputs
+        stitch(small, tmp_path / "n.tif", StitchOptions(max_pixels=1000))
+    assert not (tmp_path / "n.tif").exists()
+
+
+def test_size_guard_leaves_small_sets_and_sparse_scene_tiles_alone(tmp_path):
+    paths = _far_apart(tmp_path, 20)  # 2064×128 pixels, 16× the inputs but below the 4096² floor
+    s = stitch(paths, tmp_path / "m.tif")
+    assert (s.width, s.height) == (2064, 128)
+
+
+def test_max_pixels_and_resampling_are_checked(tmp_path):
+    from sarkit.errors import InputError
+
+    with pytest.raises(InputError, match="--max-pixels must be ≥ 1, got 0"):
+        StitchOptions(max_pixels=0)
+    with pytest.raises(InputError, match="--resampling 'gauss' is not a resampling method; use one of nearest"):
+        StitchOptions(resampling="gauss")
+
+
+def test_all_nodata_inputs_are_refused_and_nothing_is_written(tmp_path):
+    a, b = tmp_path / "a.tif", tmp_path / "b.tif"
+    write_scene(a, np.full((2, 40, 40), np.nan, np.float32))
+    write_scene(b, np.full((2, 40, 40), 7, np.uint16)[:, :, :].astype(np.float32),
+                transform=TRANSFORM * rasterio.Affine.translation(300, 0), nodata=7.0)
+    out = tmp_path / "m.tif"
+    r = runner.invoke(app, ["stitch", str(a), str(b), "--out", str(out)])
+    assert r.exit_code == 2, r.output
+    assert "every pixel of the 2 inputs is nodata" in r.output and "nothing was written" in r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif", "b.tif"]
+
+
+def test_out_an_existing_directory_is_refused_before_any_work(tmp_path, monkeypatch):
+    import sarkit.infer.stitch as st
+
+    write_scene(tmp_path / "a.tif", scene_array(20, 20))
+    (tmp_path / "out").mkdir()
+    monkeypatch.setattr(st, "open_raster", lambda *a: pytest.fail("opened an input before checking --out"))
+    for extra in ([], ["--overwrite"]):
+        r = runner.invoke(app, ["stitch", str(tmp_path / "a.tif"), "--out", str(tmp_path / "out"), *extra])
+        assert r.exit_code == 2 and "is a directory" in r.output and "mosaic.tif" in r.output, r.output
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_bad_crs_is_refused_before_inputs_are_opened(tmp_path, monkeypatch):
+    import sarkit.infer.stitch as st
+
+    write_scene(tmp_path / "a.tif", scene_array(20, 20))
+    monkeypatch.setattr(st, "open_raster", lambda *a: pytest.fail("opened an input before checking --crs"))
+    r = runner.invoke(app, ["stitch", str(tmp_path / "a.tif"), "--out", str(tmp_path / "m.tif"), "--crs",
+                            "EPSG:999999"])
+    assert r.exit_code == 2 and "--crs 'EPSG:999999' is not a CRS" in r.output

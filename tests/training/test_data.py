@@ -65,3 +65,63 @@ def test_open_data_for_a_segmenter_reads_one_modality_and_labels(tmp_path: Path)
     assert data.segmenter and data.io.direction == "sar" and data.io.num_classes == 2
     assert data.io.class_names == ("low", "high") and data.train.optical_index is None
     assert "labels" in data.train[0]
+
+
+@pytest.mark.parametrize("how, rel, says", [
+    ("deleted", "s2/t001.tif", "is missing"),
+    ("png", "s2/t002.tif", "is a PNG file, not a GeoTIFF"),
+    ("truncated", "s1/t004.tif", "is not a readable GeoTIFF"),  # a val tile: validation reads it too
+])
+def test_damaged_tiles_are_named_before_the_run_dir_exists(tmp_path: Path, how: str, rel: str, says: str) -> None:
+    from tilesets import base_args, cli, damage_tile
+
+    root = make_tiles(tmp_path / "tiles")
+    damage_tile(root, rel, how)
+    r = cli(*base_args(root, tmp_path / "run"))
+    assert r.exit_code == 2, r.output
+    assert f"tile {rel} in {root}/manifest.csv {says}" in r.output and "re-run sarkit tile" in r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiles"]
+
+
+def test_tile_check_reads_headers_of_the_files_the_run_uses(tmp_path: Path) -> None:
+    from sarkit.training.data import check_tile_files
+    from sarkit.data.dataset import load_manifest
+
+    root = make_tiles(tmp_path / "tiles", n_train=2, n_val=0, size=32)
+    rows = load_manifest(root)
+    check_tile_files(root, rows, {"s1_path": 2, "s2_path": 13}, 32)
+    with pytest.raises(InputError, match=r"tile s1/t000.tif in .* is 32×32 pixels, the tiling's tiles are 64×64"):
+        check_tile_files(root, rows, {"s1_path": 2}, 64)
+    with pytest.raises(InputError, match=r"tile s2/t000.tif in .* has 13 bands, the tiling records 3"):
+        check_tile_files(root, rows, {"s2_path": 3}, 32)
+    with pytest.raises(InputError, match=r"tile labels_path of tile t000 in .* is not listed"):
+        check_tile_files(root, rows, {"labels_path": None}, 32)
+    (root / "s2" / "t001.tif").unlink()
+    check_tile_files(root, rows, {"s1_path": 2}, 32)  # a SAR-only run does not read the optical tiles
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_tile_failing_while_training_is_named_and_nothing_is_left(tmp_path: Path, workers: int) -> None:
+    from tilesets import base_args, cli, damage_tile
+
+    root = make_tiles(tmp_path / "tiles", n_train=4, n_val=0)
+    damage_tile(root, "s2/t002.tif", "truncated-data")  # opens (the header check passes); reading pixels fails
+    r = cli(*base_args(root, tmp_path / "run", "--steps", "4", "--workers", str(workers)))
+    assert r.exit_code == 2, r.output
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert lines[-1].startswith("error: cannot read tile s1/t002.tif, s2/t002.tif of ") and "re-run" in lines[-1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiles"]
+
+
+def test_band_and_label_errors_name_the_command_line_options(tmp_path: Path) -> None:
+    root = make_tiles(tmp_path / "tiles", n_train=2, n_val=0)
+    with pytest.raises(InputError, match=r"tile set .*tiles \(optical\) has no band 'B99' \(bands: B1, .*\); "
+                                         r"choose with --optical-bands$"):
+        open_data(opts(root, tmp_path / "run", optical_bands=("B4", "B99")), get_model("pix2pix"))
+    with pytest.raises(InputError, match=r"tile set .*tiles \(sar\) has 2 bands; band index 3 is out of range "
+                                         r"\(--sar-bands takes names or 1-based indices\)"):
+        open_data(opts(root, tmp_path / "run", sar_bands=("3",)), get_model("pix2pix"))
+    with pytest.raises(InputError) as e:
+        open_data(opts(root, tmp_path / "run", model="segmenter", modality="sar"), get_model("segmenter"))
+    assert "--model segmenter trains on labels, but the tiles in" in str(e.value)
+    assert "sarkit tile ... --labels LABELS.tif" in str(e.value) and "labels=" not in str(e.value)

@@ -10,7 +10,7 @@ from sarkit.errors import InputError
 from sarkit.training import AmpMode, Direction, Modality, TrainOptions, model_option_values
 from sarkit.training.options import DEFAULT_EPOCHS
 from sarkit.training.run import train_section
-from tilesets import base_args, cli
+from tilesets import base_args, cli, make_tiles
 
 
 def make(**kw) -> TrainOptions:
@@ -80,3 +80,34 @@ def test_cli_keeps_its_strings_and_messages(tiles: Path, tmp_path: Path) -> None
     r = cli(*base_args(tiles, out, "--batch-size", "0"))
     assert r.exit_code == 2 and "--batch-size must be ≥ 1" in r.output
     assert not out.exists()
+
+
+def test_model_option_errors_name_the_command_line_options(tiles: Path, tmp_path: Path) -> None:
+    from sarkit.models.pix2pix import Pix2PixOptions
+    from sarkit.training.options import check_model_option_names
+
+    with pytest.raises(InputError, match=r"^--lambda-clip is not an option of --model pix2pix \(it has the "
+                                         r"--model-opt keys gan_mode, lambda_l1, .*\)$"):
+        check_model_option_names("pix2pix", Pix2PixOptions, {"lambda_clip": 1.0})
+    with pytest.raises(InputError, match=r"^--model-opt bogus: --model pix2pix has no option 'bogus'; its "
+                                         r"--model-opt keys: gan_mode, "):
+        check_model_option_names("pix2pix", Pix2PixOptions, {"bogus": "1"})
+    check_model_option_names("pix2pix", Pix2PixOptions, {"ngf": "8", "lambda-l1": "10"})
+    out = tmp_path / "run"
+    r = cli(*base_args(tiles, out, "--lambda-clip", "2"))
+    assert r.exit_code == 2 and r.output.startswith("error: --lambda-clip is not an option of --model pix2pix")
+    r = cli(*base_args(tiles, out, "--model-opt", "ngf=wide"))
+    assert r.exit_code == 2 and "error: --model-opt ngf expects int, got 'wide'" in r.output
+    labelled = make_tiles(tmp_path / "labelled", n_train=2, n_val=0, labels=True)
+    r = cli("--model", "segmenter", "--modality", "sar", "--data", str(labelled), "--out", str(out), "--device",
+            "cpu", "--model-opt", "backbone=vgg")
+    assert r.exit_code == 2 and "error: --model-opt backbone=vgg: not a segmenter backbone; use one of" in r.output
+    assert not out.exists()
+
+
+def test_resume_with_other_settings_names_their_options() -> None:
+    from sarkit.training.options import option_name
+
+    assert [option_name(k) for k in ("batch_size", "optical_bands", "model_options", "model", "tile_size",
+                                     "val_tiles")] == ["--batch-size", "--optical-bands", "--model-opt", "--model",
+                                                       "tile_size", "val_tiles"]

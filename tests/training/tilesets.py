@@ -122,3 +122,43 @@ def base_args(tiles: Path, out: Path, *extra: str, device: str = "cpu") -> list[
     return ["--model", "pix2pix", "--data", str(tiles), "--out", str(out), "--steps", "2", "--batch-size", "2",
             "--device", device, "--val-every", "0", "--quiet", "--model-opt", "ngf=8", "--model-opt", "ndf=8",
             *extra]
+
+
+def damage_tile(root: Path, rel: str, how: str) -> Path:
+    """Damage tile ``rel`` (a manifest path) of a tile folder: "deleted"; "png" (a small RGB PNG under the .tif
+    name); "truncated" (cut to half: GDAL writes the header last, so it is lost); "truncated-data" (rewritten
+    as a COG, header first, then cut: it opens, and reading its pixels fails)."""
+    import warnings
+
+    from rasterio.errors import NotGeoreferencedWarning
+
+    path = root / rel
+    if how == "deleted":
+        path.unlink()
+    elif how == "png":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path.with_suffix(".png"), "w", driver="PNG", height=32, width=32, count=3,
+                               dtype="uint8") as dst:
+                dst.write(np.full((3, 32, 32), 128, np.uint8))
+        path.with_suffix(".png").replace(path)
+        for aux in path.parent.glob(f"{path.stem}.png*"):
+            aux.unlink()
+    elif how == "truncated":
+        data = path.read_bytes()
+        path.write_bytes(data[:len(data) // 2])
+    elif how == "truncated-data":
+        with rasterio.open(path) as src:
+            prof, data = src.profile, src.read()
+            names = src.descriptions
+        prof.update(driver="COG", blocksize=16, compress="NONE", overviews="NONE")
+        for key in ("blockxsize", "blockysize", "tiled", "interleave"):
+            prof.pop(key, None)
+        with rasterio.open(path, "w", **prof) as dst:
+            dst.write(data)
+            dst.descriptions = names
+        raw = path.read_bytes()
+        path.write_bytes(raw[:int(len(raw) * 0.6)])
+    else:
+        raise ValueError(how)
+    return path
