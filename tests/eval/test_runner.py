@@ -133,7 +133,7 @@ def test_slightly_different_transform_is_tolerated_and_shifted_grid_is_reproject
 
 
 @pytest.mark.parametrize("case,match", [
-    ("far", "does not overlap"), ("bands", "band counts"), ("nocrs", "lack a CRS"), ("allnodata", "no valid pixels"),
+    ("far", "does not overlap"), ("bands", "band counts"), ("nocrs", "have no CRS"), ("allnodata", "no valid pixels"),
     ("modality", "compare like with like"),
 ])
 def test_bad_scene_pairs(tmp_path, case, match):
@@ -297,7 +297,7 @@ def test_cli_bad_inputs_exit_2_and_write_nothing(tmp_path):
         assert r.exit_code == 2, (args, r.output)
         assert not out.exists()
     r = runner.invoke(app, ["eval", "--pred", str(pp), "--target", str(tp), "--report", str(out), "-q"])
-    assert r.exit_code == 0 and json.loads((out / "report.json").read_text())["schema"] == "sarkit.eval/1.1"
+    assert r.exit_code == 0 and json.loads((out / "report.json").read_text())["schema"] == "sarkit.eval/1.2"
 
 
 @pytest.mark.slow
