@@ -64,7 +64,7 @@ def check_georeferencing(src: Any, what: str, target: Any, allow: bool) -> bool:
     no geotransform) unless ``allow`` (``--allow-ungeoreferenced``), and when allowed but the sizes differ."""
     if GridSpec.of(src).georeferenced and GridSpec.of(target).georeferenced:
         return False
-    name, tname = Path(src.name).name, Path(target.name).name
+    name, tname = src.name, target.name
     if not GridSpec.of(target).georeferenced and not GridSpec.of(src).georeferenced:
         seen = f"{what} {name} and the target {tname} have no CRS"
     elif not GridSpec.of(src).georeferenced:

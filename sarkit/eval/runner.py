@@ -117,8 +117,8 @@ def _record(source: EvalSource, opts: EvalOptions, acc: Accumulator, summary: di
 
 
 def band_usage(source: EvalSource, opts: EvalOptions, segs: Segmenters) -> dict[str, Any]:
-    """report.json ``bands``: the compared bands (``source.band_info``: target and prediction names, how they were
-    matched, whether the files name their bands) and, per metric, the bands it used with their fixed ranges
+    """report.json ``bands``: the compared bands (``source.band_info`` when the source has it: target and prediction
+    names, how they were matched, whether the files name their bands) and, per metric, the bands it used with their fixed ranges
     (physical units: dB or reflectance): every compared band for psnr/ssim/mae, the three RGB channels for
     fid/fid-clip/lpips/SAM's sms, the segmenter's bands (its own ranges) for pa/miou/sms."""
     from sarkit.eval.fid import rgb_bands
@@ -138,7 +138,9 @@ def band_usage(source: EvalSource, opts: EvalOptions, segs: Segmenters) -> dict[
         elif segs.deeplab is not None:
             sn = segs.deeplab.norm
             per[m] = used(list(sn.bands), {b: [lo, hi] for b, lo, hi in zip(sn.bands, sn.lo, sn.hi)})
-    return {**source.band_info, "units": "dB" if norm.modality == "sar" else "reflectance", "metrics": per}
+    info = getattr(source, "band_info", None) or {"target": list(norm.bands), "pred": list(norm.bands),
+                                                   "matched": "name"}
+    return {**info, "units": "dB" if norm.modality == "sar" else "reflectance", "metrics": per}
 
 
 def _derived_range(name: str, ranges: dict[str, list[float]]) -> list[float]:
@@ -236,8 +238,27 @@ def run_eval_report(inputs: EvalInputs, opts: EvalOptions, report: Path | None =
     if report is None:
         return run_eval(opts, reporter, inputs)
     check_output(report, overwrite)
-    with output_lock(report):
-        result = run_eval(opts, reporter, inputs)
-        write_report(report, result, overwrite)
-        reporter.info(f"report written to {report}")
+    made = _missing_parents(Path(report))  # output_lock creates them; a failed run leaves none behind
+    try:
+        with output_lock(report):
+            result = run_eval(opts, reporter, inputs)
+            write_report(report, result, overwrite)
+            reporter.info(f"report written to {report}")
+    except BaseException:
+        for d in made:
+            try:
+                d.rmdir()  # only while empty
+            except OSError:
+                break
+        raise
     return result
+
+
+def _missing_parents(path: Path) -> list[Path]:
+    """The folders above ``path`` that do not exist yet, innermost first."""
+    out = []
+    for d in path.absolute().parents:
+        if d.exists():
+            break
+        out.append(d)
+    return out

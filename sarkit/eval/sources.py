@@ -69,9 +69,9 @@ class EvalSource(Protocol):
     ranges_source: str
     #: Non-finite prediction pixels where the target holds data, counted while ``blocks`` runs.
     bad_nan: int
-    #: report.json ``bands``: the compared target and prediction bands, how they were matched ("name",
-    #: "position", "--bands", "checkpoint") and whether each file names its bands (``band_record``).
-    band_info: dict[str, Any]
+    # Optional (read with getattr): ``band_info``, report.json ``bands`` of the source: the compared target and
+    # prediction bands, how they were matched ("name", "position", "--bands", "checkpoint") and whether each file
+    # names its bands (``band_record``); without it the prediction ranges' bands are reported as matched by name.
 
     def __len__(self) -> int:
         """Number of tiles (scene windows, tile pairs, split tiles): the progress total and FID's sample count."""
