@@ -446,8 +446,9 @@ def eval_cmd(
     """Evaluate predictions: PSNR, SSIM, MAE, FID, PA/mIoU, SMS, LPIPS, in normalised [0, 1] space; write reports.
 
     Inputs: two scenes, two tile directories (matched by file name), or --checkpoint RUN --data TILES --split.
-    Nodata of either image is excluded. --fail-under (↑ metrics) / --fail-over (↓ metrics) exit 1 when the
-    quality gate fails (the report is still written); bad input exits 2.
+    Nodata of either image is excluded; rasters without a CRS are refused unless --allow-ungeoreferenced. The
+    summary says which bands (and ranges) every metric used. --fail-under (↑ metrics) / --fail-over (↓ metrics)
+    exit 1 when the quality gate fails (the report is still written); bad input exits 2.
 
     Example: sarkit eval --pred pred.tif --target s2.tif --metrics psnr,ssim,mae --report eval-out
     """

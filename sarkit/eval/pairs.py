@@ -62,15 +62,15 @@ def _described(src: Any) -> bool:
 def check_georeferencing(src: Any, what: str, target: Any, allow: bool) -> bool:
     """Whether ``src`` must be compared with ``target`` pixel by pixel: ``InputError`` when either has no CRS (or
     no geotransform) unless ``allow`` (``--allow-ungeoreferenced``), and when allowed but the sizes differ."""
-    if GridSpec.of(src).georeferenced and GridSpec.of(target).georeferenced:
+    geo, target_geo = GridSpec.of(src).georeferenced, GridSpec.of(target).georeferenced
+    if geo and target_geo:
         return False
-    name, tname = src.name, target.name
-    if not GridSpec.of(target).georeferenced and not GridSpec.of(src).georeferenced:
-        seen = f"{what} {name} and the target {tname} have no CRS"
-    elif not GridSpec.of(src).georeferenced:
-        seen = f"{what} {name} has no CRS but the target {tname} has {target.crs}"
+    if not (geo or target_geo):
+        seen = f"{what} {src.name} and the target {target.name} have no CRS"
+    elif not geo:
+        seen = f"{what} {src.name} has {_lacks(src)} but the target {target.name} has {target.crs}"
     else:
-        seen = f"the target {tname} has no CRS but the {what} {name} has {src.crs}"
+        seen = f"the target {target.name} has {_lacks(target)} but the {what} {src.name} has {src.crs}"
     if not allow:
         raise InputError(f"{seen}: they cannot be aligned; assign a CRS (gdal_edit.py -a_srs EPSG:XXXX) or pass "
                          f"--allow-ungeoreferenced to compare them pixel by pixel (same size only)")
@@ -78,6 +78,11 @@ def check_georeferencing(src: Any, what: str, target: Any, allow: bool) -> bool:
         raise InputError(f"{seen} and their sizes differ ({src.width}×{src.height} against "
                          f"{target.width}×{target.height}): pixel-by-pixel comparison needs the same size")
     return True
+
+
+def _lacks(src: Any) -> str:
+    """What keeps a raster from being placed: "no CRS", or "no geotransform" (a CRS with the identity)."""
+    return "no CRS" if src.crs is None else f"no geotransform (CRS {src.crs}, identity transform)"
 
 
 def check_labels(src: Any, path: Path) -> None:

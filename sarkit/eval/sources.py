@@ -238,6 +238,8 @@ class TileSetSource(EvalSource):
             raise InputError(f"{len(missing)} tiles have no labels in {labels} (e.g. {missing[0]})")
         self.pairs = {i: (ps[i], ts[i], ls.get(i)) for i in ids}
         self.opts, self.reporter = opts, reporter
+        if opts.input_scene is not None:
+            reporter.warn("--input is ignored with tile folders: it shows the input scene of a scene evaluation")
         first = _PairReader(*self.pairs[ids[0]], reporter, opts)
         self.modality, self.names = first.modality, first.band_names()
         self.class_names = first.class_names
@@ -306,6 +308,8 @@ class ModelSplitSource(EvalSource):
             reporter.warn("--s1-range/--s2-range are ignored with --checkpoint: the checkpoint's ranges are used")
         if opts.s2_offset:
             reporter.warn("--s2-offset is ignored with --checkpoint: the tiling records the offset of its tiles")
+        if opts.input_scene is not None:
+            reporter.warn("--input is ignored with --checkpoint: the report shows each tile's input")
         self.predictor = load_predictor(checkpoint, self.device, opts.amp, reporter)
         net = self.predictor.net
         self.input_norm = self.predictor.in_norm
