@@ -418,6 +418,15 @@ def eval_cmd(
     pred: Optional[Path] = typer.Option(None, "--pred", help="Predicted scene (GeoTIFF) or directory of tiles."),
     target: Optional[Path] = typer.Option(None, "--target", help="Target scene or directory of tiles (same ids)."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="Land-cover labels: scene or directory (255 = ignore)."),
+    input_scene: Optional[Path] = typer.Option(
+        None, "--input", help="The translated input scene, shown in the report (default: the scene named by the "
+        "prediction's source tag, when found next to it)."),
+    bands: Optional[Any] = typer.Option(
+        None, "--bands", parser=P.names("--bands"), metavar="NAMES",
+        help="Prediction bands to compare, names or 1-based numbers (default: every band matched with the target)."),
+    allow_ungeoreferenced: bool = typer.Option(
+        False, "--allow-ungeoreferenced",
+        help="Compare rasters without a CRS pixel by pixel (same size only; refused otherwise)."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Training RUN (or generator file) to run on --data."),
     data: Optional[Path] = typer.Option(None, "--data", help="Tile directory written by sarkit tile (with --checkpoint)."),
     split: str = typer.Option("test", "--split", help="Split of --data to evaluate: train, val or test."),
@@ -462,8 +471,9 @@ def eval_cmd(
     """Evaluate predictions: PSNR, SSIM, MAE, FID, PA/mIoU, SMS, LPIPS, in normalised [0, 1] space; write reports.
 
     Inputs: two scenes, two tile directories (matched by file name), or --checkpoint RUN --data TILES --split.
-    Nodata of either image is excluded. --fail-under (↑ metrics) / --fail-over (↓ metrics) exit 1 when the
-    quality gate fails (the report is still written); bad input exits 2.
+    Nodata of either image is excluded; rasters without a CRS are refused unless --allow-ungeoreferenced. The
+    summary says which bands (and ranges) every metric used. --fail-under (↑ metrics) / --fail-over (↓ metrics)
+    exit 1 when the quality gate fails (the report is still written); bad input exits 2.
 
     Example: sarkit eval --pred pred.tif --target s2.tif --metrics psnr,ssim,mae --report eval-out
     """
@@ -472,7 +482,7 @@ def eval_cmd(
     from sarkit.eval.compare import compare_reports
     from sarkit.eval.gate import QualityGate
     from sarkit.eval.options import EvalInputs, EvalOptions, metric_set
-    from sarkit.eval.report import SUMMARY_COLUMNS, summary_rows, to_json_value
+    from sarkit.eval.report import SUMMARY_COLUMNS, band_lines, summary_rows, to_json_value
     from sarkit.eval.runner import run_eval_report
     from sarkit.progress import print_table
 
@@ -495,11 +505,15 @@ def eval_cmd(
         lpips_weights=lpips_weights, lpips_backbone=lpips_backbone,
         fid_weights=fid_weights, clip_weights=clip_weights, clip_model=clip_model,
         batch_size=batch_size, device=str(resolve_device(device)),
+        input_scene=input_scene, bands=bands, allow_ungeoreferenced=allow_ungeoreferenced,
     )
     inputs = EvalInputs(pred=pred, target=target, labels=labels, checkpoint=checkpoint, data=data, split=split)
     result = run_eval_report(inputs, opts, report, overwrite, rep)
-    print_table("sarkit eval (normalised [0, 1] space)", SUMMARY_COLUMNS, summary_rows(to_json_value(result.report)),
-                quiet=quiet)
+    record = to_json_value(result.report)
+    print_table("sarkit eval (normalised [0, 1] space)", SUMMARY_COLUMNS, summary_rows(record), quiet=quiet)
+    if not quiet:
+        for line in band_lines(record):
+            typer.echo(line)
     gate.enforce(result.summary)
 
 

@@ -25,8 +25,10 @@ def load_report(path: str | Path) -> dict[str, Any]:
         raise InputError(f"report not found: {p} (pass report directories or report.json files)")
     try:
         rec = json.loads(p.read_text())
-    except ValueError as exc:
-        raise InputError(f"{p} is not valid JSON: {exc}") from None
+    except ValueError as exc:  # UnicodeDecodeError (a binary file) is a ValueError too
+        why = f"not JSON: {str(exc).splitlines()[0][:80]}" if isinstance(exc, json.JSONDecodeError) else "not text"
+        raise InputError(f"{p} is not a sarkit eval report ({why}); pass report directories or report.json files "
+                         f"written by sarkit eval --report") from None
     errs = validate(rec, load_schema())
     if errs:
         raise InputError(f"{p} is not a sarkit eval report ({errs[0]})")

@@ -80,6 +80,21 @@ def to_rgb(x01: torch.Tensor, modality: str, bands: Sequence[str]) -> torch.Tens
     return x01[:, :3]
 
 
+def rgb_bands(modality: str, bands: Sequence[str]) -> list[str]:
+    """The three channels ``to_rgb`` makes of ``bands``, named (e.g. B4, B3, B2 or VV, VH, (VV+VH)/2)."""
+    b = list(bands)
+    upper = [x.upper() for x in b]
+    if len(b) == 1:
+        return b * 3
+    if modality == "optical":
+        if len(b) != 3 and all(x in upper for x in ("B4", "B3", "B2")):
+            return [b[upper.index(x)] for x in ("B4", "B3", "B2")]
+        return b[:3]
+    if len(b) == 2:
+        return [b[0], b[1], f"({b[0]}+{b[1]})/2"]
+    return b[:3]
+
+
 class FeatureStats:
     """Streaming mean and covariance of feature vectors: running n, Σx and Σxxᵀ in float64."""
 

@@ -27,8 +27,9 @@ LABELS = {"psnr": "PSNR", "ssim": "SSIM", "mae": "MAE", "fid": "FID", "fid-clip"
           "miou": "mIoU", "sms": "SMS", "lpips": "LPIPS"}
 #: Pixels read around every scene window so that SSIM sees whole 11×11 windows at the window's edge.
 HALO = M.SSIM_PAD
-#: report.json schema; 1.1 added tiles[].lpips and the optional top-level "networks".
-SCHEMA = "sarkit.eval/1.1"
+#: report.json schema; 1.1 added tiles[].lpips and the optional top-level "networks"; 1.2 "bands" (the bands and
+#: ranges of every metric) and inputs.input (the translated scene).
+SCHEMA = "sarkit.eval/1.2"
 
 
 class SmsModel(str, Enum):
@@ -89,8 +90,10 @@ class EvalOptions:
     tile_size: int = 256
     grid_tiles: int = 3
     thumb_px: int = 128
-    input_scene: Path | None = None  # shown beside prediction and target in the report's scene overview
+    input_scene: Path | None = None  # the translated input (--input): report thumbnails and scene overview
     overview_px: int = 512
+    bands: tuple[str, ...] | None = None  # --bands: the prediction's bands to compare (names or 1-based numbers)
+    allow_ungeoreferenced: bool = False  # compare rasters without a CRS pixel by pixel (same size only)
 
     def __post_init__(self) -> None:
         self.metrics = tuple(self.metrics)
@@ -112,6 +115,8 @@ class EvalOptions:
         self.grid_tiles = _check_positive(self.grid_tiles, "grid_tiles")
         self.thumb_px = _check_positive(self.thumb_px, "thumb_px")
         self.overview_px = _check_positive(self.overview_px, "overview_px")
+        self.bands = check_bands(self.bands)
+        self.allow_ungeoreferenced = bool(self.allow_ungeoreferenced)
         self.check_segmenter()
 
     def check_segmenter(self) -> None:
@@ -174,6 +179,20 @@ class EvalResult:
     def summary(self) -> dict[str, Any]:
         """``report["summary"]``: metric → {value, per-tile statistics}."""
         return self.report["summary"]
+
+
+def check_bands(bands: Sequence[str] | str | None) -> tuple[str, ...] | None:
+    """``--bands``: band names or 1-based numbers, at least one, none twice (None = every matched band)."""
+    if bands is None:
+        return None
+    if isinstance(bands, str):
+        bands = (bands,)
+    out = tuple(str(b).strip() for b in bands)
+    if not out or not all(out):
+        raise InputError(f"--bands needs band names or numbers such as B4,B3,B2, got {','.join(out)!r}")
+    if len({b.upper() for b in out}) != len(out):
+        raise InputError(f"--bands names a band twice: {','.join(out)}")
+    return out
 
 
 def metric_set(names: Sequence[str] | None, segmenter: bool = False) -> tuple[str, ...]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -14,7 +15,7 @@ from sarkit.io import open_raster
 from sarkit.raster.align import AlignedReader, ReadPath
 from sarkit.raster.grid import GridSpec, PixelWindow, window_grid
 from sarkit.raster.norm import (DEFAULT_OPTICAL_RANGE, DEFAULT_SAR_RANGE, Normalization, band_names,
-                                optical_normalization, s2_dn_offset, sar_normalization)
+                                optical_normalization, resolve_bands, s2_dn_offset, sar_normalization)
 from sarkit.raster.source import GeoTiffSource, sar_band_names
 from sarkit.reporting import Reporter
 from sarkit.eval.segmetrics import IGNORE
@@ -40,15 +41,56 @@ def _names(src: Any) -> list[str]:
     return sar_band_names(src) if _modality_of(src) == "sar" else band_names(src)
 
 
-def _match_bands(pred: Path, pn: list[str], target: Path, tn: list[str]) -> list[int]:
-    """1-based target bands matching the prediction's bands ``pn``: by name (a 3-band B4,B3,B2 prediction against a
-    13-band Sentinel-2 target), else by position when the counts agree."""
+def _match_bands(pred: Path, pn: list[str], target: Path, tn: list[str]) -> tuple[list[int], str]:
+    """1-based target bands matching the prediction's bands ``pn`` and how they were matched: by name (a 3-band
+    B4,B3,B2 prediction against a 13-band Sentinel-2 target), else by position when the counts agree."""
     if pn != tn and set(pn) <= set(tn):
-        return [tn.index(n) + 1 for n in pn]
+        return [tn.index(n) + 1 for n in pn], "name"
     if len(pn) != len(tn):
         raise InputError(f"different band counts: prediction {pred} has {len(pn)} "
-                         f"({', '.join(pn)}), target {target} has {len(tn)} ({', '.join(tn)})")
-    return list(range(1, len(tn) + 1))
+                         f"({', '.join(pn)}), target {target} has {len(tn)} ({', '.join(tn)}); choose the bands "
+                         f"to compare with --bands")
+    return list(range(1, len(tn) + 1)), "name" if pn == tn else "position"
+
+
+def _described(src: Any) -> bool:
+    """The raster names its bands (every band has a distinct description); else names are assumed."""
+    desc = list(src.descriptions or ())
+    return bool(desc) and all(desc) and len(set(desc)) == len(desc)
+
+
+def check_georeferencing(src: Any, what: str, target: Any, allow: bool) -> bool:
+    """Whether ``src`` must be compared with ``target`` pixel by pixel: ``InputError`` when either has no CRS (or
+    no geotransform) unless ``allow`` (``--allow-ungeoreferenced``), and when allowed but the sizes differ."""
+    geo, target_geo = GridSpec.of(src).georeferenced, GridSpec.of(target).georeferenced
+    if geo and target_geo:
+        return False
+    if not (geo or target_geo):
+        seen = f"{what} {src.name} and the target {target.name} have no CRS"
+    elif not geo:
+        seen = f"{what} {src.name} has {_lacks(src)} but the target {target.name} has {target.crs}"
+    else:
+        seen = f"the target {target.name} has {_lacks(target)} but the {what} {src.name} has {src.crs}"
+    if not allow:
+        raise InputError(f"{seen}: they cannot be aligned; assign a CRS (gdal_edit.py -a_srs EPSG:XXXX) or pass "
+                         f"--allow-ungeoreferenced to compare them pixel by pixel (same size only)")
+    if (src.height, src.width) != (target.height, target.width):
+        raise InputError(f"{seen} and their sizes differ ({src.width}×{src.height} against "
+                         f"{target.width}×{target.height}): pixel-by-pixel comparison needs the same size")
+    return True
+
+
+def _lacks(src: Any) -> str:
+    """What keeps a raster from being placed: "no CRS", or "no geotransform" (a CRS with the identity)."""
+    return "no CRS" if src.crs is None else f"no geotransform (CRS {src.crs}, identity transform)"
+
+
+def check_labels(src: Any, path: Path) -> None:
+    """``InputError`` unless a label raster is one band of integer class ids."""
+    dtype = np.dtype(src.dtypes[0])
+    if src.count != 1 or dtype.kind not in "iu":
+        raise InputError(f"--labels {path} has {src.count} band{'s' if src.count != 1 else ''} of {dtype.name}; "
+                         f"labels must be one band of integer class ids (255 or the file's nodata = ignore)")
 
 
 class _PairReader:
@@ -56,35 +98,46 @@ class _PairReader:
 
     The prediction is read onto the target grid (bilinear when it must be warped) and the labels likewise
     (nearest), both through ``sarkit.raster``'s one aligned reader; ``InputError`` (everything closed) for pairs
-    that cannot be compared.
+    that cannot be compared: rasters without a CRS unless ``opts.allow_ungeoreferenced`` (then pixel by pixel,
+    same size only: ``pixelwise`` names them), labels that are not one band of integer ids, ``opts.bands`` the
+    prediction lacks. ``bands`` are the compared target bands, ``match`` how they were matched.
     """
 
     def __init__(self, pred: Path, target: Path, labels: Path | None, reporter: Reporter,
-                 default_offset: float = 0.0, target_units: str = "db") -> None:
+                 opts: EvalOptions, target_units: str = "db") -> None:
         self._stack: list[Any] = []
         try:
-            self._open(Path(pred), Path(target), labels, reporter, default_offset, target_units)
+            self._open(Path(pred), Path(target), labels, reporter, opts, target_units)
         except BaseException:
             self.close()
             raise
 
-    def _open(self, pred: Path, target: Path, labels: Path | None, reporter: Reporter,
-              default_offset: float, target_units: str) -> None:
-        self.target = self._keep(open_raster(target, "target"))
-        pred_ds = self._keep(open_raster(pred, "prediction"))
+    def _open(self, pred: Path, target: Path, labels: Path | None, reporter: Reporter, opts: EvalOptions,
+              target_units: str = "db") -> None:
+        default_offset = _default_offset(opts)
+        allow = opts.allow_ungeoreferenced
+        self.target = self._keep(_open_quiet(target, "target"))
+        pred_ds = self._keep(_open_quiet(pred, "prediction"))
         self.pred_name, self.target_name = str(pred), str(target)
         self.modality = _modality_of(self.target)
         if pred_ds.dtypes[0] == "uint8" and self.modality == "optical":
             raise InputError(f"prediction {pred} is 8-bit (sarkit translate --format rgb8, for display): its values "
                              f"are not reflectance; evaluate the native output (--format native) instead")
-        pred_names, target_names = _names(pred_ds), _names(self.target)
-        self.target_idx = _match_bands(pred, pred_names, target, target_names)
         if _modality_of(pred_ds) != self.modality:
             raise InputError(f"prediction {pred} is {_modality_of(pred_ds)} ({pred_ds.dtypes[0]}) but target "
                              f"{target} is {self.modality} ({self.target.dtypes[0]}); compare like with like")
+        self.pixelwise = ["prediction"] if check_georeferencing(pred_ds, "prediction", self.target, allow) else []
+        pred_names, target_names = _names(pred_ds), _names(self.target)
+        self.target_idx, self.match = _match_bands(pred, pred_names, target, target_names)
+        self.pred_bands = list(pred_names)
+        if opts.bands is not None:
+            sel = resolve_bands(pred_names, opts.bands, f"prediction {pred.name}")
+            self.pred_bands = [pred_names[i] for i in sel]
+            self.target_idx = [self.target_idx[i] for i in sel]
+        self.described = {"pred": _described(pred_ds), "target": _described(self.target)}
         self.bands = [target_names[i - 1] for i in self.target_idx]
-        grid = GridSpec.of(self.target)
-        ref_name = f"the target {self.target.name}"
+        self.grid = grid = GridSpec.of(self.target)
+        self.ref_name = ref_name = f"the target {self.target.name}"
         self.pred_source = self._keep(GeoTiffSource(
             pred_ds, self.modality, names=pred_names, default_dn_offset=default_offset, grid=grid,
             resampling=Resampling.bilinear, label=f"prediction {pred_ds.name}", ref_name=ref_name))
@@ -94,19 +147,37 @@ class _PairReader:
         self.pred_offset, self.target_offset = self.pred_source.dn_offset, self.target_source.dn_offset
         self._report_alignment("prediction", self.pred_source.aligned, reporter)
         self.pred = self.pred_source.aligned.dataset  # on the target grid when warped (previews)
+        self.pred_idx = [pred_names.index(n) + 1 for n in self.pred_bands]
+        self.pred_tags = pred_ds.tags()
         self.labels: AlignedReader | None = None
         self.class_names = None
         if labels is not None:
-            lab = self._keep(open_raster(labels, "labels"))
+            lab = self._keep(_open_quiet(labels, "labels"))
+            check_labels(lab, Path(labels))
+            if check_georeferencing(lab, "labels", self.target, allow):
+                self.pixelwise.append("labels")
             self.label_nodata = lab.nodata
             self.labels = self._keep(AlignedReader(lab, grid, Resampling.nearest, _label_fill(lab),
                                                    what=f"labels {lab.name}", ref_name=ref_name))
             self._report_alignment("labels", self.labels, reporter)
-            self.class_names = _class_names(lab)
+            self.class_names = label_class_names(lab, Path(labels))
+        self.input_source: GeoTiffSource | None = None
         self.height, self.width = self.target.height, self.target.width
         if self.modality == "sar" and target_units == "auto":  # a SAR scene: say the unit detected
             reporter.info(f"{self.target_source.label}: SAR units {self.target_source.units_note}",
                           units=self.target_source.units)
+
+    def open_input(self, path: Path, opts: EvalOptions) -> tuple[Normalization, bool]:
+        """Read the translated input scene ``path`` onto the target grid from now on (thumbnails); its fixed
+        ranges, and whether it is compared pixel by pixel (no CRS, ``--allow-ungeoreferenced``)."""
+        src = self._keep(_open_quiet(path, "input scene"))
+        pixelwise = check_georeferencing(src, "input scene", self.target, opts.allow_ungeoreferenced)
+        modality, names = _modality_of(src), _names(src)
+        self.input_source = self._keep(GeoTiffSource(
+            src, modality, names=names, units="auto" if modality == "sar" else "db",
+            default_dn_offset=_default_offset(opts), grid=self.grid, resampling=Resampling.bilinear,
+            label=f"input scene {src.name}", ref_name=self.ref_name))
+        return replace(_norm_for(modality, names, opts), offset=self.input_source.dn_offset), pixelwise
 
     @staticmethod
     def _report_alignment(what: str, reader: AlignedReader, reporter: Reporter) -> None:
@@ -135,7 +206,7 @@ class _PairReader:
         outer = PixelWindow(r0, c0, r1 - r0, c1 - c0)
         core = PixelWindow(win.row_off - r0, win.col_off - c0, win.height, win.width)
         t = self.target_source.read(outer, self.bands)
-        p = self.pred_source.read(outer)
+        p = self.pred_source.read(outer, self.pred_bands)
         bad_nan = int((p.stray & t.valid)[core.slices()].sum())
         labels = None
         if self.labels is not None:
@@ -147,23 +218,63 @@ class _PairReader:
             labels = lab
         return p.values, t.values, labels, core, bad_nan
 
+    def read_input(self, win: PixelWindow, pad: int) -> np.ndarray | None:
+        """Physical values of the input scene over ``win`` grown by ``pad`` px as ``read`` grows it (None when
+        no input is open)."""
+        if self.input_source is None:
+            return None
+        r0, c0 = max(0, win.row_off - pad), max(0, win.col_off - pad)
+        r1, c1 = min(self.height, win.row_end + pad), min(self.width, win.col_end + pad)
+        return self.input_source.read(PixelWindow(r0, c0, r1 - r0, c1 - c0)).values
+
     def close(self) -> None:
         for s in reversed(self._stack):
             s.close()
         self._stack.clear()
 
 
-def _class_names(src: Any) -> list[str] | None:
+def label_class_names(src: Any, path: Path) -> list[str] | None:
+    """Class names of a label raster, by the rule ``sarkit tile`` uses: its ``class_names`` tag (a JSON list; tile
+    and synth write it), else the ``classes`` of the ``tiling.json`` of the tile folder holding it, else
+    Sen1Floods11's for a ``*LabelHand`` file; None when nothing names them."""
+    from sarkit.data.layouts import SEN1FLOODS11_CLASSES
+
+    names = _name_list(_json(src.tags().get("class_names")))
+    if names:
+        return names
+    for tiling in (path.parent / "tiling.json", path.parent.parent / "tiling.json"):
+        record = _json(tiling.read_text()) if tiling.is_file() else None
+        if isinstance(record, dict) and (names := _name_list(record.get("classes"))):
+            return names
+    if path.stem.endswith("LabelHand"):
+        return list(SEN1FLOODS11_CLASSES)
+    return None
+
+
+def _json(text: str | None) -> Any:
+    """Parsed JSON text; None for no text or text that is not JSON."""
     import json
 
-    tag = src.tags().get("class_names")
-    if not tag:
-        return None
     try:
-        names = json.loads(tag)
+        return json.loads(text) if text else None
     except ValueError:
         return None
-    return [str(n) for n in names] if isinstance(names, list) else None
+
+
+def _name_list(value: Any) -> list[str] | None:
+    """A non-empty list of names as strings; None for anything else."""
+    return [str(n) for n in value] if isinstance(value, list) and value else None
+
+
+def _open_quiet(path: Path, what: str) -> Any:
+    """``open_raster`` without rasterio's NotGeoreferencedWarning: eval checks georeferencing itself."""
+    import warnings
+
+    from rasterio.errors import NotGeoreferencedWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        return open_raster(path, what)
 
 
 def partition(height: int, width: int, size: int) -> list[PixelWindow]:

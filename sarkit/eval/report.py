@@ -235,6 +235,38 @@ def summary_rows(report: dict[str, Any]) -> list[list[Any]]:
 SUMMARY_COLUMNS = ["metric", "value", "tile mean", "tile std", "tile median", "tile min", "tile max"]
 
 
+def _band_ranges(bands: Sequence[str], ranges: Sequence[Sequence[float]], units: str) -> str:
+    """"B4, B3, B2 in [0, 0.3] reflectance", or each band with its range when they differ."""
+    if all(list(r) == list(ranges[0]) for r in ranges):
+        return f"{', '.join(bands)} in [{ranges[0][0]:g}, {ranges[0][1]:g}] {units}"
+    return ", ".join(f"{b} [{r[0]:g}, {r[1]:g}]" for b, r in zip(bands, ranges)) + f" {units}"
+
+
+def band_lines(report: dict[str, Any]) -> list[str]:
+    """Which bands, in which fixed ranges, every metric used, and how the bands were found: lines for the terminal
+    summary, report.md and report.html (none for reports without a ``bands`` record)."""
+    b = report.get("bands")
+    if not b:
+        return []
+    groups: dict[tuple[Any, ...], list[str]] = {}
+    for m, u in b["metrics"].items():
+        key = (tuple(u["bands"]), tuple(tuple(r) for r in u["ranges"]))
+        groups.setdefault(key, []).append(LABELS.get(m, m))
+    units = b.get("units", "")
+    lines = [f"{', '.join(ms)}: {len(bands)} band{'s' if len(bands) != 1 else ''}, "
+             f"{_band_ranges(bands, ranges, units)}" for (bands, ranges), ms in groups.items()]
+    if b["matched"] == "position" and b["pred"] != b["target"]:
+        lines.append(f"bands matched by position: prediction {', '.join(b['pred'])} = target {', '.join(b['target'])}")
+    elif b["matched"] == "--bands":
+        lines.append(f"bands chosen with --bands: prediction {', '.join(b['pred'])}")
+    unnamed = [w for w in ("pred", "target") if not b.get("described", {}).get(w, True)]
+    if unnamed:
+        who = " and ".join("prediction" if w == "pred" else "target" for w in unnamed)
+        lines.append(f"the {who} file{'s' if len(unnamed) > 1 else ''} name{'' if len(unnamed) > 1 else 's'} no "
+                     f"bands: names assumed from the band count; choose the bands to compare with --bands")
+    return lines
+
+
 def _md_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
     lines += ["| " + " | ".join(fmt(c) for c in r) + " |" for r in rows]
@@ -265,6 +297,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     if report.get("networks"):
         out.append("")
     out += ["## Summary", "", _md_table(SUMMARY_COLUMNS, summary_rows(report)), ""]
+    if lines := band_lines(report):
+        out += ["## Bands", ""] + [f"- {ln}" for ln in lines] + [""]
     if report["per_class"]:
         cols = per_class_columns(report)
         out += ["## Per class", "", _md_table(cols, [[r.get(c) for c in cols] for r in report["per_class"]]), ""]
@@ -326,6 +360,18 @@ def _html_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def tile_grid_title(report: dict[str, Any], thumbnails: Sequence[dict[str, Any]]) -> str:
+    """The heading of the thumbnail grid: which groups it shows, of how many ranked tiles, by which metric."""
+    if not thumbnails:
+        return "Tiles: none ranked (no per-tile PSNR, SSIM or MAE)"
+    metric = LABELS.get(str(thumbnails[0].get("rank_by") or "psnr"), "PSNR")
+    if thumbnails[0]["group"] == "only":
+        return "The only tile"
+    counts = {g: sum(1 for t in thumbnails if t["group"] == g) for g in ("only", "best", "median", "worst")}
+    shown = ", ".join(f"{n} {g}" for g, n in counts.items() if n)
+    return f"Tiles by {metric}: {shown} of {len(report['tiles'])}"
+
+
 def render_html(report: dict[str, Any], thumbnails: Sequence[dict[str, Any]],
                 overview: Sequence[dict[str, str]] = ()) -> str:
     """A self-contained report.html: inputs, tables, metric histograms (SVG), best/median/worst tiles (PNG)."""
@@ -339,6 +385,9 @@ def render_html(report: dict[str, Any], thumbnails: Sequence[dict[str, Any]],
     parts += [f"<li>metric space: {html.escape(report['normalization']['space'])}</li>", "</ul>", "</section>",
               '<section id="summary">', "<h2>Summary</h2>", _html_table(SUMMARY_COLUMNS, summary_rows(report)),
               "</section>"]
+    if lines := band_lines(report):
+        parts += ['<section id="bands">', "<h2>Bands</h2>", "<ul>"]
+        parts += [f"<li>{html.escape(ln)}</li>" for ln in lines] + ["</ul>", "</section>"]
     if overview:
         parts += ['<section id="overview">', "<h2>Scene overview</h2>", '<div class="overview">']
         parts += [f'<figure><img alt="{html.escape(o["label"])}" src="data:image/png;base64,{o["png"]}">'
@@ -354,10 +403,11 @@ def render_html(report: dict[str, Any], thumbnails: Sequence[dict[str, Any]],
             vals = [from_json_value(t.get(m)) for t in report["tiles"]]
             parts.append(f'<div class="hist">{_svg_histogram([v for v in vals if v is not None], LABELS[m])}</div>')
     parts.append("</section>")
-    parts += ['<section id="tiles">', "<h2>Best, median and worst tiles by PSNR</h2>", '<div class="grid">',
-              "<b>tile</b><b>input</b><b>prediction</b><b>target</b><b>|error|</b>"]
+    parts += ['<section id="tiles">', f"<h2>{html.escape(tile_grid_title(report, thumbnails))}</h2>",
+              '<div class="grid">', "<b>tile</b><b>input</b><b>prediction</b><b>target</b><b>|error|</b>"]
     for t in thumbnails:
-        label = f"{t['group']}: {t['id']}<br>PSNR {fmt(t.get('psnr'))} SSIM {fmt(t.get('ssim'))}"
+        values = " ".join(f"{LABELS[m]} {fmt(t.get(m))}" for m in ("psnr", "ssim", "mae") if t.get(m) is not None)
+        label = f"{t['group']}: {t['id']}<br>{values}"
         parts.append(f"<div>{html.escape(label).replace('&lt;br&gt;', '<br>')}</div>")
         for key in ("input", "pred", "target", "error"):
             data = t.get(key)

@@ -33,7 +33,7 @@ from sarkit.errors import InputError, WorkError
 from sarkit.reporting import NULL_REPORTER, Reporter
 from sarkit.eval.segmetrics import IGNORE
 from sarkit.eval.accumulate import Accumulator, FeatureStreams, LpipsStream, Segmenters
-from sarkit.eval.options import SCHEMA, EvalInputs, EvalOptions, EvalResult
+from sarkit.eval.options import HIGHER_IS_BETTER, SCHEMA, EvalInputs, EvalOptions, EvalResult
 from sarkit.eval.sources import EvalMode, EvalSource, ModelSplitSource, SceneSource, TileSetSource
 
 #: report.json ``nodata``: the nodata policy in words.
@@ -103,6 +103,7 @@ def _record(source: EvalSource, opts: EvalOptions, acc: Accumulator, summary: di
         "inputs": source.inputs,
         "normalization": norm,
         "metrics": list(opts.metrics),
+        "bands": band_usage(source, opts, segs),
         "nodata": NODATA_POLICY,
         "pixels": {"valid": acc.npx, "total": acc.total_px},
         "summary": summary,
@@ -115,24 +116,69 @@ def _record(source: EvalSource, opts: EvalOptions, acc: Accumulator, summary: di
     return rec
 
 
+def band_usage(source: EvalSource, opts: EvalOptions, segs: Segmenters) -> dict[str, Any]:
+    """report.json ``bands``: the compared bands (``source.band_info`` when the source has it: target and prediction
+    names, how they were matched, whether the files name their bands) and, per metric, the bands it used with their fixed ranges
+    (physical units: dB or reflectance): every compared band for psnr/ssim/mae, the three RGB channels for
+    fid/fid-clip/lpips/SAM's sms, the segmenter's bands (its own ranges) for pa/miou/sms."""
+    from sarkit.eval.fid import rgb_bands
+
+    norm = source.pred_norm
+    rng = {b: [lo, hi] for b, lo, hi in zip(norm.bands, norm.lo, norm.hi)}
+
+    def used(names: list[str], ranges: dict[str, list[float]]) -> dict[str, Any]:
+        return {"bands": names, "ranges": [ranges.get(n) or _derived_range(n, ranges) for n in names]}
+
+    per: dict[str, Any] = {}
+    for m in opts.metrics:
+        if m in ("psnr", "ssim", "mae"):
+            per[m] = used(list(norm.bands), rng)
+        elif m in ("fid", "fid-clip", "lpips") or (m == "sms" and segs.sam is not None):
+            per[m] = used(rgb_bands(norm.modality, norm.bands), rng)
+        elif segs.deeplab is not None:
+            sn = segs.deeplab.norm
+            per[m] = used(list(sn.bands), {b: [lo, hi] for b, lo, hi in zip(sn.bands, sn.lo, sn.hi)})
+    info = getattr(source, "band_info", None) or {"target": list(norm.bands), "pred": list(norm.bands),
+                                                   "matched": "name"}
+    return {**info, "units": "dB" if norm.modality == "sar" else "reflectance", "metrics": per}
+
+
+def _derived_range(name: str, ranges: dict[str, list[float]]) -> list[float]:
+    """The range of a derived channel such as (VV+VH)/2: the mean of its bands' ranges."""
+    parts = [ranges[b] for b in ranges if b in name]
+    return [sum(r[0] for r in parts) / len(parts), sum(r[1] for r in parts) / len(parts)] if parts else [0.0, 1.0]
+
+
 # ----------------------------------------------------------------------------------------------- thumbnails
 
-def select_tiles(tiles: list[dict[str, Any]], k: int) -> list[tuple[str, dict[str, Any]]]:
-    """Best, median and worst ``k`` tiles by PSNR (+inf first; NaN skipped): ``[(group, tile), ...]``."""
-    ranked = [t for t in tiles if isinstance(t.get("psnr"), float) and not math.isnan(t["psnr"])]
-    ranked.sort(key=lambda t: -t["psnr"])
-    if not ranked:
+#: The metrics tiles are ranked by for the report's grid, in order of preference (the first one computed).
+RANK_METRICS = ("psnr", "ssim", "mae")
+
+
+def rank_metric(tiles: list[dict[str, Any]]) -> str | None:
+    """The metric the report's best/median/worst grid ranks tiles by: the first of ``RANK_METRICS`` they carry."""
+    return next((m for m in RANK_METRICS if any(m in t for t in tiles)), None)
+
+
+def select_tiles(tiles: list[dict[str, Any]], k: int, metric: str = "psnr") -> list[tuple[str, dict[str, Any]]]:
+    """The best, median and worst tiles by ``metric`` (PSNR +inf best; NaN/None left out), disjoint for any count:
+    ``[(group, tile), ...]`` best first, worst last. Up to ``k`` per group: best and worst get
+    ``min(k, n // 3)`` (one each for 2 ≤ n < 3), the median group the ``min(k, rest)`` tiles at the middle of the
+    ranking; a single tile is the group "only"."""
+    ranked = [t for t in tiles if isinstance(t.get(metric), (int, float)) and not math.isnan(t[metric])]
+    higher = HIGHER_IS_BETTER.get(metric, True)
+    ranked.sort(key=lambda t: -t[metric] if higher else t[metric])
+    n = len(ranked)
+    if n == 0 or k < 1:
         return []
-    mid = max(0, len(ranked) // 2 - (k - 1) // 2)  # the median tile, centred for odd k
-    groups = [("best", ranked[:k]), ("median", ranked[mid: mid + k]), ("worst", ranked[-k:][::-1])]
-    seen: set[str] = set()
-    out = []
-    for g, ts in groups:
-        for t in ts:
-            if t["id"] not in seen:
-                seen.add(t["id"])
-                out.append((g, t))
-    return out
+    if n == 1:
+        return [("only", ranked[0])]
+    g = min(k, max(1, n // 3))
+    m = min(k, n - 2 * g)
+    mid = g + -(-(n - 2 * g - m) // 2)  # the middle m of the tiles between the best and the worst (the lower
+    # of two middles: with an even count both middle tiles of the ranking are in a group of two or more)
+    return ([("best", t) for t in ranked[:g]] + [("median", t) for t in ranked[mid: mid + m]]
+            + [("worst", t) for t in ranked[n - g:]])
 
 
 def _thumbnails(source: EvalSource, tiles: list[dict[str, Any]], opts: EvalOptions) -> list[dict[str, Any]]:
@@ -140,9 +186,11 @@ def _thumbnails(source: EvalSource, tiles: list[dict[str, Any]], opts: EvalOptio
     from sarkit.eval.report import render_thumbnail
 
     out = []
-    for group, t in select_tiles(tiles, opts.grid_tiles):
+    metric = rank_metric(tiles)
+    for group, t in select_tiles(tiles, opts.grid_tiles, metric or "psnr"):
         b = source.fetch(t["id"])
-        out.append({"group": group, "id": t["id"], "psnr": t.get("psnr"), "ssim": t.get("ssim"),
+        out.append({"group": group, "id": t["id"], "rank_by": metric, "psnr": t.get("psnr"), "ssim": t.get("ssim"),
+                    "mae": t.get("mae"),
                     **render_thumbnail(b, source.pred_norm, source.input_norm, opts.thumb_px)})
     return out
 
@@ -190,8 +238,27 @@ def run_eval_report(inputs: EvalInputs, opts: EvalOptions, report: Path | None =
     if report is None:
         return run_eval(opts, reporter, inputs)
     check_output(report, overwrite)
-    with output_lock(report):
-        result = run_eval(opts, reporter, inputs)
-        write_report(report, result, overwrite)
-        reporter.info(f"report written to {report}")
+    made = _missing_parents(Path(report))  # output_lock creates them; a failed run leaves none behind
+    try:
+        with output_lock(report):
+            result = run_eval(opts, reporter, inputs)
+            write_report(report, result, overwrite)
+            reporter.info(f"report written to {report}")
+    except BaseException:
+        for d in made:
+            try:
+                d.rmdir()  # only while empty
+            except OSError:
+                break
+        raise
     return result
+
+
+def _missing_parents(path: Path) -> list[Path]:
+    """The folders above ``path`` that do not exist yet, innermost first."""
+    out = []
+    for d in path.absolute().parents:
+        if d.exists():
+            break
+        out.append(d)
+    return out

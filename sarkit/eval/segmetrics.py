@@ -120,10 +120,18 @@ class Segmenter:
 
 
 def load_segmenter(path: str | Path, device: str | torch.device = "cpu") -> Segmenter:
-    """Load an exported segmenter (``kind="segmenter"``) from a RUN directory or a file."""
+    """Load an exported segmenter (``kind="segmenter"``) from a RUN directory or a file; ``CheckpointError``
+    naming ``--segmenter`` when it is missing or not a segmenter."""
+    from sarkit.errors import CheckpointError
     from sarkit.models.checkpoint import load_network
 
-    net = load_network(path, kind="segmenter", device=device)
+    if not Path(path).exists():
+        raise CheckpointError(f"--segmenter {path} not found: pass the run folder (or its segmenter.safetensors) "
+                              f"of sarkit train --model segmenter")
+    try:
+        net = load_network(path, kind="segmenter", device=device)
+    except CheckpointError as exc:
+        raise CheckpointError(f"--segmenter {path}: {exc}") from None
     meta: dict[str, Any] = net.meta
     if "norm" not in meta or "classes" not in meta:
         raise InputError(f"{net.path} is not a sarkit segmenter export (meta lacks norm/classes)")

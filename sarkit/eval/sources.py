@@ -17,11 +17,10 @@ import torch
 
 from sarkit.errors import InputError
 from sarkit.raster.grid import PixelWindow
-from sarkit.io import open_raster
-from sarkit.raster.norm import (S1_BANDS, Normalization, band_names)
+from sarkit.raster.norm import Normalization
 from sarkit.reporting import NULL_REPORTER, Reporter
 from sarkit.eval.options import HALO, EvalOptions
-from sarkit.eval.pairs import _default_offset, _modality_of, _norm_for, _PairReader, partition
+from sarkit.eval.pairs import _norm_for, _PairReader, partition
 
 
 class EvalMode(str, Enum):
@@ -70,6 +69,9 @@ class EvalSource(Protocol):
     ranges_source: str
     #: Non-finite prediction pixels where the target holds data, counted while ``blocks`` runs.
     bad_nan: int
+    # Optional (read with getattr): ``band_info``, report.json ``bands`` of the source: the compared target and
+    # prediction bands, how they were matched ("name", "position", "--bands", "checkpoint") and whether each file
+    # names its bands (``band_record``); without it the prediction ranges' bands are reported as matched by name.
 
     def __len__(self) -> int:
         """Number of tiles (scene windows, tile pairs, split tiles): the progress total and FID's sample count."""
@@ -94,38 +96,95 @@ class EvalSource(Protocol):
 
 # ----------------------------------------------------------------------------------------------- sources
 
+def band_record(reader: _PairReader, opts: EvalOptions) -> dict[str, Any]:
+    """report.json ``bands`` of a pair: compared target and prediction bands, how matched, whether named."""
+    how = "--bands" if opts.bands is not None else reader.match
+    return {"target": list(reader.bands), "pred": list(reader.pred_bands), "matched": how,
+            "described": dict(reader.described)}
+
+
+def warn_pixelwise(which: list[str], reporter: Reporter, what: str = "") -> None:
+    """Say that rasters without a CRS are compared pixel by pixel (``--allow-ungeoreferenced``)."""
+    if which:
+        reporter.warn(f"{' and '.join(which)}{what} compared with the target pixel by pixel: a CRS is missing, so "
+                      f"nothing aligns them (--allow-ungeoreferenced); make sure they cover the same pixels")
+
+
+def input_from_tags(tags: dict[str, str], pred: Path) -> tuple[str | None, Path | None]:
+    """The scene a ``sarkit translate`` output was made from (its ``source`` tag, written with the checkpoint
+    tags) and that file when it exists, as given or next to the prediction; (None, None) for other files."""
+    name = tags.get("source")
+    if not name or "checkpoint" not in tags:
+        return None, None
+    for cand in (Path(name), pred.parent / name, pred.parent / Path(name).name):
+        if cand.is_file():
+            return name, cand
+    return name, None
+
+
 class SceneSource(EvalSource):
-    """Two scenes (and optional labels) streamed in ``tile_size`` windows on the target grid."""
+    """Two scenes (and optional labels) streamed in ``tile_size`` windows on the target grid; the translated input
+    scene (``opts.input_scene``, else the prediction's provenance tags) is shown in the report when known."""
 
     mode = EvalMode.SCENES
 
     def __init__(self, pred: Path, target: Path, labels: Path | None, opts: EvalOptions,
                  reporter: Reporter = NULL_REPORTER) -> None:
-        self.reader = _PairReader(Path(pred), Path(target), Path(labels) if labels else None, reporter,
-                                  _default_offset(opts), target_units="auto")  # a user's scene: unit detected
+        self.reader = _PairReader(Path(pred), Path(target), Path(labels) if labels else None, reporter, opts,
+                                  target_units="auto")  # a user's scene: unit detected
+        try:
+            self._setup(Path(pred), Path(target), labels, opts, reporter)
+        except BaseException:
+            self.reader.close()
+            raise
+
+    def _setup(self, pred: Path, target: Path, labels: Path | None, opts: EvalOptions, reporter: Reporter) -> None:
         names = self.reader.band_names()
         self.norm = _norm_for(self.reader.modality, names, opts)
         self.pred_norm = replace(self.norm, offset=self.reader.pred_offset)
         self.target_norm = replace(self.norm, offset=self.reader.target_offset)
-        self.input_norm: Normalization | None = None
         self.class_names = self.reader.class_names
         self.has_labels = labels is not None
         self.windows = partition(self.reader.height, self.reader.width, opts.tile_size)
         self.bad_nan = 0
+        self.band_info = band_record(self.reader, opts)
         self.inputs = {"mode": self.mode, "pred": str(pred), "target": str(target),
                        "labels": str(labels) if labels else None,
                        "size": [self.reader.height, self.reader.width]}
         if self.reader.modality == "optical":
             self.inputs["dn_offset"] = {"pred": self.reader.pred_offset, "target": self.reader.target_offset}
         self.ranges_source = "cli" if (opts.s1_range or opts.s2_range) else "default"
+        self.input_norm: Normalization | None = None
+        self.input_path = self._find_input(pred, opts, reporter)
+        if self.input_path is not None:
+            self.input_norm, pixelwise = self.reader.open_input(self.input_path, opts)
+            if pixelwise:
+                self.reader.pixelwise.append("input scene")
+        warn_pixelwise(self.reader.pixelwise, reporter)
+
+    def _find_input(self, pred: Path, opts: EvalOptions, reporter: Reporter) -> Path | None:
+        """The input scene: ``--input``, else the scene the prediction's tags name (when it is found)."""
+        if opts.input_scene is not None:
+            self.inputs["input"] = str(opts.input_scene)
+            return opts.input_scene
+        name, found = input_from_tags(self.reader.pred_tags, pred)
+        if found is not None:
+            self.inputs["input"] = str(found)
+            reporter.info(f"input scene {found}: from the prediction's source tag")
+        elif name is not None:
+            reporter.info(f"the prediction was translated from {name}, which is not next to it; pass --input "
+                          f"SCENE to show it in the report")
+        return found
 
     def __len__(self) -> int:
         return len(self.windows)
 
-    def _block(self, win: PixelWindow, tile_id: str) -> Block:
+    def _block(self, win: PixelWindow, tile_id: str, with_input: bool = False) -> Block:
         p, t, lab, core, bad = self.reader.read(win, HALO)
         self.bad_nan += bad
-        return Block(tile_id, self.norm.encode(p), self.norm.encode(t), core, lab, None, win)
+        x = self.reader.read_input(win, HALO) if with_input and self.input_norm is not None else None
+        inp = self.input_norm.encode(x) if x is not None and self.input_norm is not None else None
+        return Block(tile_id, self.norm.encode(p), self.norm.encode(t), core, lab, inp, win)
 
     def blocks(self) -> Iterator[Block]:
         for w in self.windows:
@@ -134,22 +193,18 @@ class SceneSource(EvalSource):
     def fetch(self, tile_id: str) -> Block:
         m = re.fullmatch(r"r(\d+)_c(\d+)", tile_id)
         win = next(w for w in self.windows if m and (w.row_off, w.col_off) == (int(m[1]), int(m[2])))
-        return self._block(win, tile_id)
+        return self._block(win, tile_id, with_input=True)
 
     def overview(self, opts: EvalOptions) -> list[dict[str, str]]:
-        """Whole-scene previews (input if given, prediction, target), longer side ``opts.overview_px``."""
+        """Whole-scene previews (input if known, prediction, target), longer side ``opts.overview_px``."""
         from sarkit.eval.report import scene_preview
 
         items = []
-        if opts.input_scene is not None:
-            with open_raster(opts.input_scene, "input scene") as src:
-                names = band_names(src, S1_BANDS if src.count <= 2 else None)
-                modality = _modality_of(src)
-                items.append({"label": "input", **scene_preview(src, list(range(1, src.count + 1)),
-                                                                _norm_for(modality, names, opts), modality,
-                                                                opts.overview_px)})
-        pred_idx = list(range(1, self.reader.pred.count + 1))
-        for label, src, idx, norm in (("prediction", self.reader.pred, pred_idx, self.pred_norm),
+        if self.input_path is not None and self.input_norm is not None:
+            src = self.reader.input_source.dataset
+            items.append({"label": "input", **scene_preview(src, list(range(1, src.count + 1)), self.input_norm,
+                                                            self.input_norm.modality, opts.overview_px)})
+        for label, src, idx, norm in (("prediction", self.reader.pred, self.reader.pred_idx, self.pred_norm),
                                       ("target", self.reader.target, self.reader.target_idx, self.target_norm)):
             items.append({"label": label, **scene_preview(src, idx, norm, self.reader.modality, opts.overview_px)})
         return items
@@ -184,11 +239,15 @@ class TileSetSource(EvalSource):
             raise InputError(f"{len(missing)} tiles have no labels in {labels} (e.g. {missing[0]})")
         self.pairs = {i: (ps[i], ts[i], ls.get(i)) for i in ids}
         self.opts, self.reporter = opts, reporter
-        first = _PairReader(*self.pairs[ids[0]], reporter, _default_offset(opts))
+        if opts.input_scene is not None:
+            reporter.warn("--input is ignored with tile folders: it shows the input scene of a scene evaluation")
+        first = _PairReader(*self.pairs[ids[0]], reporter, opts)
         self.modality, self.names = first.modality, first.band_names()
         self.class_names = first.class_names
         self.has_labels = bool(labels)
+        self.band_info = band_record(first, opts)
         first.close()
+        warn_pixelwise(first.pixelwise, reporter, f" tiles (first: {ids[0]})")
         self.norm = _norm_for(self.modality, self.names, opts)
         self.pred_norm = replace(self.norm, offset=first.pred_offset)  # each tile pair reads its own tags
         self.target_norm = replace(self.norm, offset=first.target_offset)
@@ -205,7 +264,7 @@ class TileSetSource(EvalSource):
         return len(self.ids)
 
     def _pair_blocks(self, tile_id: str) -> Iterator[Block]:
-        reader = _PairReader(*self.pairs[tile_id], self.reporter, _default_offset(self.opts))
+        reader = _PairReader(*self.pairs[tile_id], self.reporter, self.opts)
         try:
             if reader.modality != self.modality or reader.band_names() != self.names:
                 raise InputError(f"tile {tile_id} has bands {reader.band_names()} ({reader.modality}); the first "
@@ -250,6 +309,8 @@ class ModelSplitSource(EvalSource):
             reporter.warn("--s1-range/--s2-range are ignored with --checkpoint: the checkpoint's ranges are used")
         if opts.s2_offset:
             reporter.warn("--s2-offset is ignored with --checkpoint: the tiling records the offset of its tiles")
+        if opts.input_scene is not None:
+            reporter.warn("--input is ignored with --checkpoint: the report shows each tile's input")
         self.predictor = load_predictor(checkpoint, self.device, opts.amp, reporter)
         net = self.predictor.net
         self.input_norm = self.predictor.in_norm
@@ -280,6 +341,8 @@ class ModelSplitSource(EvalSource):
         self.has_labels = bool(tiling.get("classes"))
         self.opts = opts
         self.bad_nan = 0
+        self.band_info = {"target": list(self.pred_norm.bands), "pred": list(self.pred_norm.bands),
+                          "matched": "checkpoint", "described": {"pred": True, "target": True}}
         self.ranges_source = "checkpoint"
         self.inputs = {"mode": self.mode, "checkpoint": str(net.path), "checkpoint_sha256": net.sha256,
                        "data": str(data), "split": split, "tiles": len(self.ds),

@@ -76,7 +76,7 @@ def test_compare_reports_writes_compare_md_atomically(tmp_path):
 
 def test_load_report_refuses_what_is_not_a_report(tmp_path):
     (tmp_path / "bad.json").write_text("{")
-    with pytest.raises(InputError, match="is not valid JSON"):
+    with pytest.raises(InputError, match="is not a sarkit eval report \\(not JSON"):
         load_report(tmp_path / "bad.json")
     (tmp_path / "other.json").write_text('{"schema": "other"}')
     with pytest.raises(InputError, match="is not a sarkit eval report"):

@@ -133,7 +133,7 @@ def test_slightly_different_transform_is_tolerated_and_shifted_grid_is_reproject
 
 
 @pytest.mark.parametrize("case,match", [
-    ("far", "does not overlap"), ("bands", "band counts"), ("nocrs", "lack a CRS"), ("allnodata", "no valid pixels"),
+    ("far", "does not overlap"), ("bands", "band counts"), ("nocrs", "have no CRS"), ("allnodata", "no valid pixels"),
     ("modality", "compare like with like"),
 ])
 def test_bad_scene_pairs(tmp_path, case, match):
@@ -243,7 +243,41 @@ def test_best_median_worst_selection():
                                                                      {"id": "nan", "psnr": float("nan")}]
     sel = select_tiles(tiles, 2)
     groups = {g: [t["id"] for gg, t in sel if gg == g] for g in ("best", "median", "worst")}
-    assert groups["best"] == ["inf", "9"] and groups["worst"] == ["0", "1"] and groups["median"] == ["5", "4"]
+    assert groups["best"] == ["inf", "9"] and groups["worst"] == ["1", "0"] and groups["median"] == ["5", "4"]
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+@pytest.mark.parametrize("n", range(1, 11))
+def test_best_median_worst_are_disjoint_and_truthful_for_any_count(n, k):
+    """With 4 tiles the grid once showed three "best" and the worst as "median", with no "worst"."""
+    tiles = [{"id": f"t{i}", "psnr": 10.0 + i} for i in range(n)]  # t{n-1} is the best, t0 the worst
+    sel = select_tiles(tiles[::-1] if n % 2 else tiles, k)  # the input order does not matter
+    rank = {f"t{i}": n - 1 - i for i in range(n)}  # 0 = best
+    groups = {g: [rank[t["id"]] for gg, t in sel if gg == g] for g in ("only", "best", "median", "worst")}
+    ids = [t["id"] for _, t in sel]
+    assert len(ids) == len(set(ids))  # disjoint
+    if n == 1:
+        assert groups == {"only": [0], "best": [], "median": [], "worst": []}
+        return
+    assert not groups["only"]
+    assert groups["best"] == list(range(len(groups["best"])))  # the top tiles, best first
+    assert groups["worst"] == list(range(n - len(groups["worst"]), n))  # the bottom tiles, the worst last
+    assert 1 <= len(groups["best"]) == len(groups["worst"]) <= k
+    assert len(groups["median"]) <= k and (n < 3 or groups["median"])
+    if groups["median"]:
+        assert max(groups["best"]) < min(groups["median"]) <= max(groups["median"]) < min(groups["worst"])
+        assert (n - 1) // 2 in groups["median"] or n // 2 in groups["median"]  # a true median tile is shown
+    if n >= 3 * k:
+        assert [len(groups[g]) for g in ("best", "median", "worst")] == [k, k, k]
+
+
+def test_tiles_are_ranked_by_ssim_or_mae_without_psnr():
+    from sarkit.eval.runner import rank_metric
+
+    tiles = [{"id": str(i), "mae": float(i)} for i in range(6)]
+    assert rank_metric(tiles) == "mae"
+    sel = select_tiles(tiles, 1, "mae")
+    assert [(g, t["id"]) for g, t in sel] == [("best", "0"), ("median", "3"), ("worst", "5")]
 
 
 @pytest.fixture()
@@ -297,7 +331,7 @@ def test_cli_bad_inputs_exit_2_and_write_nothing(tmp_path):
         assert r.exit_code == 2, (args, r.output)
         assert not out.exists()
     r = runner.invoke(app, ["eval", "--pred", str(pp), "--target", str(tp), "--report", str(out), "-q"])
-    assert r.exit_code == 0 and json.loads((out / "report.json").read_text())["schema"] == "sarkit.eval/1.1"
+    assert r.exit_code == 0 and json.loads((out / "report.json").read_text())["schema"] == "sarkit.eval/1.2"
 
 
 @pytest.mark.slow
@@ -325,6 +359,7 @@ def test_real_sen1floods11_scene_with_labels(tmp_path, realdata):
     assert res.report["summary"]["mae"]["value"] == pytest.approx(np.abs(a - b).mean(), abs=1e-6)
     assert res.report["summary"]["psnr"]["value"] == pytest.approx(10 * np.log10(1 / ((a - b) ** 2).mean()), abs=1e-4)
     assert {r["id"] for r in res.report["per_class"]} <= {0, 1} and res.report["per_class"]
+    assert {(r["id"], r["class"]) for r in res.report["per_class"]} <= {(0, "not water"), (1, "water")}
 
 
 def test_cli_segmenter_adds_segmentation_metrics_and_checkpoint_needs_data(tmp_path):
