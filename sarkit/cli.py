@@ -12,12 +12,48 @@ from pathlib import Path
 from typing import Any, Callable, List, Optional
 
 import typer
+import typer.core
 
 from sarkit import __version__
 from sarkit import cli_params as P
 from sarkit.errors import SarkitError, Terminated
 
+def _wants_json(args: List[str]) -> bool:
+    """Whether the command line asks for JSON events (``--log-format json`` or ``--log-format=json``)."""
+    return "--log-format=json" in args or any(a == "--log-format" and b == "json" for a, b in zip(args, args[1:]))
+
+
+class _OneLineErrors(typer.core.TyperGroup):
+    """Usage errors (a bad option value, a missing argument) as one ``error:`` line (one JSON event with
+    ``--log-format json``) and exit 2, like every other refusal, instead of Click's usage block."""
+
+    def main(self, args: Optional[List[str]] = None, prog_name: Optional[str] = None,
+             complete_var: Optional[str] = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        import sys
+
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        argv = list(sys.argv[1:] if args is None else args)
+        try:
+            code = super().main(argv, prog_name, complete_var, False, **extra)
+        except typer.Abort:
+            sys.exit(1)
+        except typer.TyperException as exc:  # Click's usage errors (typer's vendored Click raises these)
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                exc.show()  # `sarkit` or `sarkit CMD` alone: the help text, as asked
+                sys.exit(exc.exit_code)
+            from sarkit.progress import print_error
+
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            message = " ".join(exc.format_message().split()) + hint
+            print_error(message, _wants_json(argv), exit_code=exc.exit_code)
+            sys.exit(exc.exit_code)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     name="sarkit",
     help="Sentinel-1 SAR ⇄ optical translation: synth, tile, train, translate, stitch, eval.",
     no_args_is_help=True,

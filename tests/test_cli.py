@@ -136,3 +136,34 @@ def test_errors_are_json_events_with_log_format_json(tmp_path):
     assert res.exit_code == 2
     event = json.loads(res.output.strip().splitlines()[-1])
     assert event["event"] == "error" and event["exit_code"] == 2 and "missing.tif" in event["message"]
+
+
+USAGE_ERRORS = {
+    "tile-split": ["tile", "s1.tif", "--out", "t", "--split", "0.5,0.5"],
+    "translate-tile-text": ["translate", "s1.tif", "--checkpoint", "c", "--out", "o.tif", "--tile", "big"],
+    "eval-fail-under": ["eval", "--pred", "p.tif", "--target", "t.tif", "--fail-under", "psnr"],
+    "train-no-data": ["train", "--model", "pix2pix", "--out", "run"],
+    "stitch-unknown-option": ["stitch", "a.tif", "--out", "m.tif", "--no-such"],
+    "unknown-command": ["bogus"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(USAGE_ERRORS))
+def test_usage_errors_are_one_line_and_one_json_event(name, tmp_path, monkeypatch):
+    """Click's usage block (Usage:, Try:, Error:) becomes sarkit's one error line, exit 2, in both log formats."""
+    from badinput import assert_refused
+
+    monkeypatch.chdir(tmp_path)
+    args = USAGE_ERRORS[name]
+    # the JSON form needs the option after the command name; an unknown command has no options of its own
+    if name == "unknown-command":
+        res = invoke(*args)
+        lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+        assert res.exit_code == 2 and lines == ["error: No such command 'bogus'. (see 'sarkit --help')"]
+        return
+    assert_refused(args, watch=tmp_path, code=2, says=["--help"])
+
+
+def test_no_arguments_still_prints_the_help():
+    res = invoke()
+    assert "Usage: sarkit" in res.output and "translate" in res.output

@@ -68,15 +68,22 @@ def test_stitch_bad_crs_prints_one_line_and_no_proj_error(tmp_path, capfd):
     assert "ERROR 1" not in native and "PROJ" not in native
 
 
-def test_png_named_tif_gives_only_sarkits_line(tmp_path, capfd):
+@pytest.mark.parametrize("command", ["tile", "eval", "stitch"])
+def test_png_named_tif_gives_only_sarkits_line(command, tmp_path, capfd):
+    """A PNG renamed .tif: rasterio's NotGeoreferencedWarning never reaches the terminal, only sarkit's line."""
     import numpy as np
     from PIL import Image
 
-    Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "x.png")
+    from rasters import write_rgb_dn
+
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "x.png")
     os.replace(tmp_path / "x.png", tmp_path / "x.tif")
+    good = write_rgb_dn(tmp_path / "good.tif", np.full((3, 64, 64), 1000, np.uint16))
+    args = {"tile": ["tile", str(tmp_path / "x.tif"), "--out", str(tmp_path / "t")],
+            "eval": ["eval", "--pred", str(tmp_path / "x.tif"), "--target", str(good)],
+            "stitch": ["stitch", str(tmp_path / "x.tif"), "--out", str(tmp_path / "m.tif")]}[command]
     for fmt in ("text", "json"):
-        res = CliRunner().invoke(app, ["tile", str(tmp_path / "x.tif"), "--out", str(tmp_path / "t"),
-                                       "--log-format", fmt])
+        res = CliRunner().invoke(app, [*args, "--log-format", fmt])
         lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
         assert res.exit_code == 2 and len(lines) == 1, lines
         assert "NotGeoreferencedWarning" not in capfd.readouterr().err

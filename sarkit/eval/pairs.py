@@ -131,7 +131,7 @@ class _PairReader:
         self.target_idx, self.match = _match_bands(pred, pred_names, target, target_names)
         self.pred_bands = list(pred_names)
         if opts.bands is not None:
-            sel = resolve_bands(pred_names, opts.bands, f"prediction {pred.name}")
+            sel = resolve_bands(pred_names, opts.bands, f"prediction {pred.name}", option="--bands")
             self.pred_bands = [pred_names[i] for i in sel]
             self.target_idx = [self.target_idx[i] for i in sel]
         self.described = {"pred": _described(pred_ds), "target": _described(self.target)}
