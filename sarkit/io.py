@@ -82,6 +82,27 @@ def default_mode(directory: bool = False) -> int:
 
 
 @contextmanager
+def parents_made(path: Path) -> Iterator[None]:
+    """Create the missing folders above ``path``; when the block fails, remove those of them left empty, so a
+    failed run leaves no empty folder behind."""
+    missing = []
+    for d in Path(path).absolute().parents:
+        if d.exists():
+            break
+        missing.append(d)  # innermost first
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        for d in missing:
+            try:
+                d.rmdir()  # only while empty
+            except OSError:
+                break
+        raise
+
+
+@contextmanager
 def atomic_file(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary path; on success rename it onto ``path``, on failure delete it.
 
@@ -90,7 +111,12 @@ def atomic_file(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Pat
     dest = Path(path)
     if not overwrite:
         check_output(dest, overwrite=False)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    with parents_made(dest), _atomic_file_in_place(dest) as tmp:
+        yield tmp
+
+
+@contextmanager
+def _atomic_file_in_place(dest: Path) -> Iterator[Path]:
     tmp = temp_sibling(dest, dest.suffix)
     try:
         yield tmp
@@ -107,8 +133,7 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool) -> Iterator[Path]:
     """Yield a temporary directory; on success it replaces ``path`` (after the old one is removed)."""
     dest = Path(path)
     check_output(dest, overwrite)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with output_lock(dest):
+    with parents_made(dest), output_lock(dest):
         check_output(dest, overwrite)  # again: a run that held the lock may have finished it meanwhile
         with _atomic_dir_unlocked(dest) as tmp:
             yield tmp
@@ -203,32 +228,32 @@ def output_lock(path: str | os.PathLike) -> Iterator[Path]:
         yield lock
         return
     try:
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        me = f"{socket.gethostname()} {os.getpid()}"
-        for _ in range(2):
-            try:
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
+        with parents_made(lock):  # a failed run leaves no empty folder behind
+            me = f"{socket.gethostname()} {os.getpid()}"
+            for _ in range(2):
                 try:
-                    holder = lock.read_text().strip()
-                except FileNotFoundError:
-                    continue  # released in between: try again
-                host, _, pid = holder.partition(" ")
-                if host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid)):
-                    lock.unlink(missing_ok=True)
-                    continue
-                raise LockedError(f"{dest} is being written by another sarkit run (pid {pid or '?'} on "
-                                  f"{host or '?'}; lock file {lock}): wait for it to finish") from None
-            with os.fdopen(fd, "w") as f:
-                f.write(me)
-            break
-        else:
-            raise LockedError(f"could not take the lock {lock} for {dest}; another run keeps taking it")
-        remove_stale_temps(dest)
-        try:
-            yield lock
-        finally:
-            lock.unlink(missing_ok=True)
+                    fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                except FileExistsError:
+                    try:
+                        holder = lock.read_text().strip()
+                    except FileNotFoundError:
+                        continue  # released in between: try again
+                    host, _, pid = holder.partition(" ")
+                    if host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid)):
+                        lock.unlink(missing_ok=True)
+                        continue
+                    raise LockedError(f"{dest} is being written by another sarkit run (pid {pid or '?'} on "
+                                      f"{host or '?'}; lock file {lock}): wait for it to finish") from None
+                with os.fdopen(fd, "w") as f:
+                    f.write(me)
+                break
+            else:
+                raise LockedError(f"could not take the lock {lock} for {dest}; another run keeps taking it")
+            remove_stale_temps(dest)
+            try:
+                yield lock
+            finally:
+                lock.unlink(missing_ok=True)
     finally:
         with _held_guard:
             _held_locks.discard(key)

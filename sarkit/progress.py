@@ -68,10 +68,10 @@ class RichReporter:
             yield _RichTask(progress, task_id)
 
     def info(self, message: str, **fields: Any) -> None:
-        self.console.print(escape(message), highlight=False)
+        self.console.print(escape(message), highlight=False, soft_wrap=True)  # one message, one line (logs, grep)
 
     def warn(self, message: str, **fields: Any) -> None:
-        self.console.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False)
+        self.console.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 class QuietReporter:

@@ -169,3 +169,22 @@ def test_atomic_outputs_get_the_usual_modes_even_when_the_writer_makes_0600(tmp_
         os.umask(old)
     assert (tmp_path / "g.safetensors").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
+
+
+@pytest.mark.parametrize("writer", ["atomic_file", "atomic_dir", "output_lock"])
+def test_a_failed_write_leaves_no_folder_it_created(tmp_path, writer):
+    out = tmp_path / "a" / "b" / "out.tif"
+    keep = tmp_path / "kept"
+    keep.mkdir()
+    (keep / "x").write_text("x")
+    opener = {"atomic_file": lambda p: atomic_file(p), "atomic_dir": lambda p: atomic_dir(p, overwrite=False),
+              "output_lock": lambda p: output_lock(p)}[writer]
+    with pytest.raises(RuntimeError):
+        with opener(out):
+            assert out.parent.is_dir()  # created for the write
+            raise RuntimeError("failed half-way")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]
+    with opener(keep / "new.tif") as made:  # an existing folder is left alone
+        if writer == "atomic_file":
+            made.write_text("y")
+    assert (keep / "x").exists()

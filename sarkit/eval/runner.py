@@ -238,27 +238,8 @@ def run_eval_report(inputs: EvalInputs, opts: EvalOptions, report: Path | None =
     if report is None:
         return run_eval(opts, reporter, inputs)
     check_output(report, overwrite)
-    made = _missing_parents(Path(report))  # output_lock creates them; a failed run leaves none behind
-    try:
-        with output_lock(report):
-            result = run_eval(opts, reporter, inputs)
-            write_report(report, result, overwrite)
-            reporter.info(f"report written to {report}")
-    except BaseException:
-        for d in made:
-            try:
-                d.rmdir()  # only while empty
-            except OSError:
-                break
-        raise
+    with output_lock(report):  # creates missing folders; a failed run leaves none behind
+        result = run_eval(opts, reporter, inputs)
+        write_report(report, result, overwrite)
+        reporter.info(f"report written to {report}")
     return result
-
-
-def _missing_parents(path: Path) -> list[Path]:
-    """The folders above ``path`` that do not exist yet, innermost first."""
-    out = []
-    for d in path.absolute().parents:
-        if d.exists():
-            break
-        out.append(d)
-    return out

@@ -566,13 +566,14 @@ def translate_scene(scene: str | Path, checkpoint: str | Path | LoadedNetwork | 
         to_work, to_scene = _resamplings(scene_grid, work) if work is not None else (None, None)
         if work is not None:
             source = _work_reader(src, in_norm, work, to_work, scene)
-        reader = SceneReader(source if source is not None else src, in_norm, reporter)
+        reader = SceneReader(source if source is not None else src, in_norm)
         grid_spec = work or scene_grid
         grid = blend_grid(grid_spec.height, grid_spec.width, predictor.tile, opts.overlap)
         _make_parent(out)
         with output_lock(out), atomic_file(out, overwrite=opts.overwrite) as cog_tmp:
             tmp = temp_sibling(out, ".tif")
             back = temp_sibling(out, ".tif")
+            reader.report_units(reporter)  # once the output is ours: a refused run prints only its error
             try:
                 _write_translation(grid_spec, reader, grid, predictor, tmp, opts, reporter, scene)
                 if work is not None:

@@ -50,7 +50,7 @@ from sarkit.raster.grid import GridSpec, PixelWindow
 from sarkit.raster.norm import (S1_BANDS, Normalization, ValueSpread, band_names, detect_s1_units,
                                 dn_offset_from_tags, dn_to_reflectance, linear_to_db, not_sar_message,
                                 value_spread)
-from sarkit.reporting import NULL_REPORTER, Reporter
+from sarkit.reporting import Reporter
 
 #: Model-range value given to nodata pixels before they enter a network: the bottom of the range.
 MODEL_FILL = -1.0
@@ -350,9 +350,9 @@ class GeoTiffSource(RasterSource):
 class SceneReader:
     """Reads strips (rows of the full width) of a scene's model input bands: physical units, then the model range
     of ``norm`` with the nodata mask. ``src`` is an open dataset (left open) or a ``RasterSource``. The SAR units
-    (given by ``norm.units`` or detected) go to ``reporter`` as one info event."""
+    (given by ``norm.units`` or detected) are told by ``report_units`` when the work starts."""
 
-    def __init__(self, src: Any, norm: Normalization, reporter: Reporter = NULL_REPORTER) -> None:
+    def __init__(self, src: Any, norm: Normalization) -> None:
         self.norm = norm
         if isinstance(src, RasterSource):
             self.source = src
@@ -365,10 +365,13 @@ class SceneReader:
             raise InputError(f"{self.source.label} lacks band(s) {', '.join(missing)} the checkpoint needs "
                              f"(needs {', '.join(norm.bands)}; scene has {', '.join(self.source.band_names)})")
         self.units = self.source.units if norm.modality == "sar" else ""
+        self.dn_offset = self.source.dn_offset  # the scene's own dn_offset tag wins over the checkpoint's
+
+    def report_units(self, reporter: Reporter) -> None:
+        """One info event saying the SAR units read (and how they were known); nothing for optical input."""
         if self.units:
             note = getattr(self.source, "units_note", self.units)
             reporter.info(f"{self.source.label}: SAR units {note}", units=self.units)
-        self.dn_offset = self.source.dn_offset  # the scene's own dn_offset tag wins over the checkpoint's
 
     def physical(self, row: int, height: int) -> Reading:
         """Rows ``[row, row+height)`` of the input bands in physical units (dB or reflectance), NaN = nodata."""

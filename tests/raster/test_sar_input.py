@@ -85,8 +85,9 @@ def test_scene_reader_reports_the_units_it_reads_in(tmp_path):
     path = write_sar(tmp_path / "lin.tif", linear_sigma0((2, 64, 64), seed=5, noise=0.004))
     rep = RecordingReporter()
     with rasterio.open(path) as ds:
-        reader = SceneReader(ds, sar_normalization(units="auto"), rep)
-        assert reader.units == "linear"
+        reader = SceneReader(ds, sar_normalization(units="auto"))
+        assert reader.units == "linear" and rep.infos == []
+        reader.report_units(rep)
     assert len(rep.infos) == 1 and "lin.tif" in rep.infos[0] and "linear power (detected" in rep.infos[0]
 
 
