@@ -420,7 +420,7 @@ def stitch_cmd(
                                         "cubic_spline, lanczos, average or mode."),
     max_pixels: Optional[int] = typer.Option(
         None, "--max-pixels", help="Allow a mosaic of up to N pixels (default: 10× the tiles' pixels, at least "
-                                   "4096²); larger mosaics are refused before any work."),
+                                   "1024²); larger mosaics are refused before any work."),
     overwrite: bool = OverwriteOpt,
     skip_existing: bool = SkipExistingOpt,
     quiet: bool = QuietOpt,

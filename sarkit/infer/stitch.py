@@ -44,8 +44,8 @@ from sarkit.reporting import NULL_REPORTER, Reporter
 STRIP_ROWS = 512
 #: Size guard: without ``max_pixels`` a mosaic may hold at most this many times its inputs' pixels …
 AREA_RATIO_LIMIT = 10
-#: … or this many pixels (4096², so that small sets with gaps between their tiles are never refused).
-MIN_PIXEL_LIMIT = 1 << 24
+#: … or this many pixels (1024², so that small sets with gaps between their tiles are never refused).
+MIN_PIXEL_LIMIT = 1 << 20
 #: Resampling methods of warped inputs (``--resampling``).
 RESAMPLINGS = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode")
 

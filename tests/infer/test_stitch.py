@@ -291,7 +291,7 @@ def test_size_guard_refuses_far_apart_inputs_before_any_read(tmp_path, monkeypat
     r = runner.invoke(app, ["stitch", *map(str, paths), "--out", str(out)])
     assert r.exit_code == 2, r.output
     assert "the mosaic would be 140064×128 pixels (17,928,192)" in r.output
-    assert "1,094× the 16,384 pixels of its 2 inputs" in r.output and "over the limit of 16,777,216" in r.output
+    assert "1,094× the 16,384 pixels of its 2 inputs" in r.output and "over the limit of 1,048,576" in r.output
     assert "--max-pixels 17928192" in r.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif", "b.tif"]
 
@@ -313,7 +313,7 @@ def test_max_pixels_sets_the_limit_either_way(tmp_path):
 
 
 def test_size_guard_leaves_small_sets_and_sparse_scene_tiles_alone(tmp_path):
-    paths = _far_apart(tmp_path, 20)  # 2064×128 pixels, 16× the inputs but below the 4096² floor
+    paths = _far_apart(tmp_path, 20)  # 2064×128 pixels, 16× the inputs but below the 1024² floor
     s = stitch(paths, tmp_path / "m.tif")
     assert (s.width, s.height) == (2064, 128)
 
