@@ -238,3 +238,25 @@ def _minimal_report() -> dict:
     return {"inputs": {"mode": "tiles"}, "normalization": {"space": "s", "source": "default",
             "pred": {"bands": ["B4"], "lo": [0], "hi": [0.3]}}, "pixels": {"valid": 1, "total": 1},
             "summary": {"psnr": {"value": 20.0}}, "per_class": [], "tiles": []}
+
+
+def test_the_four_new_metrics_are_higher_is_better_with_labels_gates_and_comparisons(tmp_path):
+    from sarkit.errors import InputError
+    from sarkit.eval.compare import compare_table
+    from sarkit.eval.gate import QualityGate
+    from sarkit.eval.options import ALL_METRICS, HIGHER_IS_BETTER, LABELS
+
+    new = ("pmr", "ir", "ir_ed", "clip_iqa")
+    assert all(m in ALL_METRICS and HIGHER_IS_BETTER[m] for m in new)
+    assert [LABELS[m] for m in new] == ["PMR", "IR", "IR-ED", "CLIP-IQA"]
+    QualityGate(under={"pmr": 0.2, "ir": 0.5, "ir_ed": 0.1, "clip_iqa": 0.4})
+    with pytest.raises(InputError, match="higher-is-better"):
+        QualityGate(over={"ir_ed": 0.1})
+    pred, target = _tile_sets(tmp_path)
+    opts = EvalOptions(metrics=("pmr", "ir", "ir_ed"))
+    run_eval_report(run_inputs(pred, target), opts, tmp_path / "good")
+    (tmp_path / "P" / "a0.tif").unlink()  # without the identical tile the run matches worse
+    run_eval_report(run_inputs(pred, target), opts, tmp_path / "worse")
+    table = compare_table([tmp_path / "good", tmp_path / "worse"])
+    assert table.metrics == ["pmr", "ir", "ir_ed"] and table.columns[1:] == ["PMR↑", "IR↑", "IR-ED↑"]
+    assert table.best["ir_ed"] == 0
