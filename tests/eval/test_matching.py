@@ -260,3 +260,13 @@ def test_the_four_new_metrics_are_higher_is_better_with_labels_gates_and_compari
     table = compare_table([tmp_path / "good", tmp_path / "worse"])
     assert table.metrics == ["pmr", "ir", "ir_ed"] and table.columns[1:] == ["PMR↑", "IR↑", "IR-ED↑"]
     assert table.best["ir_ed"] == 0
+
+
+def test_real_sen12mscr_scene_against_itself_and_its_cloudy_twin(realdata):
+    d = realdata / "sen12mscr_glfcr"
+    f = "ROIs2017_winter_112_p797.tif"
+    opts = EvalOptions(metrics=("pmr", "ir", "ir_ed"))
+    same = run_eval(opts, pred=d / "s2_cloudfree" / f, target=d / "s2_cloudfree" / f)
+    assert same.report["tiles"][0]["keypoints"] > 10 and same.summary["ir_ed"]["value"] == pytest.approx(1.0)
+    cloudy = run_eval(opts, pred=d / "s2_cloudy" / f, target=d / "s2_cloudfree" / f)  # clouds saturate the range
+    assert cloudy.report["matching"]["too_few_keypoints"] == 1 and cloudy.report["tiles"][0]["pmr"] is None
