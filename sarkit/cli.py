@@ -467,7 +467,7 @@ def eval_cmd(
     data: Optional[Path] = typer.Option(None, "--data", help="Tile directory written by sarkit tile (with --checkpoint)."),
     split: str = typer.Option("test", "--split", help="Split of --data to evaluate: train, val or test."),
     metrics: Optional[Any] = typer.Option(
-        None, "--metrics", parser=P.names("--metrics"), metavar="NAMES", help="Comma list of psnr,ssim,mae,fid,fid-clip,pa,sms,lpips (pa brings miou). "
+        None, "--metrics", parser=P.names("--metrics"), metavar="NAMES", help="Comma list of psnr,ssim,mae,fid,fid-clip,pa,sms,lpips,pmr,ir,ir_ed,clip_iqa (pa brings miou). "
         "Default psnr,ssim,mae (+pa,sms with --segmenter)."),
     segmenter: Optional[Path] = typer.Option(None, "--segmenter", help="Segmenter RUN of the prediction's modality (PA, mIoU, SMS)."),
     sms_model: str = typer.Option("deeplab", "--sms-model", help="Network of SMS: deeplab (the --segmenter) or sam "
@@ -481,7 +481,7 @@ def eval_cmd(
     fid_weights: Optional[Path] = typer.Option(None, "--fid-weights", envvar="SARKIT_FID_WEIGHTS",
                                                help="torchvision inception_v3 state dict (.pt/.safetensors) for FID."),
     clip_weights: Optional[Path] = typer.Option(None, "--clip-weights", help="open_clip weights file for fid-clip "
-                                                "(or $SARKIT_CLIP_WEIGHTS)."),
+                                                "and clip_iqa (or $SARKIT_CLIP_WEIGHTS)."),
     clip_model: str = typer.Option("ViT-B-32", "--clip-model", help="open_clip model name or model-config JSON."),
     s1_range: Optional[Any] = typer.Option(None, "--s1-range", parser=P.value_range("--s1-range"), metavar="LO,HI", help="SAR dB range 'lo,hi' for scenes (default -25,0)."),
     s2_range: Optional[Any] = typer.Option(None, "--s2-range", parser=P.value_range("--s2-range"), metavar="LO,HI", help="Optical reflectance range 'lo,hi' (default 0,0.3)."),
@@ -504,7 +504,7 @@ def eval_cmd(
     quiet: bool = QuietOpt,
     log_format: str = LogFormatOpt,
 ) -> None:
-    """Evaluate predictions: PSNR, SSIM, MAE, FID, PA/mIoU, SMS, LPIPS, in normalised [0, 1] space; write reports.
+    """Evaluate predictions: PSNR, SSIM, MAE, FID, PA/mIoU, SMS, LPIPS, PMR/IR/IR-ED, CLIP-IQA; write reports.
 
     Inputs: two scenes, two tile directories (matched by file name), or --checkpoint RUN --data TILES --split.
     Nodata of either image is excluded; rasters without a CRS are refused unless --allow-ungeoreferenced. The
@@ -518,7 +518,7 @@ def eval_cmd(
     from sarkit.eval.compare import compare_reports
     from sarkit.eval.gate import QualityGate
     from sarkit.eval.options import EvalInputs, EvalOptions, metric_set
-    from sarkit.eval.report import SUMMARY_COLUMNS, band_lines, summary_rows, to_json_value
+    from sarkit.eval.report import SUMMARY_COLUMNS, band_lines, metric_notes, summary_rows, to_json_value
     from sarkit.eval.runner import run_eval_report
     from sarkit.progress import print_table
 
@@ -548,7 +548,7 @@ def eval_cmd(
     record = to_json_value(result.report)
     print_table("sarkit eval (normalised [0, 1] space)", SUMMARY_COLUMNS, summary_rows(record), quiet=quiet)
     if not quiet:
-        for line in band_lines(record):
+        for line in band_lines(record) + metric_notes(record):
             typer.echo(line)
     gate.enforce(result.summary)
 

@@ -213,7 +213,7 @@ class WeightKind:
 
 CLIP = WeightKind(
     name="clip", what="CLIP", option="--clip-weights", env="SARKIT_CLIP_WEIGHTS",
-    used_by="`sarkit train --model pix2pix-clip`, `sarkit eval --metrics fid-clip`",
+    used_by="`sarkit train --model pix2pix-clip`, `sarkit eval --metrics fid-clip,clip_iqa`",
     file="an open_clip checkpoint (`open_clip_model.safetensors`, `open_clip_pytorch_model.bin`, OpenAI `.pt`)",
     get="`open_clip.pretrained.download_pretrained(get_pretrained_cfg(MODEL, TAG))` downloads it and prints its path",
     cache=(OpenClipCache(),))

@@ -1,5 +1,5 @@
 """Evaluation: pixel metrics (PSNR, SSIM, MAE), FID / FID-CLIP, LPIPS, segmentation metrics (PA, mIoU, SMS with
-the DeepLabV3 segmenter or Segment Anything), the streaming runner over scenes, tile sets and a model on a split,
+the DeepLabV3 segmenter or Segment Anything), feature matching (PMR, IR, IR-ED), CLIP-IQA, the streaming runner over scenes, tile sets and a model on a split,
 the reports it writes, comparisons of reports and quality gates."""
 
 from sarkit.eval.metrics import mae, psnr, ssim

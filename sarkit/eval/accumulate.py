@@ -5,6 +5,9 @@
 * ``FeatureStreams``: Inception / CLIP features of every block into running means and covariances (FID).
 * ``LpipsStream``: per-tile LPIPS in batches of equal-size tiles.
 * ``Segmenters``: the DeepLabV3 segmenter and/or Segment Anything, and a block's classes and SMS map.
+* In their own modules, on the same block helpers (``core_rgb``, ``core_valid``, ``tile_stats``):
+  ``matching.MatchingStream`` (per-tile SIFT counts, PMR, IR, IR-ED) and ``clip_iqa.ClipIqaStream`` (per-tile
+  CLIP-IQA in batches).
 
 All values are in normalised [0, 1] = (model + 1) / 2. A pixel counts when it lies in the block's core and every
 band of both images is finite there.

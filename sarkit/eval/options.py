@@ -15,21 +15,25 @@ from sarkit.raster.norm import check_range
 from sarkit.eval import metrics as M
 
 #: Every metric, in the column order of summaries and comparisons.
-ALL_METRICS = ("psnr", "ssim", "mae", "fid", "fid-clip", "pa", "miou", "sms", "lpips")
+ALL_METRICS = ("psnr", "ssim", "mae", "fid", "fid-clip", "pa", "miou", "sms", "lpips", "pmr", "ir", "ir_ed",
+               "clip_iqa")
 DEFAULT_METRICS = ("psnr", "ssim", "mae")
 #: The metrics of a segmenter's classes / probabilities (``pa`` brings ``miou``).
 SEG_METRICS = ("pa", "miou", "sms")
 #: The better direction of every metric (quality gates, best-of marks in comparisons, arrows in tables).
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "mae": False, "fid": False, "fid-clip": False, "pa": True,
-                    "miou": True, "sms": False, "lpips": False}
+                    "miou": True, "sms": False, "lpips": False, "pmr": True, "ir": True, "ir_ed": True,
+                    "clip_iqa": True}
 #: How tables name the metrics.
 LABELS = {"psnr": "PSNR", "ssim": "SSIM", "mae": "MAE", "fid": "FID", "fid-clip": "FID-CLIP", "pa": "PA",
-          "miou": "mIoU", "sms": "SMS", "lpips": "LPIPS"}
+          "miou": "mIoU", "sms": "SMS", "lpips": "LPIPS", "pmr": "PMR", "ir": "IR", "ir_ed": "IR-ED",
+          "clip_iqa": "CLIP-IQA"}
 #: Pixels read around every scene window so that SSIM sees whole 11×11 windows at the window's edge.
 HALO = M.SSIM_PAD
 #: report.json schema; 1.1 added tiles[].lpips and the optional top-level "networks"; 1.2 "bands" (the bands and
-#: ranges of every metric) and inputs.input (the translated scene).
-SCHEMA = "sarkit.eval/1.2"
+#: ranges of every metric) and inputs.input (the translated scene); 1.3 pmr, ir, ir_ed (with "matching") and
+#: clip_iqa (with networks.clip_iqa).
+SCHEMA = "sarkit.eval/1.3"
 
 
 class SmsModel(str, Enum):

@@ -1,4 +1,4 @@
-"""Evaluation reports: report.json (schema ``sarkit.eval/1.1``), report.md, tiles.csv, report.html.
+"""Evaluation reports: report.json (schema ``sarkit.eval/1.3``), report.md, tiles.csv, report.html.
 
 JSON conventions: every metric value is a number, except that +inf (PSNR of identical images) is written as the
 string ``"inf"`` and an undefined value (NaN: no valid pixel/window) as ``null``. ``report_schema.json`` next to
@@ -267,6 +267,38 @@ def band_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def metric_notes(report: dict[str, Any]) -> list[str]:
+    """Lines for the terminal summary, report.md and report.html on feature matching (the method, what PMR divides
+    by, the tiles whose values are undefined) and CLIP-IQA (no-reference: the prediction only; the target's score
+    as a reference); none when neither is computed."""
+    lines: list[str] = []
+    mt = report.get("matching")
+    if mt:
+        lines.append(f"PMR, IR, IR-ED: {mt['method']}, on 8-bit renderings in the fixed ranges; PMR = putative "
+                     f"matches / {mt['pmr_denominator']}; IR = RANSAC inliers (homography, {mt['ransac_px']:g} px) / "
+                     f"putative; IR-ED = putative matches closer than {mt['ed_px']:g} px / putative")
+        lines.append(f"matching over {mt['tiles']} tiles: {mt['too_few_keypoints']} with too few keypoints (PMR, IR, "
+                     f"IR-ED undefined), {mt.get('no_matches', 0)} without putative matches (IR, IR-ED undefined), "
+                     f"{mt.get('too_few_matches', 0)} with 1-3 (IR undefined)")
+    clip = (report.get("networks") or {}).get("clip_iqa")
+    if clip:
+        target = (clip.get("target") or {}).get("value")
+        lines.append(f"CLIP-IQA is no-reference: it scores the prediction only ({clip['model']}, "
+                     f"{len(clip.get('pairs', []))} prompt pairs); the target scores {fmt(from_json_value(target))} "
+                     f"(reference)")
+    return lines
+
+
+def clip_iqa_pair_rows(report: dict[str, Any]) -> list[list[Any]]:
+    """Rows ``[prompt pair, prediction, target]`` of CLIP-IQA's per-pair mean probabilities (none without it)."""
+    clip = (report.get("networks") or {}).get("clip_iqa") or {}
+    return [[f"{p['positive']} / {p['negative']}", from_json_value(p.get("pred")), from_json_value(p.get("target"))]
+            for p in clip.get("pairs", [])]
+
+
+CLIP_IQA_PAIR_COLUMNS = ["prompt pair", "prediction", "target"]
+
+
 def _md_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
     lines += ["| " + " | ".join(fmt(c) for c in r) + " |" for r in rows]
@@ -292,13 +324,18 @@ def render_markdown(report: dict[str, Any]) -> str:
         seg = report["segmentation"]
         out += [f"- segmenter: `{seg['segmenter']}`; PA/mIoU reference: {seg['reference']}", ""]
     for name, net in (report.get("networks") or {}).items():
-        files = ", ".join(f"{k} `{v}`" for k, v in net.items() if k != "model")
+        files = ", ".join(f"{k} `{v}`" for k, v in net.items() if k != "model" and isinstance(v, str))
         out += [f"- {LABELS.get(name, name)} network: {net['model']}" + (f"; {files}" if files else "")]
     if report.get("networks"):
         out.append("")
     out += ["## Summary", "", _md_table(SUMMARY_COLUMNS, summary_rows(report)), ""]
     if lines := band_lines(report):
         out += ["## Bands", ""] + [f"- {ln}" for ln in lines] + [""]
+    if notes := metric_notes(report):
+        out += ["## Feature matching and CLIP-IQA", ""] + [f"- {ln}" for ln in notes] + [""]
+    if pairs := clip_iqa_pair_rows(report):
+        out += ["CLIP-IQA per prompt pair (mean probability of the first prompt):", "",
+                _md_table(CLIP_IQA_PAIR_COLUMNS, pairs), ""]
     if report["per_class"]:
         cols = per_class_columns(report)
         out += ["## Per class", "", _md_table(cols, [[r.get(c) for c in cols] for r in report["per_class"]]), ""]
@@ -388,6 +425,12 @@ def render_html(report: dict[str, Any], thumbnails: Sequence[dict[str, Any]],
     if lines := band_lines(report):
         parts += ['<section id="bands">', "<h2>Bands</h2>", "<ul>"]
         parts += [f"<li>{html.escape(ln)}</li>" for ln in lines] + ["</ul>", "</section>"]
+    if notes := metric_notes(report):
+        parts += ['<section id="matching-clip-iqa">', "<h2>Feature matching and CLIP-IQA</h2>", "<ul>"]
+        parts += [f"<li>{html.escape(ln)}</li>" for ln in notes] + ["</ul>"]
+        if pairs := clip_iqa_pair_rows(report):
+            parts.append(_html_table(CLIP_IQA_PAIR_COLUMNS, pairs))
+        parts.append("</section>")
     if overview:
         parts += ['<section id="overview">', "<h2>Scene overview</h2>", '<div class="overview">']
         parts += [f'<figure><img alt="{html.escape(o["label"])}" src="data:image/png;base64,{o["png"]}">'
@@ -398,7 +441,7 @@ def render_html(report: dict[str, Any], thumbnails: Sequence[dict[str, Any]],
         parts += ['<section id="per-class">', "<h2>Per class</h2>",
                   _html_table(cols, [[r.get(c) for c in cols] for r in report["per_class"]]), "</section>"]
     parts += ['<section id="histograms">', "<h2>Per-tile distributions</h2>"]
-    for m in ("psnr", "ssim", "mae", "pa", "sms", "lpips"):
+    for m in ("psnr", "ssim", "mae", "pa", "sms", "lpips", "pmr", "ir", "ir_ed", "clip_iqa"):
         if m in report["summary"] and m in tile_columns(report):
             vals = [from_json_value(t.get(m)) for t in report["tiles"]]
             parts.append(f'<div class="hist">{_svg_histogram([v for v in vals if v is not None], LABELS[m])}</div>')

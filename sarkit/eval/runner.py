@@ -15,7 +15,8 @@ best/median/worst grid.
 
 Networks beyond the pixel metrics: FID/FID-CLIP (``fid.py``), LPIPS (``lpips.py``, per tile, batched), and
 the F of SMS, either the ``--segmenter``'s softmax (``segmetrics.py``) or Segment Anything (``sam.py``,
-``sms_model="sam"``). FID, LPIPS and SAM see three channels: ``fid.to_rgb`` (optical B4, B3, B2; SAR as
+``sms_model="sam"``), and CLIP-IQA (``clip_iqa.py``, no-reference: the prediction, the target as a reference).
+Feature matching (PMR, IR, IR-ED) is OpenCV's SIFT per tile (``matching.py``). FID, LPIPS and SAM see three channels: ``fid.to_rgb`` (optical B4, B3, B2; SAR as
 (VV, VH, (VV + VH)/2)). The sums and the networks live in ``accumulate.py``, the sources in ``sources.py``.
 
 Jobs: ``run_eval`` opens the source of ``EvalInputs`` and evaluates it; ``run_eval_report`` is ``sarkit eval``'s
@@ -33,6 +34,8 @@ from sarkit.errors import InputError, WorkError
 from sarkit.reporting import NULL_REPORTER, Reporter
 from sarkit.eval.segmetrics import IGNORE
 from sarkit.eval.accumulate import Accumulator, FeatureStreams, LpipsStream, Segmenters
+from sarkit.eval.clip_iqa import ClipIqaStream
+from sarkit.eval.matching import MatchingStream
 from sarkit.eval.options import HIGHER_IS_BETTER, SCHEMA, EvalInputs, EvalOptions, EvalResult
 from sarkit.eval.sources import EvalMode, EvalSource, ModelSplitSource, SceneSource, TileSetSource
 
@@ -40,6 +43,8 @@ from sarkit.eval.sources import EvalMode, EvalSource, ModelSplitSource, SceneSou
 NODATA_POLICY = ("pixels where any band of the prediction or the target is nodata are excluded; SSIM counts "
                  "window centres whose whole 11x11 window is valid; LPIPS fills them with 0.5 in both images "
                  "and weights each layer's spatial mean by the valid fraction of its cells")
+#: The metrics that see the three-channel view ``fid.to_rgb`` (feature matching: its channel mean).
+RGB_METRICS = ("fid", "fid-clip", "lpips", "pmr", "ir", "ir_ed", "clip_iqa")
 #: report.json ``normalization.space``.
 METRIC_SPACE = "normalised [0, 1] = (encode(x) + 1) / 2; metrics are computed in this space"
 
@@ -49,6 +54,8 @@ def evaluate(source: EvalSource, opts: EvalOptions, reporter: Reporter = NULL_RE
     segs = Segmenters.load(opts, source, reporter)
     features = FeatureStreams.load(opts, len(source), reporter)
     lpips = LpipsStream.load(opts)
+    matching = MatchingStream.load(opts.metrics)
+    clip_iqa = ClipIqaStream.load(opts)
     classes = segs.classes(source.class_names)
     # labels without class names (and no segmenter): class ids 0…254 are tracked, rows only for ids present
     acc = Accumulator(opts.metrics, len(classes) if classes else (IGNORE if source.has_labels else None))
@@ -59,9 +66,14 @@ def evaluate(source: EvalSource, opts: EvalOptions, reporter: Reporter = NULL_RE
                 features.add(b, source.pred_norm)
             if lpips is not None:
                 lpips.add_block(tile, b, source.pred_norm)
+            if matching is not None:
+                matching.add_block(tile, b, source.pred_norm)
+            if clip_iqa is not None:
+                clip_iqa.add_block(tile, b, source.pred_norm)
             task.advance(1, **{k: v for k, v in tile.items() if k in ("psnr", "ssim") and isinstance(v, float)})
-    if lpips is not None:
-        lpips.finish(reporter)
+    for stream in (lpips, matching, clip_iqa):
+        if stream is not None:
+            stream.finish(reporter)
     _check_pixels(source, acc)
     summary = acc.summary(reporter)
     summary.update(features.summary())
@@ -72,7 +84,14 @@ def evaluate(source: EvalSource, opts: EvalOptions, reporter: Reporter = NULL_RE
         networks["sms"] = segs.sms_network()
     if lpips is not None:
         networks["lpips"] = lpips.network
+    if matching is not None:
+        summary.update(matching.summary(acc.tiles))
+    if clip_iqa is not None:
+        summary["clip_iqa"] = clip_iqa.summary(acc.tiles)
+        networks["clip_iqa"] = clip_iqa.network(acc.tiles)
     report = _record(source, opts, acc, summary, segs, classes, networks)
+    if matching is not None:
+        report["matching"] = matching.record()
     return EvalResult(report, _thumbnails(source, acc.tiles, opts), source.overview(opts))
 
 
@@ -120,7 +139,7 @@ def band_usage(source: EvalSource, opts: EvalOptions, segs: Segmenters) -> dict[
     """report.json ``bands``: the compared bands (``source.band_info`` when the source has it: target and prediction
     names, how they were matched, whether the files name their bands) and, per metric, the bands it used with their fixed ranges
     (physical units: dB or reflectance): every compared band for psnr/ssim/mae, the three RGB channels for
-    fid/fid-clip/lpips/SAM's sms, the segmenter's bands (its own ranges) for pa/miou/sms."""
+    fid/fid-clip/lpips/pmr/ir/ir_ed/clip_iqa/SAM's sms, the segmenter's bands (its own ranges) for pa/miou/sms."""
     from sarkit.eval.fid import rgb_bands
 
     norm = source.pred_norm
@@ -133,7 +152,7 @@ def band_usage(source: EvalSource, opts: EvalOptions, segs: Segmenters) -> dict[
     for m in opts.metrics:
         if m in ("psnr", "ssim", "mae"):
             per[m] = used(list(norm.bands), rng)
-        elif m in ("fid", "fid-clip", "lpips") or (m == "sms" and segs.sam is not None):
+        elif m in RGB_METRICS or (m == "sms" and segs.sam is not None):
             per[m] = used(rgb_bands(norm.modality, norm.bands), rng)
         elif segs.deeplab is not None:
             sn = segs.deeplab.norm

@@ -1,4 +1,6 @@
-"""Frozen open_clip image encoders, loaded without touching the network, and the RGB view fed to them.
+"""Frozen open_clip models, loaded without touching the network, and the RGB view fed to them: ``load_open_clip``
+(the whole model: image and text towers, as CLIP-IQA needs) and ``load_clip_image_encoder`` (its image tower, for
+pix2pix-clip and FID-CLIP).
 
 Weights are found by ``sarkit.weights`` (kind ``CLIP``), in order: an explicit file (``--clip-weights PATH`` or
 ``$SARKIT_CLIP_WEIGHTS``), a file path given as the ``pretrained`` tag, or open_clip's own download cache for the
@@ -66,10 +68,18 @@ def _preprocess_stats(model: Any) -> tuple[int, tuple[float, ...], tuple[float, 
     return int(size), mean, std
 
 
-def load_clip_image_encoder(model: str = DEFAULT_CLIP_MODEL, pretrained: str = DEFAULT_CLIP_PRETRAINED,
-                            weights_path: str | os.PathLike | None = None, cache_dir: str | None = None,
-                            device: str | torch.device = "cpu") -> ClipImageEncoder:
-    """Load a frozen open_clip image tower: (encode_fn, image_size, mean, std). Offline only."""
+class LoadedClip(NamedTuple):
+    """A frozen open_clip model (image and text towers, CPU, eval mode), its registered architecture name (for
+    ``open_clip.get_tokenizer``) and the weights file it was loaded from."""
+
+    model: Any
+    name: str
+    path: Path
+
+
+def load_open_clip(model: str = DEFAULT_CLIP_MODEL, pretrained: str = DEFAULT_CLIP_PRETRAINED,
+                   weights_path: str | os.PathLike | None = None, cache_dir: str | None = None) -> LoadedClip:
+    """Load a whole frozen open_clip model on the CPU from local weights only (``sarkit.weights``, kind CLIP)."""
     import open_clip
     from open_clip.pretrained import get_pretrained_cfg
 
@@ -92,11 +102,26 @@ def load_clip_image_encoder(model: str = DEFAULT_CLIP_MODEL, pretrained: str = D
         msg = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         raise WeightsNotFoundError(f"cannot load CLIP weights {file} for {model} ({msg}); pass a matching "
                                    f"--clip-weights PATH or {CLIP_WEIGHTS_ENV}") from None
-    visual = clip.visual.to(device).eval()
-    for p in visual.parameters():
+    clip.eval()
+    for p in clip.parameters():
         p.requires_grad_(False)
-    size, mean, std = _preprocess_stats(clip)
-    return ClipImageEncoder(visual, size, mean[:3], std[:3])  # type: ignore[arg-type]
+    return LoadedClip(clip, name, Path(file))
+
+
+def preprocess_stats(model: Any) -> tuple[int, tuple[float, float, float], tuple[float, float, float]]:
+    """Input size and the RGB mean/std of an open_clip model's image preprocessing."""
+    size, mean, std = _preprocess_stats(model)
+    return size, mean[:3], std[:3]  # type: ignore[return-value]
+
+
+def load_clip_image_encoder(model: str = DEFAULT_CLIP_MODEL, pretrained: str = DEFAULT_CLIP_PRETRAINED,
+                            weights_path: str | os.PathLike | None = None, cache_dir: str | None = None,
+                            device: str | torch.device = "cpu") -> ClipImageEncoder:
+    """Load a frozen open_clip image tower: (encode_fn, image_size, mean, std). Offline only."""
+    clip = load_open_clip(model, pretrained, weights_path, cache_dir).model
+    visual = clip.visual.to(device).eval()
+    size, mean, std = preprocess_stats(clip)
+    return ClipImageEncoder(visual, size, mean, std)
 
 
 def clip_preprocess(images01: torch.Tensor, image_size: int, mean: Sequence[float],
