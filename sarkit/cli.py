@@ -221,7 +221,14 @@ def tile(
     s2_range: Any = typer.Option("0,0.3", "--s2-range", parser=P.value_range("--s2-range"), metavar="LO,HI",
                                  help="Optical reflectance range mapped to [-1, 1]."),
     s2_offset: bool = typer.Option(False, "--s2-offset", help="Apply the −1000 DN offset of baseline 04.00+."),
-    layout: Optional[str] = typer.Option(None, "--layout", help="sen12ms or sen1floods11: S1 is the dataset root."),
+    layout: Optional[str] = typer.Option(
+        None, "--layout", help="sen12ms, sen1floods11 or pairs (image-pair datasets): S1 is the dataset root."),
+    pairs: str = typer.Option("auto", "--pairs",
+                              help="--layout pairs: auto, pix2pix, cyclegan, sen1-2 or folders (the convention)."),
+    sar_dir: Optional[str] = typer.Option(None, "--sar-dir", help="--layout pairs: the SAR image folder."),
+    opt_dir: Optional[str] = typer.Option(None, "--opt-dir", help="--layout pairs: the optical image folder."),
+    label_dir: Optional[str] = typer.Option(None, "--label-dir", help="--layout pairs: the label image folder."),
+    sar_is: str = typer.Option("auto", "--sar-is", help="--layout pairs (pix2pix, cyclegan): A, B or auto (gray)."),
     cloudy: bool = typer.Option(False, "--cloudy", help="SEN12MS-CR: take s2_cloudy instead of s2_cloudfree."),
     lc_classes: str = typer.Option(
         "dfc2020", "--lc-classes",
@@ -249,7 +256,10 @@ def tile(
             from sarkit.errors import InputError
 
             raise InputError("--layout reads optical and labels from the dataset folders: drop --optical/--labels")
-        summary = tile_layout(s1, layout, out, opts, rep)
+        from sarkit.data.pairs import PairOptions
+
+        pair_opts = PairOptions(pairs, sar_dir, opt_dir, label_dir, sar_is)
+        summary = tile_layout(s1, layout, out, opts, rep, pairs=pair_opts)
     else:
         summary = tile_scene(s1, optical, labels, out, opts, rep)
     rows = [["written", summary.written]] + [[f"skipped: {k}", v] for k, v in sorted(summary.skipped.items())]
