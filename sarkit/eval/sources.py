@@ -140,7 +140,7 @@ class SceneSource(EvalSource):
 
     def _setup(self, pred: Path, target: Path, labels: Path | None, opts: EvalOptions, reporter: Reporter) -> None:
         names = self.reader.band_names()
-        self.norm = _norm_for(self.reader.modality, names, opts)
+        self.norm = self.reader.image_norm or _norm_for(self.reader.modality, names, opts)
         self.pred_norm = replace(self.norm, offset=self.reader.pred_offset)
         self.target_norm = replace(self.norm, offset=self.reader.target_offset)
         self.class_names = self.reader.class_names
@@ -151,9 +151,12 @@ class SceneSource(EvalSource):
         self.inputs = {"mode": self.mode, "pred": str(pred), "target": str(target),
                        "labels": str(labels) if labels else None,
                        "size": [self.reader.height, self.reader.width]}
-        if self.reader.modality == "optical":
+        if self.reader.modality == "optical" and self.reader.image_norm is None:
             self.inputs["dn_offset"] = {"pred": self.reader.pred_offset, "target": self.reader.target_offset}
         self.ranges_source = "cli" if (opts.s1_range or opts.s2_range) else "default"
+        if self.reader.image_norm is not None:  # image files: the fixed range of their data type
+            self.ranges_source = "image"
+            reporter.info(f"image files compared pixel by pixel in their value range 0–{self.norm.hi[0]:.0f}")
         self.input_norm: Normalization | None = None
         self.input_path = self._find_input(pred, opts, reporter)
         if self.input_path is not None:

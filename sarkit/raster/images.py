@@ -27,6 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import rasterio
+import rasterio.shutil
 from rasterio.enums import ColorInterp
 from rasterio.errors import NotGeoreferencedWarning
 
