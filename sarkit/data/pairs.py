@@ -210,8 +210,9 @@ def find_cyclegan(root: Path, opts: PairOptions, skipped: Counter) -> list[Image
     return pairs
 
 
-def find_sen12(root: Path) -> list[ImagePair]:
-    """SEN1-2 patches: ``ROIs…/s1_N/ROIs…_s1_N_pM.*`` with ``ROIs…/s2_N/ROIs…_s2_N_pM.*``."""
+def find_sen12(root: Path, skipped: Counter) -> list[ImagePair]:
+    """SEN1-2 patches: ``ROIs…/s1_N/ROIs…_s1_N_pM.*`` with ``ROIs…/s2_N/ROIs…_s2_N_pM.*`` (``skipped`` counts
+    SAR patches without a partner)."""
     s1s = _sen12_s1_files(root)
     pairs = []
     for f in s1s:
@@ -222,6 +223,8 @@ def find_sen12(root: Path) -> list[ImagePair]:
         partner = next((p for p in _images(folder) if p.name.lower() == name.lower()), None) if folder else None
         if partner is not None:
             pairs.append(ImagePair(f, partner))
+        else:
+            skipped["unmatched"] += 1
     if not pairs:
         seen = f"{len(s1s)} s1 patch(es) but none has its s2_N partner" if s1s else _entries(root)
         raise InputError(f"no SEN1-2 pairs under {root} ({seen}): expected ROIs…/s1_N/ROIs…_s1_N_pM.png with "
@@ -307,7 +310,7 @@ def find_pairs(root: Path, opts: PairOptions, skipped: Counter | None = None) ->
     if conv == "cyclegan":
         return conv, find_cyclegan(root, opts, skipped)
     if conv == "sen1-2":
-        return conv, find_sen12(root)
+        return conv, find_sen12(root, skipped)
     return conv, find_folders(root, opts, skipped)
 
 
@@ -452,9 +455,15 @@ def _tile_profile(window: PixelWindow, count: int, dtype: str) -> dict[str, Any]
 def _write(path: Path, data: np.ndarray, names: Sequence[str], dtype: str, window: PixelWindow,
            tags: dict[str, str]) -> None:
     """Write one image tile (values as stored) with band names and tags."""
-    import rasterio
+    import warnings
 
-    with rasterio.open(path, "w", **_tile_profile(window, data.shape[0], dtype)) as dst:
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)  # no CRS, and the first tile's transform is the
+        dst = rasterio.open(path, "w", **_tile_profile(window, data.shape[0], dtype))  # identity: both on purpose
+    with dst:
         dst.write(data.astype(dtype))
         dst.descriptions = tuple(names)
         dst.update_tags(**tags)

@@ -54,7 +54,7 @@ from sarkit.raster.norm import DN_OFFSET_TAG, S2_SCALE, Normalization
 from sarkit.raster.align import AlignedReader
 from sarkit.raster.grid import (RESOLUTION_TOL, GridSpec, PixelSize, PixelWindow, pixel_size, pixel_size_ratio,
                                 rescaled)
-from sarkit.raster.images import IMAGE_UNITS, is_image_file
+from sarkit.raster.images import IMAGE_UNITS, is_image_dataset, is_image_file
 from sarkit.raster.source import GeoTiffSource, SceneReader
 from sarkit.reporting import NULL_REPORTER, Reporter
 from sarkit.devices import AmpMode
@@ -452,13 +452,12 @@ def _run_scene(reader: SceneReader, grid: BlendGrid, predictor: Predictor, blend
 
 
 def _open_scene(scene: Path, allow_ungeoreferenced: bool) -> rasterio.DatasetReader:
-    """Open the scene; refuse one without a CRS unless ``allow_ungeoreferenced`` or it is an image file (PNG,
-    JPEG: never georeferenced)."""
-    allow_ungeoreferenced = allow_ungeoreferenced or is_image_file(scene)
+    """Open the scene; refuse one without a CRS unless ``allow_ungeoreferenced`` or it is an image (a PNG or JPEG
+    file, an image tile or translation: never georeferenced, ``is_image_dataset``)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         src = open_raster(scene, "scene")
-    if src.crs is None and not allow_ungeoreferenced:
+    if src.crs is None and not allow_ungeoreferenced and not is_image_dataset(src):
         src.close()
         raise InputError(f"scene {scene} has no CRS; assign one (gdal_edit.py -a_srs EPSG:XXXX) or pass "
                          f"--allow-ungeoreferenced to write an output on the same pixel grid without a CRS")
