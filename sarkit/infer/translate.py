@@ -719,7 +719,9 @@ def _check_many(scenes: Sequence[Path], out_dir: Path, opts: TranslateOptions) -
     if dupes:
         raise InputError(f"several scenes would write the same output ({', '.join(dupes)}); rename them")
     for s, o in zip(scenes, outs):
-        open_raster(s, "scene").close()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            open_raster(s, "scene").close()
         _check_out(s, o, opts.overwrite)
     return outs
 

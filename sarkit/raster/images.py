@@ -220,6 +220,12 @@ def source_for(src: Any, norm: Normalization, **kwargs: Any) -> RasterSource:
     gray = kwargs.pop("gray", None)
     if norm.units == IMAGE_UNITS:
         return ImageSource(src, norm.modality, names=kwargs.get("names"), label=kwargs.get("label"), gray=gray)
+    if is_image_dataset(src) if hasattr(src, "read") else is_image_file(src):
+        what = kwargs.get("label") or f"image {Path(str(getattr(src, 'name', src))).name}"
+        unit = "σ⁰ in dB" if norm.modality == "sar" else "Sentinel-2 reflectance"
+        raise InputError(f"{what} is an image file (display values, no CRS) but the checkpoint reads {unit}: "
+                         f"translate images with a checkpoint trained on image tiles (sarkit tile ROOT --layout "
+                         f"pairs), or give the Sentinel GeoTIFF")
     return GeoTiffSource(src, norm.modality, **kwargs)
 
 
