@@ -344,7 +344,7 @@ def train_cmd(
 def translate_cmd(
     scenes: List[Path] = typer.Argument(..., help="Scene GeoTIFF(s) with the checkpoint's input bands."),
     checkpoint: Path = typer.Option(..., "--checkpoint", help="Training RUN directory or generator .safetensors."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output COG (one scene)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output COG, or PNG when named .png (one scene)."),
     out_dir: Optional[Path] = typer.Option(
         None, "--out-dir", help="Output folder for several scenes (<stem>_translated.tif each)."),
     tile: Optional[int] = typer.Option(None, "--tile", help="Tile size in pixels (default: the checkpoint's; a "
