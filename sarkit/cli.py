@@ -240,6 +240,8 @@ def tile(
     """Cut co-registered S1 / S2 / label scenes into tiles with manifest.csv and tiling.json.
 
     Example: sarkit tile scene/s1.tif --optical scene/s2.tif --labels scene/labels.tif --out tiles
+
+    Image pairs (SEN1-2, pix2pix, CycleGAN, two folders): sarkit tile SEN1-2 --layout pairs --out tiles
     """
     from sarkit.progress import print_table
     from sarkit.data.tiling import TileOptions, tile_layout, tile_scene

@@ -251,7 +251,7 @@ class TileSetSource(EvalSource):
         self.band_info = band_record(first, opts)
         first.close()
         warn_pixelwise(first.pixelwise, reporter, f" tiles (first: {ids[0]})")
-        self.norm = _norm_for(self.modality, self.names, opts)
+        self.norm = first.image_norm or _norm_for(self.modality, self.names, opts)  # image tiles: their range
         self.pred_norm = replace(self.norm, offset=first.pred_offset)  # each tile pair reads its own tags
         self.target_norm = replace(self.norm, offset=first.target_offset)
         self.input_norm = None
@@ -259,9 +259,11 @@ class TileSetSource(EvalSource):
         self.bad_nan = 0
         self.inputs = {"mode": self.mode, "pred": str(pred), "target": str(target),
                        "labels": str(labels) if labels else None, "tiles": len(ids)}
-        if self.modality == "optical":
+        if self.modality == "optical" and first.image_norm is None:
             self.inputs["dn_offset"] = {"pred": first.pred_offset, "target": first.target_offset}
         self.ranges_source = "cli" if (opts.s1_range or opts.s2_range) else "default"
+        if first.image_norm is not None:
+            self.ranges_source = "image"
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -68,3 +68,29 @@ def test_image_pairs_that_cannot_be_compared(tmp_path, case, message):
             dst.write(np.ones((3, 48, 40), np.uint16))
     with pytest.raises(InputError, match=message):
         run_eval(EvalOptions(metrics=("mae",)), pred=pred, target=tmp_path / "t.png")
+
+
+def test_image_tile_folders_are_compared_in_the_tiling_range(tmp_path):
+    from sarkit.data.pairs import tile_pairs
+    from sarkit.data.tiling import TileOptions
+
+    for d in ("sar", "opt"):
+        (tmp_path / "ds" / d).mkdir(parents=True)
+    for n in range(2):
+        Image.fromarray(rgb(n, 32, 32)[:, :, 0]).save(tmp_path / "ds/sar" / f"{n}.png")
+        Image.fromarray(rgb(n + 5, 32, 32)).save(tmp_path / "ds/opt" / f"{n}.png")
+    tile_pairs(tmp_path / "ds", tmp_path / "t", TileOptions(size=32))
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for f in sorted((tmp_path / "t/s2").iterdir()):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(f) as src:
+                prof, data, tags = src.profile, src.read(), src.tags()
+            with rasterio.open(pred / f.name, "w", **prof) as dst:
+                dst.write(np.clip(data.astype(int) - 10, 0, 255).astype(np.uint8))
+                dst.update_tags(**tags)
+    res = run_eval(EvalOptions(metrics=("mae",)), pred=pred, target=tmp_path / "t/s2")
+    t = np.stack([rgb(n + 5, 32, 32) for n in range(2)]).astype(int)
+    assert res.report["summary"]["mae"]["value"] == pytest.approx(np.minimum(t, 10).mean() / 255, abs=1e-6)
+    assert res.report["normalization"]["source"] == "image"
