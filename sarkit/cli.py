@@ -239,9 +239,9 @@ def tile(
 ) -> None:
     """Cut co-registered S1 / S2 / label scenes into tiles with manifest.csv and tiling.json.
 
-    Example: sarkit tile scene/s1.tif --optical scene/s2.tif --labels scene/labels.tif --out tiles
+    Dataset folders: --layout sen12ms | sen1floods11 | pairs (image pairs: SEN1-2, pix2pix, CycleGAN, two folders).
 
-    Image pairs (SEN1-2, pix2pix, CycleGAN, two folders): sarkit tile SEN1-2 --layout pairs --out tiles
+    Example: sarkit tile scene/s1.tif --optical scene/s2.tif --labels scene/labels.tif --out tiles
     """
     from sarkit.progress import print_table
     from sarkit.data.tiling import TileOptions, tile_layout, tile_scene
