@@ -415,6 +415,13 @@ def _stems(pairs: list[ImagePair], root: Path) -> list[str]:
     return out
 
 
+def _side_of(conv: str, pair: ImagePair) -> str | None:
+    """Which side (A or B) is SAR in a pix2pix or CycleGAN set; None for the other conventions."""
+    if conv == "pix2pix":
+        return pair.half
+    return pair.sar.parent.name[-1].upper() if conv == "cyclegan" else None
+
+
 def _check_same(first: _OpenPair, o: _OpenPair) -> None:
     """Every pair of a tile set has the same bands and value ranges as the first."""
     for what, a, b in (("SAR", first.sar, o.sar), ("optical", first.opt, o.opt)):
@@ -486,7 +493,9 @@ def tile_pairs(root: Path, out: Path, opts: Any, pair_opts: PairOptions = PairOp
     check_output(out, opts.overwrite)
     skipped: Counter[str] = Counter()
     conv, pairs = find_pairs(root, pair_opts, skipped)
-    reporter.info(f"{len(pairs)} {conv} image pair(s) found under {root}")
+    side = _side_of(conv, pairs[0])
+    reporter.info(f"{len(pairs)} {conv} image pair(s) found under {root}"
+                  + (f"; SAR is side {side} (--sar-is to change)" if side else ""))
     stems = _stems(pairs, root)
     tiles: list[_PairTile] = []
     first = _OpenPair(pairs[0], root)
@@ -614,7 +623,7 @@ def _record(opts: Any, pair_opts: PairOptions, conv: str, how: str, root: Path, 
         "labels": {"band": 1, "scheme": "raw", "source": "label images, ids as stored"} if classes else None,
         "georeferenced": False,
         "grid": "pixel grid of each source image, no CRS (manifest crs: none (pixel grid))",
-        "pairs": {"convention": conv, "split_by": how, "sar_is": pairs[0].half if pairs[0].half else None,
+        "pairs": {"convention": conv, "split_by": how, "sar_is": _side_of(conv, pairs[0]),
                   **{k: v for k, v in asdict(pair_opts).items() if k != "convention" and v is not None}},
         "sources": {
             "s1": [str(p.sar.resolve()) for p in pairs],

@@ -155,6 +155,8 @@ class ImageSource(RasterSource):
             self._bands = bands[:1] if self.gray else bands
             self.dtype = ds.dtypes[0]
             self.top = value_range(self.dtype, self.label)
+            desc = list(ds.descriptions or ())[:len(self._bands)]
+            self.described = len(desc) == len(self._bands) and all(desc) and len(set(desc)) == len(desc)
             self.band_names = tuple(names) if names is not None else tuple(
                 image_band_names(ds, self.modality, len(self._bands)))
             if len(self.band_names) != len(self._bands):
@@ -214,12 +216,17 @@ class ImageSource(RasterSource):
 
 def source_for(src: Any, norm: Normalization, **kwargs: Any) -> RasterSource:
     """The raster layer's reader for ``src`` under ``norm``: an ``ImageSource`` for image normalisations (units
-    "image"; ``gray`` as there), else a ``GeoTiffSource`` (``kwargs`` passed on to it)."""
+    "image"; ``gray`` as there; an image without band descriptions and with as many channels as ``norm`` takes its
+    band names by position), else a ``GeoTiffSource`` (``kwargs`` passed on to it; ``InputError`` for an image
+    file, which holds no Sentinel units)."""
     from sarkit.raster.source import GeoTiffSource
 
     gray = kwargs.pop("gray", None)
     if norm.units == IMAGE_UNITS:
-        return ImageSource(src, norm.modality, names=kwargs.get("names"), label=kwargs.get("label"), gray=gray)
+        image = ImageSource(src, norm.modality, names=kwargs.get("names"), label=kwargs.get("label"), gray=gray)
+        if kwargs.get("names") is None and not image.described and len(image.band_names) == norm.channels:
+            image.band_names = tuple(norm.bands)  # an image names no bands: the normalisation's, by position
+        return image
     if is_image_dataset(src) if hasattr(src, "read") else is_image_file(src):
         what = kwargs.get("label") or f"image {Path(str(getattr(src, 'name', src))).name}"
         unit = "σ⁰ in dB" if norm.modality == "sar" else "Sentinel-2 reflectance"

@@ -141,8 +141,13 @@ def test_cyclegan_pairs_by_name_and_takes_the_gray_side_as_sar(tmp_path):
     conv, pairs = find_pairs(root, PairOptions(), skipped := Counter())
     assert conv == "cyclegan" and skipped["unmatched"] == 1 and len(pairs) == 4
     assert all(p.sar.parent.name.endswith("B") for p in pairs)
-    s = tile_pairs(root, tmp_path / "t", TileOptions(size=32))
+    from sarkit.reporting import RecordingReporter
+
+    rec = RecordingReporter()
+    s = tile_pairs(root, tmp_path / "t", TileOptions(size=32), reporter=rec)
     assert s.splits == {"train": 3, "val": 0, "test": 1}
+    assert json.loads((tmp_path / "t/tiling.json").read_text())["pairs"]["sar_is"] == "B"
+    assert any("SAR is side B" in m for m in rec.infos), rec.infos
     _, pairs = find_pairs(root, PairOptions(sar_is="A"))
     assert all(p.sar.parent.name.endswith("A") for p in pairs)
 
@@ -189,10 +194,10 @@ def test_match_files_by_name_then_by_unique_number():
 
 
 @pytest.mark.parametrize("case, message", [
-    ("empty", "found no image-pair convention"),
-    ("sizes", "must have the same size"),
-    ("depths", "must agree"),
-    ("small", "smaller --size"),
+    ("empty", r"found no image-pair convention under .*/d .the folder is empty.*--sar-dir.*--pairs"),
+    ("sizes", r"SAR image sar/1.png is 32×32 but optical image opt/1.png is 32×48: .* must have the same size"),
+    ("depths", r"SAR image sar/2.png has 1 channel.s. of 0–65535 but SAR image sar/1.png has 1 of 0–255: .*agree"),
+    ("small", r"no image of .*/d holds a whole --size 64 tile: use a smaller --size"),
 ])
 def test_refusals_name_the_files_and_what_to_do(tmp_path, case, message):
     root = tmp_path / "d"

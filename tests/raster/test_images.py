@@ -144,3 +144,11 @@ def test_image_kinds_and_the_source_for_a_normalisation(tmp_path):
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with source_for(tmp_path / "t.tif", sar_normalization(("VV",)), units="db") as s:
             assert isinstance(s, GeoTiffSource)
+
+
+def test_an_image_without_band_names_takes_the_normalisations_by_position(tmp_path):
+    Image.fromarray(gray(8, 8)).save(tmp_path / "patch.png")  # no polarisation in the name: VV by the rule
+    with source_for(tmp_path / "patch.png", image_normalization("sar", ["VH"], 255)) as s:
+        assert s.band_names == ("VH",)  # the checkpoint was trained on VH images (Texas): same channel
+    with source_for(tmp_path / "patch.png", image_normalization("sar", ["VV", "VH"], 255)) as s:
+        assert s.band_names == ("VV",)  # a different channel count keeps the image's own names
