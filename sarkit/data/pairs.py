@@ -624,7 +624,8 @@ def _record(opts: Any, pair_opts: PairOptions, conv: str, how: str, root: Path, 
         "georeferenced": False,
         "grid": "pixel grid of each source image, no CRS (manifest crs: none (pixel grid))",
         "pairs": {"convention": conv, "split_by": how, "sar_is": _side_of(conv, pairs[0]),
-                  **{k: v for k, v in asdict(pair_opts).items() if k not in ("convention", "sar_is") and v is not None}},
+                  **{k: v for k, v in asdict(pair_opts).items()
+                     if k not in ("convention", "sar_is") and v is not None}},
         "sources": {
             "s1": [str(p.sar.resolve()) for p in pairs],
             "s2": [str(p.optical.resolve()) for p in pairs],

@@ -35,7 +35,7 @@ from sarkit.errors import InputError
 from sarkit.io import open_raster
 from sarkit.raster.align import read_bands
 from sarkit.raster.grid import GridSpec, PixelWindow
-from sarkit.raster.norm import Normalization, band_names
+from sarkit.raster.norm import Normalization
 from sarkit.raster.source import Modality, RasterSource, Reading
 
 #: Unit policy of image values (stored values are the physical values; range from the data type).
