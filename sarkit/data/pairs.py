@@ -514,6 +514,7 @@ def tile_pairs(root: Path, out: Path, opts: Any, pair_opts: PairOptions = PairOp
         first.close()
     if not tiles:
         raise InputError(f"no image of {root} holds a whole --size {opts.size} tile: use a smaller --size")
+    skipped = Counter({k: v for k, v in skipped.items() if v})
     how = _assign_splits(tiles, pairs, opts.split, opts.seed)
     sar_norm = image_normalization(Modality.SAR, sar_bands, sar_top)
     opt_norm = image_normalization(Modality.OPTICAL, opt_bands, opt_top)

@@ -254,3 +254,19 @@ def test_real_sen12_and_texas_samples_are_found(realdata):
         assert conv == "folders" and len(pairs) == 31 and all(p.sar.name == p.optical.name for p in pairs)
         with ImageSource(pairs[0].sar, "sar") as src:  # VH stored as 8-bit RGB with one channel repeated
             assert src.gray and len(src.band_names) == 1
+
+
+@pytest.mark.slow
+def test_real_texas_1024_images_are_cut_with_splits_per_image(realdata, tmp_path):
+    texas = realdata / "optical-sar-texas"
+    if not texas.is_dir():
+        pytest.skip("optical-sar-texas sample absent")
+    s = tile_pairs(texas, tmp_path / "t", TileOptions(size=256))
+    assert s.written == 496 and s.skipped == {}  # 31 images of 1024² → 16 tiles each
+    splits: dict[str, set[str]] = {}
+    for r in manifest(tmp_path / "t"):
+        splits.setdefault(r["source_s1"], set()).add(r["split"])
+    assert len(splits) == 31 and all(len(v) == 1 for v in splits.values())
+    assert {next(iter(v)) for v in splits.values()} == {"train", "val", "test"}
+    sar, meta = read_tif(next((tmp_path / "t/s1").iterdir()))
+    assert sar.shape == (1, 256, 256) and meta["dtype"] == "uint8"  # VH stored as 3 equal channels: one
