@@ -250,6 +250,9 @@ def tile(
                        seed=seed, overwrite=overwrite, pad_edges=pad_edges, s1_units=s1_units,
                        s1_range=s1_range, s2_range=s2_range,
                        s2_offset=s2_offset, cloudy=cloudy, lc_classes=lc_classes)
+    from sarkit.data.pairs import PairOptions, refuse_pair_options
+
+    pair_opts = PairOptions(pairs, sar_dir, opt_dir, label_dir, sar_is)
     rep = _reporter(quiet, log_format)
     if _skip(out, skip_existing, rep):
         return
@@ -258,11 +261,9 @@ def tile(
             from sarkit.errors import InputError
 
             raise InputError("--layout reads optical and labels from the dataset folders: drop --optical/--labels")
-        from sarkit.data.pairs import PairOptions
-
-        pair_opts = PairOptions(pairs, sar_dir, opt_dir, label_dir, sar_is)
         summary = tile_layout(s1, layout, out, opts, rep, pairs=pair_opts)
     else:
+        refuse_pair_options(pair_opts)
         summary = tile_scene(s1, optical, labels, out, opts, rep)
     rows = [["written", summary.written]] + [[f"skipped: {k}", v] for k, v in sorted(summary.skipped.items())]
     rows += [[f"split: {k}", v] for k, v in summary.splits.items()]

@@ -75,6 +75,13 @@ class PairOptions:
             raise InputError("--sar-dir and --opt-dir go together: give both folders of the pairs")
 
 
+def refuse_pair_options(opts: PairOptions | None) -> None:
+    """``InputError`` when options of image pairs were given to a tiling that is not ``--layout pairs``."""
+    if opts is not None and opts != PairOptions():
+        raise InputError("--pairs, --sar-dir, --opt-dir, --label-dir and --sar-is describe image pairs: use them "
+                         "with --layout pairs")
+
+
 @dataclass(frozen=True)
 class ImagePair:
     """One SAR image and its optical partner (and labels): ``half`` "A"/"B" is the SAR half of a pix2pix A | B

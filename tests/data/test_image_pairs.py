@@ -240,6 +240,9 @@ def test_cli_tile_layout_pairs_with_folders(tmp_path):
     assert len(manifest(tmp_path / "t")) == 3
     r = CliRunner().invoke(app, ["tile", str(root), "--layout", "pairs", "--out", str(tmp_path / "t2")])
     assert r.exit_code == 2 and "--sar-dir" in r.output
+    r = CliRunner().invoke(app, ["tile", str(root / "radar/s0.png"), "--sar-dir", "radar", "--opt-dir", "optic",
+                                 "--out", str(tmp_path / "t3")])  # pair options without --layout pairs
+    assert r.exit_code == 2 and "use them with --layout pairs" in r.output and not (tmp_path / "t3").exists()
 
 
 def test_real_sen12_and_texas_samples_are_found(realdata):
