@@ -221,7 +221,14 @@ def tile(
     s2_range: Any = typer.Option("0,0.3", "--s2-range", parser=P.value_range("--s2-range"), metavar="LO,HI",
                                  help="Optical reflectance range mapped to [-1, 1]."),
     s2_offset: bool = typer.Option(False, "--s2-offset", help="Apply the −1000 DN offset of baseline 04.00+."),
-    layout: Optional[str] = typer.Option(None, "--layout", help="sen12ms or sen1floods11: S1 is the dataset root."),
+    layout: Optional[str] = typer.Option(
+        None, "--layout", help="sen12ms, sen1floods11 or pairs (image-pair datasets): S1 is the dataset root."),
+    pairs: str = typer.Option("auto", "--pairs",
+                              help="--layout pairs: auto, pix2pix, cyclegan, sen1-2 or folders (the convention)."),
+    sar_dir: Optional[str] = typer.Option(None, "--sar-dir", help="--layout pairs: the SAR image folder."),
+    opt_dir: Optional[str] = typer.Option(None, "--opt-dir", help="--layout pairs: the optical image folder."),
+    label_dir: Optional[str] = typer.Option(None, "--label-dir", help="--layout pairs: the label image folder."),
+    sar_is: str = typer.Option("auto", "--sar-is", help="--layout pairs (pix2pix, cyclegan): A, B or auto (gray)."),
     cloudy: bool = typer.Option(False, "--cloudy", help="SEN12MS-CR: take s2_cloudy instead of s2_cloudfree."),
     lc_classes: str = typer.Option(
         "dfc2020", "--lc-classes",
@@ -232,6 +239,8 @@ def tile(
 ) -> None:
     """Cut co-registered S1 / S2 / label scenes into tiles with manifest.csv and tiling.json.
 
+    Dataset folders: --layout sen12ms | sen1floods11 | pairs (image pairs: SEN1-2, pix2pix, CycleGAN, two folders).
+
     Example: sarkit tile scene/s1.tif --optical scene/s2.tif --labels scene/labels.tif --out tiles
     """
     from sarkit.progress import print_table
@@ -241,6 +250,9 @@ def tile(
                        seed=seed, overwrite=overwrite, pad_edges=pad_edges, s1_units=s1_units,
                        s1_range=s1_range, s2_range=s2_range,
                        s2_offset=s2_offset, cloudy=cloudy, lc_classes=lc_classes)
+    from sarkit.data.pairs import PairOptions, refuse_pair_options
+
+    pair_opts = PairOptions(pairs, sar_dir, opt_dir, label_dir, sar_is)
     rep = _reporter(quiet, log_format)
     if _skip(out, skip_existing, rep):
         return
@@ -249,8 +261,9 @@ def tile(
             from sarkit.errors import InputError
 
             raise InputError("--layout reads optical and labels from the dataset folders: drop --optical/--labels")
-        summary = tile_layout(s1, layout, out, opts, rep)
+        summary = tile_layout(s1, layout, out, opts, rep, pairs=pair_opts)
     else:
+        refuse_pair_options(pair_opts)
         summary = tile_scene(s1, optical, labels, out, opts, rep)
     rows = [["written", summary.written]] + [[f"skipped: {k}", v] for k, v in sorted(summary.skipped.items())]
     rows += [[f"split: {k}", v] for k, v in summary.splits.items()]
@@ -334,7 +347,7 @@ def train_cmd(
 def translate_cmd(
     scenes: List[Path] = typer.Argument(..., help="Scene GeoTIFF(s) with the checkpoint's input bands."),
     checkpoint: Path = typer.Option(..., "--checkpoint", help="Training RUN directory or generator .safetensors."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output COG (one scene)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output COG, or PNG when named .png (one scene)."),
     out_dir: Optional[Path] = typer.Option(
         None, "--out-dir", help="Output folder for several scenes (<stem>_translated.tif each)."),
     tile: Optional[int] = typer.Option(None, "--tile", help="Tile size in pixels (default: the checkpoint's; a "

@@ -21,7 +21,8 @@ from torch.utils.data import Dataset
 from sarkit.errors import InputError
 from sarkit.data.tiling import SPLITS
 from sarkit.raster.norm import Normalization, resolve_bands
-from sarkit.raster.source import GeoTiffSource, Modality, Reading, to_model
+from sarkit.raster.images import source_for
+from sarkit.raster.source import Modality, Reading, to_model
 
 LABEL_IGNORE = 255
 
@@ -122,9 +123,10 @@ class TileDataset(Dataset):
         return int(self._rng(i, 0).integers(len(self.rows)))
 
     def _read(self, path: Path, modality: Modality, names: list[str], norm: Normalization) -> Reading:
-        """A whole tile in physical units (SAR dB; optical reflectance with the tiling's DN offset)."""
-        with GeoTiffSource(path, modality, names=names, units="db", dn_offset=norm.offset,
-                           label=f"tile {path.name}") as src:
+        """A whole tile in physical units (SAR dB; optical reflectance with the tiling's DN offset; image values for
+        tiles of image pairs, whose normalisation says units "image")."""
+        with source_for(path, norm, names=names, units="db", dn_offset=norm.offset, gray=False,
+                        label=f"tile {path.name}") as src:
             return src.read(src.grid.window, norm.bands)
 
     def _read_sar(self, row: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:

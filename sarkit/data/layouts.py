@@ -23,7 +23,7 @@ import numpy as np
 
 from sarkit.errors import InputError
 
-LAYOUTS = ("sen12ms", "sen1floods11")
+LAYOUTS = ("sen12ms", "sen1floods11", "pairs")  # pairs: image-pair datasets, found by sarkit.data.pairs
 
 #: The 17 IGBP land-cover classes (MODIS MCD12Q1 type 1), ids 1…17; band 1 of SEN12MS ``lc`` files.
 IGBP_CLASSES = ["evergreen needleleaf forests", "evergreen broadleaf forests", "deciduous needleleaf forests",
@@ -276,6 +276,9 @@ def find_layout(root: Path, layout: str, cloudy: bool = False, lc_classes: str =
     if not root.is_dir():
         what = "does not exist" if not root.exists() else "is a file"
         raise InputError(f"--layout {name} expects the dataset root folder, got {root} (it {what})")
+    if name == "pairs":
+        raise InputError("--layout pairs holds image pairs, not Sentinel scenes: find them with "
+                         "sarkit.data.pairs.find_pairs (sarkit tile ROOT --layout pairs)")
     if name == "sen12ms":
         return find_sen12ms(root, cloudy, lc_classes)
     return find_sen1floods11(root)

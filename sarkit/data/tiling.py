@@ -784,8 +784,14 @@ def tile_scene(s1: Path, optical: Path | None, labels: Path | None, out: Path, o
 
 
 def tile_layout(root: Path, layout: str, out: Path, opts: TileOptions,
-                reporter: Reporter = NULL_REPORTER) -> TileSummary:
-    """Tile every triplet of a dataset folder layout ("sen12ms" or "sen1floods11") into ``out``."""
+                reporter: Reporter = NULL_REPORTER, pairs: Any = None) -> TileSummary:
+    """Tile every triplet of a dataset folder layout ("sen12ms" or "sen1floods11") into ``out``; "pairs" tiles an
+    image-pair dataset (``sarkit.data.pairs.tile_pairs``, found as ``pairs``, a ``PairOptions``, says)."""
+    from sarkit.data.pairs import PairOptions, refuse_pair_options, tile_pairs
+
+    if str(layout).lower() == "pairs":
+        return tile_pairs(Path(root), Path(out), opts, pairs or PairOptions(), reporter)
+    refuse_pair_options(pairs)
     validate_options(opts)
     check_output(Path(out), opts.overwrite)
     scenes = find_layout(Path(root), layout, opts.cloudy, opts.lc_classes)

@@ -16,6 +16,7 @@ from sarkit.raster.align import AlignedReader, ReadPath
 from sarkit.raster.grid import GridSpec, PixelWindow, window_grid
 from sarkit.raster.norm import (DEFAULT_OPTICAL_RANGE, DEFAULT_SAR_RANGE, Normalization, band_names,
                                 optical_normalization, resolve_bands, s2_dn_offset, sar_normalization)
+from sarkit.raster.images import is_image_dataset
 from sarkit.raster.source import GeoTiffSource, sar_band_names
 from sarkit.reporting import Reporter
 from sarkit.eval.segmetrics import IGNORE
@@ -119,6 +120,11 @@ class _PairReader:
         self.target = self._keep(_open_quiet(target, "target"))
         pred_ds = self._keep(_open_quiet(pred, "prediction"))
         self.pred_name, self.target_name = str(pred), str(target)
+        self.image_norm: Normalization | None = None
+        if is_image_dataset(self.target) or is_image_dataset(pred_ds):
+            self._open_images(pred, target, pred_ds, opts)
+            self._open_labels(labels, reporter, opts)
+            return
         self.modality = _modality_of(self.target)
         if pred_ds.dtypes[0] == "uint8" and self.modality == "optical":
             raise InputError(f"prediction {pred} is 8-bit (sarkit translate --format rgb8, for display): its values "
@@ -149,28 +155,81 @@ class _PairReader:
         self.pred = self.pred_source.aligned.dataset  # on the target grid when warped (previews)
         self.pred_idx = [pred_names.index(n) + 1 for n in self.pred_bands]
         self.pred_tags = pred_ds.tags()
+        self._open_labels(labels, reporter, opts)
+        self.height, self.width = self.target.height, self.target.width
+        if self.modality == "sar" and target_units == "auto":  # a SAR scene: say the unit detected
+            reporter.info(f"{self.target_source.label}: SAR units {self.target_source.units_note}",
+                          units=self.target_source.units)
+
+    def _open_images(self, pred: Path, target: Path, pred_ds: Any, opts: EvalOptions) -> None:
+        """Image files (PNG, JPEG, image tiles and translations): read by ``ImageSource`` as image values, compared
+        pixel by pixel (same size), in the fixed range of their data type (``image_norm``)."""
+        from sarkit.raster.images import ImageSource, image_normalization, is_gray
+
+        for path, ds in ((pred, pred_ds), (target, self.target)):
+            if GridSpec.of(ds).georeferenced:
+                raise InputError(f"{path} is georeferenced but the other file is an image without a CRS: compare "
+                                 f"an image with an image (the same pixels), or a scene with a scene")
+        if (pred_ds.height, pred_ds.width) != (self.target.height, self.target.width):
+            raise InputError(f"prediction {pred} is {pred_ds.width}×{pred_ds.height} but target {target} is "
+                             f"{self.target.width}×{self.target.height}: images are compared pixel by pixel and "
+                             f"must have the same size")
+        self.modality = "sar" if self.target.count == 1 or is_gray(self.target) else "optical"
+        t = self._keep(ImageSource(self.target, self.modality, label=f"target {target.name}"))
+        p = self._keep(ImageSource(pred_ds, self.modality, label=f"prediction {pred.name}"))
+        if p.top != t.top:
+            raise InputError(f"prediction {pred} holds values 0–{p.top:.0f} but target {target} 0–{t.top:.0f}: "
+                             f"compare images of the same bit depth")
+        pred_names, target_names = list(p.band_names), list(t.band_names)
+        self.target_idx, self.match = _match_bands(pred, pred_names, target, target_names)
+        self.pred_bands = list(pred_names)
+        if opts.bands is not None:
+            sel = resolve_bands(pred_names, opts.bands, f"prediction {pred.name}", option="--bands")
+            self.pred_bands = [pred_names[i] for i in sel]
+            self.target_idx = [self.target_idx[i] for i in sel]
+        self.described = {"pred": _described(pred_ds), "target": _described(self.target)}
+        self.bands = [target_names[i - 1] for i in self.target_idx]
+        self.grid = GridSpec.of(self.target)
+        self.ref_name = f"the target {self.target.name}"
+        self.pred_source, self.target_source = p, t
+        self.pred_offset = self.target_offset = 0.0
+        self.pred = pred_ds
+        self.pred_idx = [p._bands[pred_names.index(n)] for n in self.pred_bands]
+        self.target_idx = [t._bands[i - 1] for i in self.target_idx]
+        self.pred_tags = {k.lower() if k == "Source" else k: v for k, v in pred_ds.tags().items()}
+        self.pixelwise = []
+        self.image_norm = image_normalization(self.modality, self.bands, t.top)
+        self.height, self.width = self.target.height, self.target.width
+
+    def _open_labels(self, labels: Path | None, reporter: Reporter, opts: EvalOptions) -> None:
+        """The label raster on the target grid (nearest), or none."""
         self.labels: AlignedReader | None = None
         self.class_names = None
+        allow = opts.allow_ungeoreferenced or self.image_norm is not None
+        grid, ref_name = self.grid, self.ref_name
         if labels is not None:
             lab = self._keep(_open_quiet(labels, "labels"))
             check_labels(lab, Path(labels))
-            if check_georeferencing(lab, "labels", self.target, allow):
+            if check_georeferencing(lab, "labels", self.target, allow) and self.image_norm is None:
                 self.pixelwise.append("labels")
             self.label_nodata = lab.nodata
             self.labels = self._keep(AlignedReader(lab, grid, Resampling.nearest, _label_fill(lab),
                                                    what=f"labels {lab.name}", ref_name=ref_name))
             self._report_alignment("labels", self.labels, reporter)
             self.class_names = label_class_names(lab, Path(labels))
-        self.input_source: GeoTiffSource | None = None
-        self.height, self.width = self.target.height, self.target.width
-        if self.modality == "sar" and target_units == "auto":  # a SAR scene: say the unit detected
-            reporter.info(f"{self.target_source.label}: SAR units {self.target_source.units_note}",
-                          units=self.target_source.units)
+        self.input_source: Any = None
 
     def open_input(self, path: Path, opts: EvalOptions) -> tuple[Normalization, bool]:
         """Read the translated input scene ``path`` onto the target grid from now on (thumbnails); its fixed
         ranges, and whether it is compared pixel by pixel (no CRS, ``--allow-ungeoreferenced``)."""
         src = self._keep(_open_quiet(path, "input scene"))
+        if is_image_dataset(src):  # an image translated into the prediction: image values, pixel by pixel
+            from sarkit.raster.images import ImageSource
+
+            modality = "optical" if self.modality == "sar" else "sar"
+            check_georeferencing(src, "input scene", self.target, True)
+            self.input_source = self._keep(ImageSource(src, modality, label=f"input scene {src.name}"))
+            return self.input_source.normalization, False
         pixelwise = check_georeferencing(src, "input scene", self.target, opts.allow_ungeoreferenced)
         modality, names = _modality_of(src), _names(src)
         self.input_source = self._keep(GeoTiffSource(

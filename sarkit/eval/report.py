@@ -195,7 +195,9 @@ def scene_preview(src: Any, idx: Sequence[int], norm: Normalization, modality: s
 
     data = src.read(list(idx), out_shape=(len(idx), h, w), resampling=Resampling.average)
     nodata = src.nodata
-    if modality == "sar":
+    if norm.units == "image":  # image values are their own physical values
+        phys = data.astype("float32")
+    elif modality == "sar":
         phys = sar_to_db(data, "db", nodata)
     else:
         phys = dn_to_reflectance(data, norm.offset, nodata if nodata is not None else 0)

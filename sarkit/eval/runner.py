@@ -159,7 +159,8 @@ def band_usage(source: EvalSource, opts: EvalOptions, segs: Segmenters) -> dict[
             per[m] = used(list(sn.bands), {b: [lo, hi] for b, lo, hi in zip(sn.bands, sn.lo, sn.hi)})
     info = getattr(source, "band_info", None) or {"target": list(norm.bands), "pred": list(norm.bands),
                                                    "matched": "name"}
-    return {**info, "units": "dB" if norm.modality == "sar" else "reflectance", "metrics": per}
+    units = "image values" if norm.units == "image" else "dB" if norm.modality == "sar" else "reflectance"
+    return {**info, "units": units, "metrics": per}
 
 
 def _derived_range(name: str, ranges: dict[str, list[float]]) -> list[float]:

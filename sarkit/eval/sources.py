@@ -140,7 +140,7 @@ class SceneSource(EvalSource):
 
     def _setup(self, pred: Path, target: Path, labels: Path | None, opts: EvalOptions, reporter: Reporter) -> None:
         names = self.reader.band_names()
-        self.norm = _norm_for(self.reader.modality, names, opts)
+        self.norm = self.reader.image_norm or _norm_for(self.reader.modality, names, opts)
         self.pred_norm = replace(self.norm, offset=self.reader.pred_offset)
         self.target_norm = replace(self.norm, offset=self.reader.target_offset)
         self.class_names = self.reader.class_names
@@ -151,9 +151,12 @@ class SceneSource(EvalSource):
         self.inputs = {"mode": self.mode, "pred": str(pred), "target": str(target),
                        "labels": str(labels) if labels else None,
                        "size": [self.reader.height, self.reader.width]}
-        if self.reader.modality == "optical":
+        if self.reader.modality == "optical" and self.reader.image_norm is None:
             self.inputs["dn_offset"] = {"pred": self.reader.pred_offset, "target": self.reader.target_offset}
         self.ranges_source = "cli" if (opts.s1_range or opts.s2_range) else "default"
+        if self.reader.image_norm is not None:  # image files: the fixed range of their data type
+            self.ranges_source = "image"
+            reporter.info(f"image files compared pixel by pixel in their value range 0–{self.norm.hi[0]:.0f}")
         self.input_norm: Normalization | None = None
         self.input_path = self._find_input(pred, opts, reporter)
         if self.input_path is not None:
@@ -248,7 +251,7 @@ class TileSetSource(EvalSource):
         self.band_info = band_record(first, opts)
         first.close()
         warn_pixelwise(first.pixelwise, reporter, f" tiles (first: {ids[0]})")
-        self.norm = _norm_for(self.modality, self.names, opts)
+        self.norm = first.image_norm or _norm_for(self.modality, self.names, opts)  # image tiles: their range
         self.pred_norm = replace(self.norm, offset=first.pred_offset)  # each tile pair reads its own tags
         self.target_norm = replace(self.norm, offset=first.target_offset)
         self.input_norm = None
@@ -256,9 +259,11 @@ class TileSetSource(EvalSource):
         self.bad_nan = 0
         self.inputs = {"mode": self.mode, "pred": str(pred), "target": str(target),
                        "labels": str(labels) if labels else None, "tiles": len(ids)}
-        if self.modality == "optical":
+        if self.modality == "optical" and first.image_norm is None:
             self.inputs["dn_offset"] = {"pred": first.pred_offset, "target": first.target_offset}
         self.ranges_source = "cli" if (opts.s1_range or opts.s2_range) else "default"
+        if first.image_norm is not None:
+            self.ranges_source = "image"
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -39,6 +39,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 import rasterio
+import rasterio.shutil
 import torch
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.errors import NotGeoreferencedWarning
@@ -53,6 +54,7 @@ from sarkit.raster.norm import DN_OFFSET_TAG, S2_SCALE, Normalization
 from sarkit.raster.align import AlignedReader
 from sarkit.raster.grid import (RESOLUTION_TOL, GridSpec, PixelSize, PixelWindow, pixel_size, pixel_size_ratio,
                                 rescaled)
+from sarkit.raster.images import IMAGE_UNITS, is_image_dataset, is_image_file
 from sarkit.raster.source import GeoTiffSource, SceneReader
 from sarkit.reporting import NULL_REPORTER, Reporter
 from sarkit.devices import AmpMode
@@ -66,8 +68,8 @@ TEMP_BLOCK = 256
 #: Strips read ahead of the one the generator is on (each costs a strip of input memory; two instead of one gained
 #: nothing measurable on a 2-core CPU and raised the 8192²/2048² peak-memory ratio from 1.21 to 1.24).
 READ_AHEAD = 1
-#: File name endings of what translate writes (a Cloud-Optimized GeoTIFF, whatever ``--format``).
-OUTPUT_SUFFIXES = (".tif", ".tiff")
+#: File name endings of what translate writes: a Cloud-Optimized GeoTIFF, whatever ``--format``, or a PNG.
+OUTPUT_SUFFIXES = (".tif", ".tiff", ".png")
 
 
 def _parse_choice(cls: type[Enum], value: Any, option: str) -> Any:
@@ -188,8 +190,8 @@ def _check_out(scene: Path, out: Path, overwrite: bool) -> None:
     if out.resolve() == scene.resolve():
         raise InputError(f"output would replace the input scene {scene}; choose another --out")
     if out.suffix.lower() not in OUTPUT_SUFFIXES and not out.is_dir():
-        raise InputError(f"--out {out}: translate writes a Cloud-Optimized GeoTIFF (--format native or rgb8); "
-                         f"name it {out.stem}.tif (other file formats are not written)")
+        raise InputError(f"--out {out}: translate writes a Cloud-Optimized GeoTIFF (--format native or rgb8) or a "
+                         f"PNG; name it {out.stem}.tif or {out.stem}.png (other file formats are not written)")
     check_output(out, overwrite)
     if out.exists() and out.is_dir():
         raise InputError(f"output is a directory: {out}; give a .tif file name")
@@ -211,8 +213,38 @@ def _make_parent(out: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ output
+def _check_png(out: Path, out_norm: Normalization, fmt: OutputFormat) -> None:
+    """``InputError`` for a PNG output of float values (SAR dB of ``--format native`` from a Sentinel checkpoint):
+    PNG holds 8- or 16-bit integers only."""
+    if out.suffix.lower() == ".png" and fmt == OutputFormat.NATIVE and out_norm.units != IMAGE_UNITS \
+            and out_norm.modality == "sar":
+        raise InputError(f"--out {out}: the output is SAR in dB (float32), which a PNG cannot hold; name it "
+                         f"{out.stem}.tif, or write 8 bits for display with --format rgb8")
+
+
+def _write_final(tmp: Path, dest: Path, out: Path, **cog: Any) -> None:
+    """The finished translation ``tmp`` as ``dest``: a PNG when ``out`` is named ``.png`` (tags as text chunks,
+    no sidecar), else a Cloud-Optimized GeoTIFF (``write_cog``)."""
+    if out.suffix.lower() != ".png":
+        write_cog(tmp, dest, **cog)
+        return
+    with rasterio.Env(GDAL_PAM_ENABLED="NO"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        rasterio.shutil.copy(str(tmp), str(dest), driver="PNG", WRITE_METADATA_AS_TEXT="YES")
+
+
+def _image_dtype(out_norm: Normalization) -> str:
+    """Data type of image values under an image normalisation: uint8 for 0–255, uint16 for 0–65535."""
+    return "uint8" if max(out_norm.hi) <= 255 else "uint16"
+
+
 def _encode_output(y: np.ndarray, invalid: np.ndarray, out_norm: Normalization, fmt: OutputFormat) -> np.ndarray:
-    """Blended model-range rows (C, h, W) → output pixels: dB float32 (NaN nodata), uint16 DN (0) or rgb8 (0)."""
+    """Blended model-range rows (C, h, W) → output pixels: dB float32 (NaN nodata), uint16 DN (0) or rgb8 (0);
+    image values (``_image_dtype``, 0 where invalid) under an image normalisation."""
+    if fmt == OutputFormat.NATIVE and out_norm.units == IMAGE_UNITS:
+        v = np.rint(out_norm.decode(y))
+        v[:, invalid] = 0
+        return v.astype(_image_dtype(out_norm))
     if fmt == OutputFormat.RGB8:
         v = np.rint((np.clip(y, -1.0, 1.0) + 1.0) * 0.5 * 255.0)
         v = np.clip(np.nan_to_num(v, nan=0.0), 1, 255).astype(np.uint8)
@@ -245,6 +277,8 @@ def _output_profile(grid: GridSpec, out_norm: Normalization, fmt: OutputFormat) 
     """Profile of a temporary tiled (uncompressed) GeoTIFF: on ``grid``, the output dtype and nodata."""
     if fmt == OutputFormat.RGB8:
         dtype, nodata = "uint8", 0
+    elif out_norm.units == IMAGE_UNITS:  # image values: every value is data (inputs of images have no nodata)
+        dtype, nodata = _image_dtype(out_norm), None
     elif out_norm.modality == "optical":
         dtype, nodata = "uint16", 0
     else:
@@ -418,11 +452,12 @@ def _run_scene(reader: SceneReader, grid: BlendGrid, predictor: Predictor, blend
 
 
 def _open_scene(scene: Path, allow_ungeoreferenced: bool) -> rasterio.DatasetReader:
-    """Open the scene; refuse one without a CRS unless ``allow_ungeoreferenced``."""
+    """Open the scene; refuse one without a CRS unless ``allow_ungeoreferenced`` or it is an image (a PNG or JPEG
+    file, an image tile or translation: never georeferenced, ``is_image_dataset``)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         src = open_raster(scene, "scene")
-    if src.crs is None and not allow_ungeoreferenced:
+    if src.crs is None and not allow_ungeoreferenced and not is_image_dataset(src):
         src.close()
         raise InputError(f"scene {scene} has no CRS; assign one (gdal_edit.py -a_srs EPSG:XXXX) or pass "
                          f"--allow-ungeoreferenced to write an output on the same pixel grid without a CRS")
@@ -561,6 +596,7 @@ def translate_scene(scene: str | Path, checkpoint: str | Path | LoadedNetwork | 
                                                             compile=opts.compile)
         _check_predictor(predictor, opts)
         in_norm, out_norm = predictor.in_norm, predictor.out_norm
+        _check_png(out, out_norm, opts.format)
         scene_grid = GridSpec.of(src)
         work = _plan_resolution(scene_grid, predictor.contract, opts, scene, reporter)
         to_work, to_scene = _resamplings(scene_grid, work) if work is not None else (None, None)
@@ -580,7 +616,7 @@ def translate_scene(scene: str | Path, checkpoint: str | Path | LoadedNetwork | 
                     _resample_back(tmp, back, src, in_norm, to_scene, reporter)
                     tmp.unlink()
                 with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):  # GDAL's default (5 % of RAM) grows with
-                    write_cog(back if work is not None else tmp, cog_tmp,  # the scene: keep it bounded
+                    _write_final(back if work is not None else tmp, cog_tmp, out,  # the scene: keep it bounded
                               overview_resampling="nearest"
                               if opts.format == OutputFormat.NATIVE and out_norm.modality == "optical"
                               else "average")
@@ -650,7 +686,9 @@ def _write_translation(spec: GridSpec, reader: SceneReader, grid: BlendGrid, pre
                 if predictor.contract.pixel_size is not None:  # the resolution the generator ran at
                     dst.update_tags(translated_pixel_size=(pixel_size(spec) or predictor.contract.pixel_size)
                                     .describe())
-                if out_norm.modality == "optical" and opts.format == OutputFormat.NATIVE:  # how to read the DN back
+                if out_norm.units == IMAGE_UNITS and opts.format == OutputFormat.NATIVE:  # image values, no CRS
+                    dst.update_tags(units=IMAGE_UNITS, value_range=f"0,{max(out_norm.hi):.0f}")
+                elif out_norm.modality == "optical" and opts.format == OutputFormat.NATIVE:  # how to read the DN
                     dst.update_tags(**{DN_OFFSET_TAG: f"{out_norm.offset:g}"})
     finally:
         for p in pools:
@@ -662,8 +700,9 @@ def _write_translation(spec: GridSpec, reader: SceneReader, grid: BlendGrid, pre
 
 # ------------------------------------------------------------------------------------------------ many scenes
 def output_name(scene: Path, out_dir: Path) -> Path:
-    """Output path of a scene in ``translate_many``: ``out_dir/<stem>_translated.tif``."""
-    return out_dir / f"{scene.stem}_translated.tif"
+    """Output path of a scene in ``translate_many``: ``out_dir/<stem>_translated.tif`` (``.png`` for an image
+    file: a PNG in gives a PNG out)."""
+    return out_dir / f"{scene.stem}_translated{'.png' if is_image_file(scene) else '.tif'}"
 
 
 def _translate_task(scene: str, checkpoint: str, out: str, opts: TranslateOptions) -> TranslateSummary:
@@ -680,7 +719,9 @@ def _check_many(scenes: Sequence[Path], out_dir: Path, opts: TranslateOptions) -
     if dupes:
         raise InputError(f"several scenes would write the same output ({', '.join(dupes)}); rename them")
     for s, o in zip(scenes, outs):
-        open_raster(s, "scene").close()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            open_raster(s, "scene").close()
         _check_out(s, o, opts.overwrite)
     return outs
 

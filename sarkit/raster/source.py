@@ -357,8 +357,10 @@ class SceneReader:
         if isinstance(src, RasterSource):
             self.source = src
         else:
-            self.source = GeoTiffSource(src, norm.modality, units=norm.units, default_dn_offset=norm.offset,
-                                        label=f"scene {Path(src.name).name}", unit_bands=norm.bands)
+            from sarkit.raster.images import source_for  # image files under an image normalisation
+
+            self.source = source_for(src, norm, units=norm.units, default_dn_offset=norm.offset,
+                                     label=f"scene {Path(src.name).name}", unit_bands=norm.bands)
         upper = [n.upper() for n in self.source.band_names]
         missing = [b for b in norm.bands if b.upper() not in upper]
         if missing:
