@@ -201,9 +201,19 @@ def synth_cmd(
 @app.command("tile")
 @_handle_errors
 def tile(
-    s1: Path = typer.Argument(..., help="Sentinel-1 GeoTIFF (dB or linear power); with --layout, the dataset root."),
-    optical: Optional[Path] = typer.Option(None, "--optical", help="Sentinel-2 GeoTIFF (digital numbers)."),
-    labels: Optional[Path] = typer.Option(None, "--labels", help="Label GeoTIFF (class ids)."),
+    s1: Optional[List[str]] = typer.Argument(
+        None, help="Sentinel-1 GeoTIFF(s) (dB or linear power), globs, or comma lists of one scene's files "
+                   "(VV.tif,VH.tif); with --layout, the dataset root."),
+    s1_files: Optional[List[str]] = typer.Option(
+        None, "--s1", help="A file of the one Sentinel-1 scene (repeat, or a comma list: one file per polarisation)."),
+    optical: Optional[List[str]] = typer.Option(
+        None, "--optical", help="Sentinel-2 GeoTIFF (digital numbers), or its per-band files (repeat, or a comma "
+                                "list); for several scenes a pattern such as '{dir}/{stem/_s1/_s2}.tif'."),
+    labels: Optional[str] = typer.Option(None, "--labels", help="Label GeoTIFF (class ids); a pattern for several scenes."),
+    scenes_csv: Optional[Path] = typer.Option(
+        None, "--scenes", help="CSV of scenes, one per row: s1,optical,labels (instead of S1 arguments)."),
+    strict: bool = typer.Option(False, "--strict", help="Several scenes: fail the run when one scene fails "
+                                                         "(default: report it, skip it, exit 1)."),
     out: Path = typer.Option(..., "--out", help="Output tile directory."),
     size: int = typer.Option(256, "--size", help="Tile size in pixels."),
     stride: Optional[int] = typer.Option(
@@ -235,31 +245,32 @@ def tile(
     Example: sarkit tile scene/s1.tif --optical scene/s2.tif --labels scene/labels.tif --out tiles
     """
     from sarkit.progress import print_table
-    from sarkit.data.tiling import TileOptions, tile_layout, tile_scene
+    from sarkit.data.tiling import TileOptions
 
     opts = TileOptions(size=size, stride=stride, aoi=aoi, max_nodata=max_nodata, split=split,
                        seed=seed, overwrite=overwrite, pad_edges=pad_edges, s1_units=s1_units,
                        s1_range=s1_range, s2_range=s2_range,
-                       s2_offset=s2_offset, cloudy=cloudy, lc_classes=lc_classes)
+                       s2_offset=s2_offset, cloudy=cloudy, lc_classes=lc_classes, strict=strict)
     rep = _reporter(quiet, log_format)
     if _skip(out, skip_existing, rep):
         return
-    if layout is not None:
-        if optical is not None or labels is not None:
-            from sarkit.errors import InputError
+    from sarkit.data.tiling import tile_inputs
 
-            raise InputError("--layout reads optical and labels from the dataset folders: drop --optical/--labels")
-        summary = tile_layout(s1, layout, out, opts, rep)
-    else:
-        summary = tile_scene(s1, optical, labels, out, opts, rep)
+    summary = tile_inputs(list(s1 or []), list(s1_files or []), list(optical or []), labels, scenes_csv, layout,
+                          out, opts, rep)
     rows = [["written", summary.written]] + [[f"skipped: {k}", v] for k, v in sorted(summary.skipped.items())]
     rows += [[f"split: {k}", v] for k, v in summary.splits.items()]
     if summary.labels:
         rows.append(["labels", summary.labels])
+    rows += [[f"FAILED scene {n}", e] for n, e in summary.failed]
     if log_format == "json":
         rep.info("tiling done", out=str(summary.out), written=summary.written, skipped=summary.skipped,
-                 splits=summary.splits, labels=summary.labels)
+                 splits=summary.splits, labels=summary.labels, scenes=summary.scenes,
+                 failed=[{"scene": n, "error": e} for n, e in summary.failed])
     print_table(f"Tiles in {summary.out}", ["", "tiles"], rows, quiet=quiet or log_format == "json")
+    if summary.failed:
+        rep.warn(f"{len(summary.failed)} scene(s) failed and were skipped; {summary.scenes} tiled into {summary.out}")
+        raise typer.Exit(1)
 
 # === train ===
 
