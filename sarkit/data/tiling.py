@@ -53,7 +53,7 @@ from sarkit.raster.norm import (check_range,
     sar_normalization,
 )
 from sarkit.raster.source import GeoTiffSource, Modality, RasterSource
-from sarkit.raster.stack import is_multi, open_source, scene_files
+from sarkit.raster.stack import is_multi, open_source, scene_files, scene_stem
 from sarkit.reporting import NULL_REPORTER, Reporter
 
 SPLITS = ("train", "val", "test")
@@ -265,13 +265,9 @@ def _prepare_stacked_optical(scene: Scene, grid: GridSpec) -> tuple[list[str], s
 
 
 def _scene_stem(scene: Scene) -> str:
-    """A scene's name in tile ids: its S1 file's stem, or for several files what their stems share ("x_VV",
-    "x_VH" → "x"; the first stem when they share nothing)."""
-    stems = [f.stem for f in scene_files(scene.s1_spec)]
-    if len(stems) == 1:
-        return stems[0]
-    common = os.path.commonprefix(stems).rstrip("_-. ")
-    return common or stems[0]
+    """A scene's name in tile ids (``sarkit.raster.stack.scene_stem``: the S1 file's stem, or what its files'
+    stems share)."""
+    return scene_stem(scene.s1_spec)
 
 
 def _spec_text(spec: Any, names: bool = False) -> str:
@@ -766,6 +762,7 @@ def _tile_scenes(scenes: list[Scene], out: Path, opts: TileOptions, reporter: Re
     check_output(out, opts.overwrite)
     failed: list[tuple[str, str]] = []
     prepared = _prepare_all(scenes, opts, reporter, failed)
+    failed_first = len(failed)  # scenes that did not open; the others may still fail while read
     if params.get("layout"):
         reporter.info(f"{len(scenes)} {params['layout']} scene(s) found under {params.get('root')}")
     skipped: Counter[str] = Counter()
@@ -794,8 +791,8 @@ def _tile_scenes(scenes: list[Scene], out: Path, opts: TileOptions, reporter: Re
         if failed:
             record["failed_scenes"] = [{"scene": n, "error": e} for n, e in failed]
         (tmp / "tiling.json").write_text(json.dumps(record, indent=2) + "\n")
-    return TileSummary(out, len(kept), dict(skipped), split_counts, len(prepared) - len(
-        {n for n, _ in failed}), prepared[0].label_source, failed)
+    return TileSummary(out, len(kept), dict(skipped), split_counts, len(prepared) - (len(failed) - failed_first),
+                       prepared[0].label_source, failed)
 
 
 def _scene_text(scene: Scene) -> str:

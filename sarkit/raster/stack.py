@@ -79,6 +79,20 @@ def scene_files(spec: Any) -> tuple[Path, ...]:
     return tuple(out)
 
 
+def scene_stem(spec: Any) -> str:
+    """A scene's name for outputs and tile ids: its file's stem, or what the stems of its files share ("x_VV",
+    "x_VH" → "x"; the first stem when they share nothing)."""
+    import os
+
+    stems = [f.stem for f in scene_files(spec)]
+    if len(stems) == 1:
+        return stems[0]
+    common = os.path.commonprefix(stems)
+    if any(len(st) > len(common) and st[len(common)].isalnum() for st in stems):
+        common = re.sub(r"[A-Za-z0-9]*$", "", common)  # whole words only: "x_V" of "x_VV", "x_VH" → "x_"
+    return common.rstrip("_-. ") or stems[0]
+
+
 def describe_files(files: Sequence[Path]) -> str:
     """A short name for a scene's files, for messages: "a.tif" or "a.tif + 11 more"."""
     return files[0].name + (f" + {len(files) - 1} more" if len(files) > 1 else "")
