@@ -811,17 +811,14 @@ def _unique_stems(prepared: list[_Prepared], scenes: list[Scene]) -> None:
 
 def _prepare_all(scenes: list[Scene], opts: TileOptions, reporter: Reporter,
                  failed: list[tuple[str, str]]) -> list[_Prepared]:
-    """Open and check every scene. One scene: its error is the run's. Several: a scene that fails (or differs from
-    the first in bands or labels) is reported, recorded in ``failed`` and left out, unless ``opts.strict``;
-    ``InputError`` when none is left."""
+    """Open and check every scene. One scene: its error is the run's. Several: a scene that fails to open or is
+    refused is reported, recorded in ``failed`` and left out, unless ``opts.strict``; ``InputError`` when none is
+    left, or when the scenes that opened differ in bands or labels (``_check_consistent``)."""
     many = len(scenes) > 1 and not opts.strict
     prepared: list[_Prepared] = []
     for scene in scenes:
         try:
-            p = _prepare(scene, opts)
-            if prepared:
-                _check_consistent([prepared[0], p])
-            prepared.append(p)
+            prepared.append(_prepare(scene, opts))
         except (InputError, WorkError, OSError) as exc:
             if not many:
                 raise
@@ -829,6 +826,7 @@ def _prepare_all(scenes: list[Scene], opts: TileOptions, reporter: Reporter,
             reporter.warn(f"scene {_scene_text(scene)} skipped: {exc}")
     if not prepared:
         raise InputError(f"none of the {len(scenes)} scenes could be tiled (first: {failed[0][0]}: {failed[0][1]})")
+    _check_consistent(prepared)  # scenes that open but differ in bands or labels: which is meant is the user's call
     _unique_stems(prepared, scenes)
     return prepared
 
