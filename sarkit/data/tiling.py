@@ -234,7 +234,7 @@ def _label_classes(src: Any, scene: Scene, scheme: str) -> list[str]:
 
 
 def _prepare_stacked_sar(scene: Scene, opts: TileOptions) -> tuple[GridSpec, list[str], str]:
-    """Grid, band names and units of a Sentinel-1 raster of several files or a STAC item (``open_source``)."""
+    """Grid, band names and units of a Sentinel-1 raster of several files (``open_source``)."""
     with open_source(scene.s1_spec, Modality.SAR, units=opts.s1_units,
                      label=f"Sentinel-1 raster {_spec_text(scene.s1_spec, names=True)}") as sar:
         grid = sar.grid
@@ -249,7 +249,7 @@ def _prepare_stacked_sar(scene: Scene, opts: TileOptions) -> tuple[GridSpec, lis
 
 
 def _prepare_stacked_optical(scene: Scene, grid: GridSpec) -> tuple[list[str], str]:
-    """Band names and dtype of an optical raster of several files or a STAC item, checked like one file's."""
+    """Band names and dtype of an optical raster of several files, checked like one file's."""
     what = f"optical raster {_spec_text(scene.s2_spec, names=True)}"
     with open_source(scene.s2_spec, Modality.OPTICAL, grid=grid, fill=OPTICAL_NODATA, label=what,
                      ref_name="the Sentinel-1 scene") as opt:
@@ -919,7 +919,7 @@ def scene_record(s1: Any, optical: Any = None, labels: Any = None) -> Scene:
 def tile_scene(s1: Any, optical: Any, labels: Path | None, out: Path, opts: TileOptions,
                reporter: Reporter = NULL_REPORTER) -> TileSummary:
     """Tile one Sentinel-1 scene (with optional optical and label rasters, co-registered onto it) into ``out``.
-    ``s1`` and ``optical`` are a file, a STAC item, or several files of one raster (a sequence or a comma list:
+    ``s1`` and ``optical`` are a file, or several files of one raster (a sequence or a comma list:
     ``sarkit.raster.stack.scene_files``)."""
     scene = scene_record(s1, optical, labels)
     return _tile_scenes([scene], Path(out), opts, reporter, {"layout": None})
@@ -949,7 +949,7 @@ def tile_inputs(s1: Sequence[Any], s1_files: Sequence[str], optical: Sequence[st
                 scenes_csv: Path | None, layout: str | None, out: Path, opts: TileOptions,
                 reporter: Reporter = NULL_REPORTER) -> TileSummary:
     """What ``sarkit tile`` was given, tiled: a dataset root with ``layout``, a scenes CSV, one scene (``s1`` a file,
-    comma list or STAC item, or ``s1_files`` its files; ``optical`` a file or its per-band files), or several S1
+    or comma list, or ``s1_files`` its files; ``optical`` a file or its per-band files), or several S1
     scenes (paths or globs) with partner patterns (``sarkit.data.scenes``)."""
     from sarkit.data.scenes import expand_scenes, is_pattern, scenes_from_csv, scenes_from_pattern
 

@@ -511,7 +511,7 @@ def _work_reader(src: rasterio.DatasetReader, norm: Normalization, work: GridSpe
 
 def _open_multi_scene(scene: Path, norm: Normalization, work: GridSpec | None, resampling: Resampling | None,
                       opts: TranslateOptions) -> RasterSource:
-    """A scene of several files (one per polarisation or band, at any resolution) or a STAC item, with the
+    """A scene of several files (one per polarisation or band, at any resolution), with the
     checkpoint's input bands, on its finest file's grid or on ``work``; refused without a CRS unless
     ``allow_ungeoreferenced``."""
     label = f"scene {','.join(f.name for f in scene_files(scene))}"
@@ -572,7 +572,7 @@ def translate_scene(scene: str | Path, checkpoint: str | Path | LoadedNetwork | 
     device = checkpoint.device if ready else resolve_device(opts.device)
     amp = None if ready else resolve_amp_auto(opts.amp, device)
     configure_backends(device)  # one intra-op thread per core (OMP_NUM_THREADS wins), denormals flushed
-    multi = is_multi(scene)  # several files of one raster, or a STAC item: opened once the bands are known
+    multi = is_multi(scene)  # several files of one raster: opened once the bands are known
     src: Any = None if multi else _open_scene(scene, opts.allow_ungeoreferenced)
     source: RasterSource | None = None
     try:

@@ -15,8 +15,7 @@ band description when it names the band, else, for a one-band file, the Sentinel
 word (``…_B04.tif`` → B4, ``…_B8A.tif`` → B8A), else ``band_names``. Names may also be given (``names``).
 
 ``scene_files`` turns what a user typed (a path, a comma list, or several of them) into the files of one scene, and
-``open_source`` opens them: one GeoTIFF as ``GeoTiffSource``, several as ``StackedSource``, a STAC item (``.json``)
-through ``sarkit.raster.stac``.
+``open_source`` opens them: one GeoTIFF as ``GeoTiffSource``, several as ``StackedSource``.
 """
 
 from __future__ import annotations
@@ -249,14 +248,10 @@ class StackedSource(RasterSource):
 
 
 def open_source(spec: Any, modality: Modality | str, **kwargs: Any) -> RasterSource:
-    """The ``RasterSource`` of a scene as a user gave it (``scene_files``): a STAC item (``ITEM.json``, through
-    ``sarkit.raster.stac``), one file (``GeoTiffSource``) or several (``StackedSource``). ``kwargs`` are those of
-    ``StackedSource``; for one file ``grid`` must be a ``GridSpec`` or None."""
+    """The ``RasterSource`` of a scene as a user gave it (``scene_files``): one file (``GeoTiffSource``) or several
+    (``StackedSource``). ``kwargs`` are those of ``StackedSource``; for one file ``grid`` must be a ``GridSpec`` or
+    None."""
     files = scene_files(spec)
-    if len(files) == 1 and files[0].suffix.lower() == ".json":
-        from sarkit.raster.stac import stac_source
-
-        return stac_source(files[0], modality, **kwargs)
     if len(files) > 1:
         return StackedSource(files, modality, **kwargs)
     grid = kwargs.pop("grid", None)
@@ -269,7 +264,6 @@ def open_source(spec: Any, modality: Modality | str, **kwargs: Any) -> RasterSou
 
 
 def is_multi(spec: Any) -> bool:
-    """True when a scene is several files or a STAC item (not one plain raster file)."""
-    files = scene_files(spec)
-    return len(files) > 1 or files[0].suffix.lower() == ".json"
+    """True when a scene is several files (not one raster file)."""
+    return len(scene_files(spec)) > 1
 
