@@ -214,6 +214,9 @@ def tile(
         None, "--scenes", help="CSV of scenes, one per row: s1,optical,labels (instead of S1 arguments)."),
     strict: bool = typer.Option(False, "--strict", help="Several scenes: fail the run when one scene fails "
                                                          "(default: report it, skip it, exit 1)."),
+    grid: Optional[Path] = typer.Option(
+        None, "--grid", help="GeoTIFF whose pixel grid the tiles take (S1, optical and labels resampled onto it; "
+                             "default: the S1 raster's, for several files the finest one's)."),
     out: Path = typer.Option(..., "--out", help="Output tile directory."),
     size: int = typer.Option(256, "--size", help="Tile size in pixels."),
     stride: Optional[int] = typer.Option(
@@ -250,7 +253,7 @@ def tile(
     opts = TileOptions(size=size, stride=stride, aoi=aoi, max_nodata=max_nodata, split=split,
                        seed=seed, overwrite=overwrite, pad_edges=pad_edges, s1_units=s1_units,
                        s1_range=s1_range, s2_range=s2_range,
-                       s2_offset=s2_offset, cloudy=cloudy, lc_classes=lc_classes, strict=strict)
+                       s2_offset=s2_offset, cloudy=cloudy, lc_classes=lc_classes, strict=strict, grid=grid)
     rep = _reporter(quiet, log_format)
     if _skip(out, skip_existing, rep):
         return
@@ -279,7 +282,8 @@ def tile(
 @_handle_errors
 def train_cmd(
     model: str = typer.Option(..., "--model", help="pix2pix, pix2pix-clip, cyclegan, cut, cyclegan-sc, segmenter."),
-    data: Path = typer.Option(..., "--data", help="Tile directory written by sarkit tile."),
+    data: List[Path] = typer.Option(..., "--data", help="Tile directory written by sarkit tile (repeat for "
+                                    "several tile sets of the same bands and ranges)."),
     out: Path = typer.Option(..., "--out", help="Run directory (config.json, checkpoints/, metrics.jsonl)."),
     direction: str = typer.Option("sar2opt", "--direction", help="sar2opt or opt2sar (translators)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (default: 200 epochs)."),

@@ -53,7 +53,7 @@ from sarkit.raster.norm import (check_range,
     sar_normalization,
 )
 from sarkit.raster.source import GeoTiffSource, Modality, RasterSource
-from sarkit.raster.stack import is_multi, open_source, scene_files, scene_stem
+from sarkit.raster.stack import grid_of_file, is_multi, open_source, scene_files, scene_stem
 from sarkit.reporting import NULL_REPORTER, Reporter
 
 SPLITS = ("train", "val", "test")
@@ -83,6 +83,7 @@ class TileOptions:
     lc_classes: str = "dfc2020"  # SEN12MS land cover: "dfc2020" (10 simplified classes) or "igbp" (17 classes)
     block_strides: int | None = None  # split block side in strides; None = automatic (see ``block_side``)
     strict: bool = False  # several scenes: a scene that fails fails the run (default: reported and skipped)
+    grid: Path | None = None  # --grid FILE: the tiles' grid (every raster read onto it); None: the S1 raster's
 
     def __post_init__(self) -> None:
         if self.stride is None:
@@ -234,8 +235,11 @@ def _label_classes(src: Any, scene: Scene, scheme: str) -> list[str]:
 
 
 def _prepare_stacked_sar(scene: Scene, opts: TileOptions) -> tuple[GridSpec, list[str], str]:
-    """Grid, band names and units of a Sentinel-1 raster of several files (``open_source``)."""
-    with open_source(scene.s1_spec, Modality.SAR, units=opts.s1_units,
+    """Grid, band names and units of a Sentinel-1 raster of several files, or of any read onto ``--grid``
+    (``open_source``)."""
+    ref = grid_of_file(opts.grid) if opts.grid is not None else None
+    with open_source(scene.s1_spec, Modality.SAR, units=opts.s1_units, grid=ref,
+                     ref_name=f"the --grid raster {Path(opts.grid).name}" if ref is not None else None,
                      label=f"Sentinel-1 raster {_spec_text(scene.s1_spec, names=True)}") as sar:
         grid = sar.grid
         if not grid.georeferenced:
@@ -278,7 +282,7 @@ def _spec_text(spec: Any, names: bool = False) -> str:
 
 def _prepare(scene: Scene, opts: TileOptions) -> _Prepared:
     """Open and check the files of one scene; raise ``InputError`` with what to do on any problem."""
-    if is_multi(scene.s1_spec):
+    if is_multi(scene.s1_spec) or opts.grid is not None:
         grid, sar_bands, units = _prepare_stacked_sar(scene, opts)
     else:
         grid, sar_bands, units = _prepare_sar_file(scene, opts)
@@ -710,7 +714,7 @@ def _write_scene(p: _Prepared, mine: list[_Candidate], tmp: Path, opts: TileOpti
     """Read, check and write the tiles ``mine`` of one scene into ``tmp``; return those written."""
     written: list[_Candidate] = []
     optical_dn_offset = s2_dn_offset(opts.s2_offset)  # recorded in every optical tile
-    with open_source(p.scene.s1_spec, Modality.SAR, names=p.sar_bands, units=p.sar_units,
+    with open_source(p.scene.s1_spec, Modality.SAR, names=p.sar_bands, units=p.sar_units, grid=p.grid,
                      label=f"Sentinel-1 raster {_spec_text(p.scene.s1_spec, names=True)}") as s1:
         opt, lab = _open_partners(p, opts, reporter)
         try:

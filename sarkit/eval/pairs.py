@@ -16,7 +16,8 @@ from sarkit.raster.align import AlignedReader, ReadPath
 from sarkit.raster.grid import GridSpec, PixelWindow, window_grid
 from sarkit.raster.norm import (DEFAULT_OPTICAL_RANGE, DEFAULT_SAR_RANGE, Normalization, band_names,
                                 optical_normalization, resolve_bands, s2_dn_offset, sar_normalization)
-from sarkit.raster.source import GeoTiffSource, sar_band_names
+from sarkit.raster.source import GeoTiffSource, RasterSource, sar_band_names
+from sarkit.raster.stack import StackedSource, describe_files, is_multi, scene_files
 from sarkit.reporting import Reporter
 from sarkit.eval.segmetrics import IGNORE
 from sarkit.eval.options import EvalOptions
@@ -116,7 +117,10 @@ class _PairReader:
               target_units: str = "db") -> None:
         default_offset = _default_offset(opts)
         allow = opts.allow_ungeoreferenced
-        self.target = self._keep(_open_quiet(target, "target"))
+        if is_multi(pred):
+            raise InputError(f"--pred {pred}: a prediction is one raster file (what sarkit translate writes); "
+                             f"several files are read as one raster only for --target")
+        stack = self._open_target(target, target_units, default_offset)
         pred_ds = self._keep(_open_quiet(pred, "prediction"))
         self.pred_name, self.target_name = str(pred), str(target)
         self.modality = _modality_of(self.target)
@@ -127,23 +131,25 @@ class _PairReader:
             raise InputError(f"prediction {pred} is {_modality_of(pred_ds)} ({pred_ds.dtypes[0]}) but target "
                              f"{target} is {self.modality} ({self.target.dtypes[0]}); compare like with like")
         self.pixelwise = ["prediction"] if check_georeferencing(pred_ds, "prediction", self.target, allow) else []
-        pred_names, target_names = _names(pred_ds), _names(self.target)
+        pred_names = _names(pred_ds)
+        target_names = list(stack.band_names) if stack is not None else _names(self.target)
         self.target_idx, self.match = _match_bands(pred, pred_names, target, target_names)
         self.pred_bands = list(pred_names)
         if opts.bands is not None:
             sel = resolve_bands(pred_names, opts.bands, f"prediction {pred.name}", option="--bands")
             self.pred_bands = [pred_names[i] for i in sel]
             self.target_idx = [self.target_idx[i] for i in sel]
-        self.described = {"pred": _described(pred_ds), "target": _described(self.target)}
+        self.described = {"pred": _described(pred_ds),
+                          "target": self.target.described if stack is not None else _described(self.target)}
         self.bands = [target_names[i - 1] for i in self.target_idx]
         self.grid = grid = GridSpec.of(self.target)
         self.ref_name = ref_name = f"the target {self.target.name}"
         self.pred_source = self._keep(GeoTiffSource(
             pred_ds, self.modality, names=pred_names, default_dn_offset=default_offset, grid=grid,
             resampling=Resampling.bilinear, label=f"prediction {pred_ds.name}", ref_name=ref_name))
-        self.target_source = self._keep(GeoTiffSource(self.target, self.modality, names=target_names,
-                                                      units=target_units, default_dn_offset=default_offset,
-                                                      label=f"target {self.target.name}"))
+        self.target_source: RasterSource = stack if stack is not None else self._keep(GeoTiffSource(
+            self.target, self.modality, names=target_names, units=target_units, default_dn_offset=default_offset,
+            label=f"target {self.target.name}"))
         self.pred_offset, self.target_offset = self.pred_source.dn_offset, self.target_source.dn_offset
         self._report_alignment("prediction", self.pred_source.aligned, reporter)
         self.pred = self.pred_source.aligned.dataset  # on the target grid when warped (previews)
@@ -166,6 +172,21 @@ class _PairReader:
         if self.modality == "sar" and target_units == "auto":  # a SAR scene: say the unit detected
             reporter.info(f"{self.target_source.label}: SAR units {self.target_source.units_note}",
                           units=self.target_source.units)
+
+    def _open_target(self, target: Path, units: str, default_offset: float) -> StackedSource | None:
+        """Open the target as ``self.target``: one raster file (an open dataset; None returned), or a raster of
+        several files (``VV.tif,VH.tif``, per-band files; ``sarkit.raster.stack.StackedSource`` returned, and
+        ``self.target`` a ``StackView`` of it)."""
+        if not is_multi(target):
+            self.target = self._keep(_open_quiet(target, "target"))
+            return None
+        files = scene_files(target)
+        with _open_quiet(files[0], "target") as first:
+            modality, dtype = _modality_of(first), first.dtypes[0]
+        stack = self._keep(StackedSource(files, modality, units=units, default_dn_offset=default_offset,
+                                         label=f"target {describe_files(files)}"))
+        self.target = StackView(stack, str(target), dtype)
+        return stack
 
     def open_input(self, path: Path, opts: EvalOptions) -> tuple[Normalization, bool]:
         """Read the translated input scene ``path`` onto the target grid from now on (thumbnails); its fixed
@@ -231,6 +252,43 @@ class _PairReader:
         for s in reversed(self._stack):
             s.close()
         self._stack.clear()
+
+
+class StackView:
+    """What eval reads from a target dataset, for a target of several files (``StackedSource``): its name, grid
+    (``crs``, ``transform``, ``height``, ``width``), first file's dtype, and decimated reads for previews (each band
+    from its file as read onto the stack's grid)."""
+
+    def __init__(self, stack: StackedSource, name: str, dtype: str) -> None:
+        self.stack, self.name = stack, name
+        self.crs, self.transform = stack.grid.crs, stack.grid.transform
+        self.height, self.width = stack.grid.height, stack.grid.width
+        self.dtypes = (dtype,) * len(stack.band_names)
+        self.count = len(stack.band_names)
+        self.nodata = stack.nodata
+
+    @property
+    def described(self) -> bool:
+        """Every file names its bands (descriptions, or a band word in a one-band file's name)."""
+        return all(_described(p.dataset) or p.dataset.count == 1 for p in self.stack.parts)
+
+    def tags(self) -> dict[str, str]:
+        """The first file's tags."""
+        return dict(self.stack.parts[0].dataset.tags())
+
+    def read(self, indexes: Sequence[int], out_shape: tuple[int, int, int], resampling: Resampling) -> np.ndarray:
+        """1-based bands ``indexes`` at ``out_shape`` (C, h, w), each file's nodata as the stack's."""
+        out = []
+        for i in indexes:
+            pi, name = self.stack._where[i - 1]
+            part = self.stack.parts[pi]
+            ds = part.aligned.dataset
+            a = ds.read([part.band_names.index(name) + 1], out_shape=(1, *out_shape[1:]),
+                        resampling=resampling).astype(np.float64)
+            if ds.nodata is not None and not np.isnan(ds.nodata) and ds.nodata != self.nodata:
+                a[a == ds.nodata] = self.nodata
+            out.append(a)
+        return np.concatenate(out, axis=0)
 
 
 def label_class_names(src: Any, path: Path) -> list[str] | None:

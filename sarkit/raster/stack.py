@@ -14,6 +14,8 @@ Band names of a file of a stack: SAR by the one SAR rule (``sar_band_names``: ``
 band description when it names the band, else, for a one-band file, the Sentinel-2 band its file name names as a
 word (``…_B04.tif`` → B4, ``…_B8A.tif`` → B8A), else ``band_names``. Names may also be given (``names``).
 
+``grid_of_file`` is the grid a user names with ``--grid FILE`` (any georeferenced raster).
+
 ``scene_files`` turns what a user typed (a path, a comma list, or several of them) into the files of one scene, and
 ``open_source`` opens them: one GeoTIFF as ``GeoTiffSource``, several as ``StackedSource``.
 """
@@ -261,6 +263,19 @@ def open_source(spec: Any, modality: Modality | str, **kwargs: Any) -> RasterSou
     if kwargs.get("ref_name") is None:
         kwargs.pop("ref_name", None)
     return GeoTiffSource(files[0], modality, grid=grid, **kwargs)
+
+
+def grid_of_file(path: str | Path, option: str = "--grid") -> GridSpec:
+    """The pixel grid of a raster file (``option`` FILE: the grid a scene is read onto); ``InputError`` when the
+    file is missing, unreadable or not georeferenced."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{option} {path}: file not found (give a GeoTIFF whose pixel grid the scene is read onto)")
+    with open_raster(path, f"{option} raster") as ds:
+        grid = GridSpec.of(ds)
+    if not grid.georeferenced:
+        raise InputError(f"{option} {path} has no CRS or geotransform; give a georeferenced raster as the grid")
+    return grid
 
 
 def is_multi(spec: Any) -> bool:
