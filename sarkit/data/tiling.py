@@ -14,7 +14,7 @@ import json
 import math
 import os
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -762,6 +762,7 @@ def _tile_scenes(scenes: list[Scene], out: Path, opts: TileOptions, reporter: Re
                  params: dict[str, Any]) -> TileSummary:
     """Tile every scene into ``out`` (the shared engine of ``tile_scene`` and ``tile_layout``)."""
     validate_options(opts)
+    opts = _stac_offset(scenes, opts, reporter)
     out = Path(out)
     check_output(out, opts.overwrite)
     failed: list[tuple[str, str]] = []
@@ -797,6 +798,36 @@ def _tile_scenes(scenes: list[Scene], out: Path, opts: TileOptions, reporter: Re
         (tmp / "tiling.json").write_text(json.dumps(record, indent=2) + "\n")
     return TileSummary(out, len(kept), dict(skipped), split_counts, len(prepared) - (len(failed) - failed_first),
                        prepared[0].label_source, failed)
+
+
+def _stac_offset(scenes: list[Scene], opts: TileOptions, reporter: Reporter) -> TileOptions:
+    """With optical STAC Items: the DN offset their processing baseline implies, as ``--s2-offset`` would set it
+    (tiles keep digital numbers; tiling.json records the offset). ``InputError`` when the Items disagree with each
+    other or with ``--s2-offset``."""
+    from sarkit.raster.stac import is_stac_item, stac_item
+
+    offsets: dict[str, float] = {}
+    for s in scenes:
+        if s.s2 is not None and not s.s2_files and is_stac_item(s.s2):
+            try:
+                offsets[str(s.s2)] = stac_item(s.s2).dn_offset
+            except InputError:
+                continue  # the scene's own error, when it is prepared
+    if not offsets:
+        return opts
+    if len(set(offsets.values())) > 1:
+        shown = ", ".join(f"{n}: {v:g}" for n, v in offsets.items())
+        raise InputError(f"the optical STAC items are of processing baselines with different DN offsets ({shown}); "
+                         f"tile them into separate tile sets")
+    name, offset = next(iter(offsets.items()))
+    if (offset != 0) == opts.s2_offset:
+        return opts
+    if opts.s2_offset:
+        raise InputError(f"--s2-offset applies −1000, but STAC item {name} says its values carry no offset "
+                         f"(s2:processing_baseline before 04.00, or the offset already applied); drop --s2-offset")
+    reporter.info(f"STAC item {name}: processing baseline 04.00 or later, DN offset {offset:g} recorded (as "
+                  f"--s2-offset)")
+    return replace(opts, s2_offset=True)
 
 
 def _scene_text(scene: Scene) -> str:

@@ -17,7 +17,8 @@ from sarkit.raster.grid import GridSpec, PixelWindow, window_grid
 from sarkit.raster.norm import (DEFAULT_OPTICAL_RANGE, DEFAULT_SAR_RANGE, Normalization, band_names,
                                 optical_normalization, resolve_bands, s2_dn_offset, sar_normalization)
 from sarkit.raster.source import GeoTiffSource, RasterSource, sar_band_names
-from sarkit.raster.stack import StackedSource, describe_files, is_multi, scene_files
+from sarkit.raster.stac import is_stac_item, stac_item
+from sarkit.raster.stack import StackedSource, describe_files, is_multi, open_source, scene_files
 from sarkit.reporting import Reporter
 from sarkit.eval.segmetrics import IGNORE
 from sarkit.eval.options import EvalOptions
@@ -175,17 +176,20 @@ class _PairReader:
 
     def _open_target(self, target: Path, units: str, default_offset: float) -> StackedSource | None:
         """Open the target as ``self.target``: one raster file (an open dataset; None returned), or a raster of
-        several files (``VV.tif,VH.tif``, per-band files; ``sarkit.raster.stack.StackedSource`` returned, and
-        ``self.target`` a ``StackView`` of it)."""
+        several files (``VV.tif,VH.tif``, per-band files) or a STAC Item's assets (``sarkit.raster.stack.open_source``:
+        a ``StackedSource`` returned, and ``self.target`` a ``StackView`` of it)."""
         if not is_multi(target):
             self.target = self._keep(_open_quiet(target, "target"))
             return None
         files = scene_files(target)
-        with _open_quiet(files[0], "target") as first:
-            modality, dtype = _modality_of(first), first.dtypes[0]
-        stack = self._keep(StackedSource(files, modality, units=units, default_dn_offset=default_offset,
-                                         label=f"target {describe_files(files)}"))
-        self.target = StackView(stack, str(target), dtype)
+        if is_stac_item(files[0]):
+            modality = stac_item(files[0]).modality.value
+        else:
+            with _open_quiet(files[0], "target") as first:
+                modality = _modality_of(first)
+        stack = self._keep(open_source(target, modality, units=units, default_dn_offset=default_offset,
+                                       label=f"target {describe_files(files)}"))
+        self.target = StackView(stack, str(target), stack.dtype)
         return stack
 
     def open_input(self, path: Path, opts: EvalOptions) -> tuple[Normalization, bool]:

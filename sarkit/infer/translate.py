@@ -54,6 +54,7 @@ from sarkit.raster.align import AlignedReader
 from sarkit.raster.grid import (RESOLUTION_TOL, GridSpec, PixelSize, PixelWindow, pixel_size, pixel_size_ratio,
                                 rescaled)
 from sarkit.raster.source import GeoTiffSource, RasterSource, SceneReader
+from sarkit.raster.stac import is_stac_item
 from sarkit.raster.stack import is_multi, open_source, scene_files, scene_stem
 from sarkit.reporting import NULL_REPORTER, Reporter
 from sarkit.devices import AmpMode
@@ -704,7 +705,8 @@ def _check_many(scenes: Sequence[Path], out_dir: Path, opts: TranslateOptions) -
         raise InputError(f"several scenes would write the same output ({', '.join(dupes)}); rename them")
     for s, o in zip(scenes, outs):
         for f in scene_files(s):
-            open_raster(f, "scene").close()
+            if not is_stac_item(f):  # an Item's assets are opened with the scene (sarkit.raster.stac)
+                open_raster(f, "scene").close()
         _check_out(s, o, opts.overwrite)
     return outs
 

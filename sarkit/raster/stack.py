@@ -17,7 +17,8 @@ word (``…_B04.tif`` → B4, ``…_B8A.tif`` → B8A), else ``band_names``. Nam
 ``grid_of_file`` is the grid a user names with ``--grid FILE`` (any georeferenced raster).
 
 ``scene_files`` turns what a user typed (a path, a comma list, or several of them) into the files of one scene, and
-``open_source`` opens them: one GeoTIFF as ``GeoTiffSource``, several as ``StackedSource``.
+``open_source`` opens them: one GeoTIFF as ``GeoTiffSource``, several as ``StackedSource``, a STAC Item file
+(``….json``) as the ``StackedSource`` of its assets (``sarkit.raster.stac``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from sarkit.errors import InputError
 from sarkit.io import open_raster
 from sarkit.raster.grid import GridSpec, PixelWindow, pixel_size
 from sarkit.raster.norm import band_names
+from sarkit.raster.stac import is_stac_item
 from sarkit.raster.source import (SAR_MAX_BANDS, GeoTiffSource, Modality, RasterSource, Reading, _band_hint,
                                   sar_band_names, stored_nodata)
 
@@ -254,6 +256,10 @@ def open_source(spec: Any, modality: Modality | str, **kwargs: Any) -> RasterSou
     (``StackedSource``). ``kwargs`` are those of ``StackedSource``; for one file ``grid`` must be a ``GridSpec`` or
     None."""
     files = scene_files(spec)
+    if len(files) == 1 and is_stac_item(files[0]):
+        from sarkit.raster.stac import open_stac
+
+        return open_stac(files[0], modality, **kwargs)
     if len(files) > 1:
         return StackedSource(files, modality, **kwargs)
     grid = kwargs.pop("grid", None)
@@ -279,6 +285,7 @@ def grid_of_file(path: str | Path, option: str = "--grid") -> GridSpec:
 
 
 def is_multi(spec: Any) -> bool:
-    """True when a scene is several files (not one raster file)."""
-    return len(scene_files(spec)) > 1
+    """True when a scene is several files or a STAC Item (not one raster file): read it with ``open_source``."""
+    files = scene_files(spec)
+    return len(files) > 1 or is_stac_item(files[0])
 
