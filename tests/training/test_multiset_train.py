@@ -42,6 +42,7 @@ def test_open_data_concatenates_the_sets_with_each_sets_splits(two_sets, tmp_pat
     assert len(set(data.train.ids + data.val.ids)) == 7
 
 
+@pytest.mark.slow
 def test_config_records_every_folder_and_resume_needs_as_many(two_sets, tmp_path):
     a, b = two_sets
     run = tmp_path / "run"
