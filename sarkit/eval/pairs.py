@@ -118,11 +118,10 @@ class _PairReader:
               target_units: str = "db") -> None:
         default_offset = _default_offset(opts)
         allow = opts.allow_ungeoreferenced
-        if is_multi(pred):
-            raise InputError(f"--pred {pred}: a prediction is one raster file (what sarkit translate writes); "
-                             f"several files are read as one raster only for --target")
         stack = self._open_target(target, target_units, default_offset)
-        pred_ds = self._keep(_open_quiet(pred, "prediction"))
+        pred_multi = is_multi(pred)  # several files (or a STAC Item): read through the raster layer
+        pred_ds = (self._open_stack(pred, "prediction", "db", default_offset) if pred_multi
+                   else self._keep(_open_quiet(pred, "prediction")))
         self.pred_name, self.target_name = str(pred), str(target)
         self.modality = _modality_of(self.target)
         if pred_ds.dtypes[0] == "uint8" and self.modality == "optical":
@@ -132,7 +131,7 @@ class _PairReader:
             raise InputError(f"prediction {pred} is {_modality_of(pred_ds)} ({pred_ds.dtypes[0]}) but target "
                              f"{target} is {self.modality} ({self.target.dtypes[0]}); compare like with like")
         self.pixelwise = ["prediction"] if check_georeferencing(pred_ds, "prediction", self.target, allow) else []
-        pred_names = _names(pred_ds)
+        pred_names = list(pred_ds.stack.band_names) if pred_multi else _names(pred_ds)
         target_names = list(stack.band_names) if stack is not None else _names(self.target)
         self.target_idx, self.match = _match_bands(pred, pred_names, target, target_names)
         self.pred_bands = list(pred_names)
@@ -140,20 +139,25 @@ class _PairReader:
             sel = resolve_bands(pred_names, opts.bands, f"prediction {pred.name}", option="--bands")
             self.pred_bands = [pred_names[i] for i in sel]
             self.target_idx = [self.target_idx[i] for i in sel]
-        self.described = {"pred": _described(pred_ds),
+        self.described = {"pred": pred_ds.described if pred_multi else _described(pred_ds),
                           "target": self.target.described if stack is not None else _described(self.target)}
         self.bands = [target_names[i - 1] for i in self.target_idx]
         self.grid = grid = GridSpec.of(self.target)
         self.ref_name = ref_name = f"the target {self.target.name}"
-        self.pred_source = self._keep(GeoTiffSource(
-            pred_ds, self.modality, names=pred_names, default_dn_offset=default_offset, grid=grid,
-            resampling=Resampling.bilinear, label=f"prediction {pred_ds.name}", ref_name=ref_name))
+        read_as = dict(names=pred_names, default_dn_offset=default_offset, grid=grid, resampling=Resampling.bilinear,
+                       label=f"prediction {pred_ds.name}", ref_name=ref_name)
+        self.pred_source: RasterSource = self._keep(
+            open_source(pred, self.modality, **read_as) if pred_multi
+            else GeoTiffSource(pred_ds, self.modality, **read_as))
         self.target_source: RasterSource = stack if stack is not None else self._keep(GeoTiffSource(
             self.target, self.modality, names=target_names, units=target_units, default_dn_offset=default_offset,
             label=f"target {self.target.name}"))
         self.pred_offset, self.target_offset = self.pred_source.dn_offset, self.target_source.dn_offset
-        self._report_alignment("prediction", self.pred_source.aligned, reporter)
-        self.pred = self.pred_source.aligned.dataset  # on the target grid when warped (previews)
+        for part in getattr(self.pred_source, "parts", [self.pred_source]):  # each file of a multi-file prediction
+            self._report_alignment("prediction", part.aligned, reporter)
+        # on the target grid when warped (previews)
+        self.pred = (StackView(self.pred_source, str(pred), pred_ds.dtypes[0]) if pred_multi
+                     else self.pred_source.aligned.dataset)
         self.pred_idx = [pred_names.index(n) + 1 for n in self.pred_bands]
         self.pred_tags = pred_ds.tags()
         self.labels: AlignedReader | None = None
@@ -181,16 +185,21 @@ class _PairReader:
         if not is_multi(target):
             self.target = self._keep(_open_quiet(target, "target"))
             return None
-        files = scene_files(target)
+        self.target = self._open_stack(target, "target", units, default_offset)
+        return self.target.stack
+
+    def _open_stack(self, spec: Path, what: str, units: str, default_offset: float) -> "StackView":
+        """A raster of several files or a STAC Item on its own grid (``open_source``), as a ``StackView``; its
+        modality is the Item's, else the first file's (float: SAR; integers: optical)."""
+        files = scene_files(spec)
         if is_stac_item(files[0]):
             modality = stac_item(files[0]).modality.value
         else:
-            with _open_quiet(files[0], "target") as first:
+            with _open_quiet(files[0], what) as first:
                 modality = _modality_of(first)
-        stack = self._keep(open_source(target, modality, units=units, default_dn_offset=default_offset,
-                                       label=f"target {describe_files(files)}"))
-        self.target = StackView(stack, str(target), stack.dtype)
-        return stack
+        stack = self._keep(open_source(spec, modality, units=units, default_dn_offset=default_offset,
+                                       label=f"{what} {describe_files(files)}"))
+        return StackView(stack, str(spec), stack.dtype)
 
     def open_input(self, path: Path, opts: EvalOptions) -> tuple[Normalization, bool]:
         """Read the translated input scene ``path`` onto the target grid from now on (thumbnails); its fixed
@@ -259,7 +268,7 @@ class _PairReader:
 
 
 class StackView:
-    """What eval reads from a target dataset, for a target of several files (``StackedSource``): its name, grid
+    """What eval reads from a dataset, for a target or prediction of several files (``StackedSource``): its name, grid
     (``crs``, ``transform``, ``height``, ``width``), first file's dtype, and decimated reads for previews (each band
     from its file as read onto the stack's grid)."""
 

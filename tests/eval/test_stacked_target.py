@@ -66,10 +66,25 @@ def test_optical_target_of_per_band_files_at_mixed_resolutions(tmp_path):
     assert "target" in render_html(res.report, res.thumbnails, res.overview)
 
 
-def test_a_missing_file_of_a_target_list_and_a_multi_file_pred_are_one_line_errors(tmp_path):
+def test_a_missing_file_of_a_target_list_is_a_one_line_error(tmp_path):
     vv = _write(tmp_path / "x_VV.tif", _db((1, 16, 16), 3))
     pred = _write(tmp_path / "pred.tif", _db((2, 16, 16), 4), desc=("VV", "VH"))
     with pytest.raises(InputError, match=r"target not found: .*x_VH.tif"):
         run_eval(EvalOptions(), pred=pred, target=Path(f"{vv},{tmp_path / 'x_VH.tif'}"))
-    with pytest.raises(InputError, match=r"--pred .*one raster file"):
-        run_eval(EvalOptions(), pred=Path(f"{pred},{vv}"), target=vv)
+
+
+def test_a_prediction_of_several_files_is_read_onto_the_target_grid(tmp_path):
+    t = _db((2, 32, 32), 5)
+    target = _write(tmp_path / "target.tif", t, desc=("VV", "VH"))
+    coarse = t.reshape(2, 16, 2, 16, 2).mean(axis=(2, 4))  # the prediction at 20 m
+    vv = _write(tmp_path / "p_VV.tif", coarse[:1], px=20)
+    vh = _write(tmp_path / "p_VH.tif", coarse[1:], px=20)
+    pred_one = _write(tmp_path / "pred.tif", coarse, px=20, desc=("VV", "VH"))
+    opts = EvalOptions(metrics=("psnr", "mae"))
+    ref = run_eval(opts, pred=pred_one, target=target)
+    res = run_eval(opts, pred=Path(f"{vv},{vh}"), target=target)
+    assert res.report["bands"]["pred"] == ["VV", "VH"]
+    for m in ("psnr", "mae"):
+        assert res.report["summary"][m]["value"] == pytest.approx(ref.report["summary"][m]["value"], rel=1e-6)
+    previews = {o["label"]: o["png"] for o in res.overview}
+    assert previews["prediction"] == {o["label"]: o["png"] for o in ref.overview}["prediction"]
