@@ -202,8 +202,8 @@ def synth_cmd(
 @_handle_errors
 def tile(
     s1: Optional[List[str]] = typer.Argument(
-        None, help="Sentinel-1 GeoTIFF(s) (dB or linear power), globs, or comma lists of one scene's files "
-                   "(VV.tif,VH.tif); with --layout, the dataset root."),
+        None, help="Sentinel-1 GeoTIFF(s) (dB or linear power), globs, comma lists of one scene's files "
+                   "(VV.tif,VH.tif), or STAC item .json files; with --layout, the dataset root."),
     s1_files: Optional[List[str]] = typer.Option(
         None, "--s1", help="A file of the one Sentinel-1 scene (repeat, or a comma list: one file per polarisation)."),
     optical: Optional[List[str]] = typer.Option(
@@ -347,7 +347,9 @@ def train_cmd(
 @app.command("translate")
 @_handle_errors
 def translate_cmd(
-    scenes: List[Path] = typer.Argument(..., help="Scene GeoTIFF(s) with the checkpoint's input bands."),
+    scenes: List[Path] = typer.Argument(
+        ..., help="Scene GeoTIFF(s) with the checkpoint's input bands (a comma list of one scene's files, or a STAC "
+                  "item .json)."),
     checkpoint: Path = typer.Option(..., "--checkpoint", help="Training RUN directory or generator .safetensors."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output COG (one scene)."),
     out_dir: Optional[Path] = typer.Option(
@@ -466,8 +468,11 @@ def stitch_cmd(
 @_handle_errors
 def eval_cmd(
     reports: Optional[List[Path]] = typer.Argument(None, help="With --compare: report directories or report.json files."),
-    pred: Optional[Path] = typer.Option(None, "--pred", help="Predicted scene (GeoTIFF) or directory of tiles."),
-    target: Optional[Path] = typer.Option(None, "--target", help="Target scene or directory of tiles (same ids)."),
+    pred: Optional[Path] = typer.Option(
+        None, "--pred", help="Predicted scene (GeoTIFF, comma list of files, STAC item .json) or directory of tiles."),
+    target: Optional[Path] = typer.Option(
+        None, "--target", help="Target scene (GeoTIFF, comma list of one raster's files, STAC item .json) or "
+                               "directory of tiles (same ids)."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="Land-cover labels: scene or directory (255 = ignore)."),
     input_scene: Optional[Path] = typer.Option(
         None, "--input", help="The translated input scene, shown in the report (default: the scene named by the "

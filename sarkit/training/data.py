@@ -244,7 +244,6 @@ def open_data(opts: TrainOptions, cls: type[TrainableModel]) -> TrainData:
             raise InputError(f"tile directory not found: {d} (make one with: sarkit tile)")
     records = [read_tiling(d) for d in dirs]
     check_compatible(records, dirs)
-    record = records[0]
     _check_task_options(opts, cls)
     segmenter = cls.task is Task.SEGMENTER
     labels = bool(cls.needs_labels)
@@ -277,8 +276,7 @@ def open_data(opts: TrainOptions, cls: type[TrainableModel]) -> TrainData:
         raise InputError(f"{root}: the train split yields no usable {mode} tiles")
     val = None
     if _split_count(rows, "val") > 0:
-        val = TileDataset([d for d in dirs if _split_count(load_manifest(d), "val") > 0], split="val",
-                          mode="paired", augment=False, seed=opts.seed, **common)
+        val = TileDataset(dirs, split="val", mode="paired", augment=False, seed=opts.seed, **common)
         if len(val) == 0:
             val = None
     sar = train.sar_norm.to_dict()

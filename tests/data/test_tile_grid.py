@@ -6,18 +6,15 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 import rasterio
-from rasterio.transform import from_origin
 from typer.testing import CliRunner
 
 from sarkit.cli import app
 from sarkit.data.tiling import TileOptions, tile_scene
-from sarkit.errors import InputError
 from test_multifile_tiling import one_band
 
 
-def _scene(tmp_path: Path) -> tuple[Path, Path, list[Path]]:
+def _scene(tmp_path: Path) -> tuple[Path, Path, list[Path], Path]:
     """Per-polarisation S1 (10 m, 120 px), per-band S2 (B02–B04 at 10 m, B05 at 20 m), and a 20 m grid raster."""
     rng = np.random.default_rng(5)
     vv = one_band(tmp_path / "x_VV.tif", rng.uniform(-20, -5, (120, 120)).astype(np.float32), 10)

@@ -66,3 +66,10 @@ def test_cli_takes_data_twice_and_a_mismatch_is_one_line_naming_both(two_sets, t
     assert r.exit_code == 2
     lines = [ln for ln in r.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and f"--data {a} and --data {odd} differ in tile size (32 against 64)" in lines[0]
+
+
+def test_val_ids_are_prefixed_even_when_one_set_has_no_val_split(two_sets, tmp_path):
+    a, _ = two_sets
+    no_val = make_tiles(tmp_path / "west", n_train=2, n_val=0, seed=3)
+    data = open_data(opts(a, tmp_path / "run", data=[a, no_val]), get_model("pix2pix"))
+    assert data.val.ids == ["north/t003"] and data.train.ids[-1] == "west/t001"
