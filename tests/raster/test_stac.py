@@ -167,3 +167,29 @@ def test_tiling_items_of_different_baselines_or_against_s2_offset_is_refused(tmp
     assert not (tmp_path / "t").exists()
     tile_scene(s1a, s2a, None, tmp_path / "t", TileOptions(size=32, split=(1, 0, 0)))
     assert json.loads((tmp_path / "t" / "tiling.json").read_text())["normalization"]["optical"]["offset"] == 0.0
+
+
+def test_realdata_bigearthnet_bands_as_stac_items_read_like_the_band_files(tmp_path, realdata):
+    """Items over the real BigEarthNet patch (absolute hrefs; S1 stored in dB, said by raster:bands) read the same
+    pixels as the comma lists of its files."""
+    s1_dir = realdata / "bigearthnet" / "BigEarthNet-S1-v1.0" / "S1A_IW_GRDH_1SDV_20170613T165043_33UUP_87_48"
+    s2_dir = realdata / "bigearthnet" / "BigEarthNet-v1.0" / "S2A_MSIL2A_20170613T101031_87_48"
+    if not s1_dir.is_dir() or not s2_dir.is_dir():
+        pytest.skip("BigEarthNet sample absent")
+    s1_files = {p: next(s1_dir.glob(f"*_{p.upper()}.tif")) for p in ("vv", "vh")}
+    s2_files = {b: next(s2_dir.glob(f"*_{b}.tif")) for b in ("B02", "B03", "B04", "B05", "B8A")}
+    item1 = _item("s1", {}, s1_files)
+    for a in item1.assets.values():
+        a.extra_fields["raster:bands"] = [{"unit": "dB"}]
+    item1.save_object(include_self_link=False, dest_href=str(tmp_path / "s1.json"))
+    _item("s2", {"s2:processing_baseline": "02.05"}, s2_files).save_object(
+        include_self_link=False, dest_href=str(tmp_path / "s2.json"))
+    win = PixelWindow(0, 0, 120, 120)
+    with open_source(tmp_path / "s1.json", "sar") as item, \
+            open_source([s1_files["vv"], s1_files["vh"]], "sar", units="db") as files:
+        assert item.band_names == ("VV", "VH") and item.units == "db"
+        assert np.array_equal(item.read(win).values, files.read(win).values, equal_nan=True)
+    with open_source(tmp_path / "s2.json", "optical") as item, \
+            open_source(list(s2_files.values()), "optical") as files:
+        assert item.band_names == ("B2", "B3", "B4", "B5", "B8A") == files.band_names and item.dn_offset == 0
+        assert np.array_equal(item.read_stored(win), files.read_stored(win))
