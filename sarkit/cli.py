@@ -201,9 +201,22 @@ def synth_cmd(
 @app.command("tile")
 @_handle_errors
 def tile(
-    s1: Path = typer.Argument(..., help="Sentinel-1 GeoTIFF (dB or linear power); with --layout, the dataset root."),
-    optical: Optional[Path] = typer.Option(None, "--optical", help="Sentinel-2 GeoTIFF (digital numbers)."),
-    labels: Optional[Path] = typer.Option(None, "--labels", help="Label GeoTIFF (class ids)."),
+    s1: Optional[List[str]] = typer.Argument(
+        None, help="Sentinel-1 GeoTIFF(s) (dB or linear power), globs, comma lists of one scene's files "
+                   "(VV.tif,VH.tif), or STAC item .json files; with --layout, the dataset root."),
+    s1_files: Optional[List[str]] = typer.Option(
+        None, "--s1", help="A file of the one Sentinel-1 scene (repeat, or a comma list: one file per polarisation)."),
+    optical: Optional[List[str]] = typer.Option(
+        None, "--optical", help="Sentinel-2 GeoTIFF (digital numbers), or its per-band files (repeat, or a comma "
+                                "list); for several scenes a pattern such as '{dir}/{stem/_s1/_s2}.tif'."),
+    labels: Optional[str] = typer.Option(None, "--labels", help="Label GeoTIFF (class ids); a pattern for several scenes."),
+    scenes_csv: Optional[Path] = typer.Option(
+        None, "--scenes", help="CSV of scenes, one per row: s1,optical,labels (instead of S1 arguments)."),
+    strict: bool = typer.Option(False, "--strict", help="Several scenes: fail the run when one scene fails "
+                                                         "(default: report it, skip it, exit 1)."),
+    grid: Optional[Path] = typer.Option(
+        None, "--grid", help="GeoTIFF whose pixel grid the tiles take (S1, optical and labels resampled onto it; "
+                             "default: the S1 raster's, for several files the finest one's)."),
     out: Path = typer.Option(..., "--out", help="Output tile directory."),
     size: int = typer.Option(256, "--size", help="Tile size in pixels."),
     stride: Optional[int] = typer.Option(
@@ -239,40 +252,41 @@ def tile(
 ) -> None:
     """Cut co-registered S1 / S2 / label scenes into tiles with manifest.csv and tiling.json.
 
-    Dataset folders: --layout sen12ms | sen1floods11 | pairs (image pairs: SEN1-2, pix2pix, CycleGAN, two folders).
+    Dataset folders: --layout sen12ms | sen1floods11 | bigearthnet | pairs (image pairs: SEN1-2, pix2pix,
+    CycleGAN, two folders).
 
     Example: sarkit tile scene/s1.tif --optical scene/s2.tif --labels scene/labels.tif --out tiles
     """
     from sarkit.progress import print_table
-    from sarkit.data.tiling import TileOptions, tile_layout, tile_scene
+    from sarkit.data.tiling import TileOptions
 
     opts = TileOptions(size=size, stride=stride, aoi=aoi, max_nodata=max_nodata, split=split,
                        seed=seed, overwrite=overwrite, pad_edges=pad_edges, s1_units=s1_units,
                        s1_range=s1_range, s2_range=s2_range,
-                       s2_offset=s2_offset, cloudy=cloudy, lc_classes=lc_classes)
-    from sarkit.data.pairs import PairOptions, refuse_pair_options
+                       s2_offset=s2_offset, cloudy=cloudy, lc_classes=lc_classes, strict=strict, grid=grid)
+    from sarkit.data.pairs import PairOptions
 
     pair_opts = PairOptions(pairs, sar_dir, opt_dir, label_dir, sar_is)
     rep = _reporter(quiet, log_format)
     if _skip(out, skip_existing, rep):
         return
-    if layout is not None:
-        if optical is not None or labels is not None:
-            from sarkit.errors import InputError
+    from sarkit.data.tiling import tile_inputs
 
-            raise InputError("--layout reads optical and labels from the dataset folders: drop --optical/--labels")
-        summary = tile_layout(s1, layout, out, opts, rep, pairs=pair_opts)
-    else:
-        refuse_pair_options(pair_opts)
-        summary = tile_scene(s1, optical, labels, out, opts, rep)
+    summary = tile_inputs(list(s1 or []), list(s1_files or []), list(optical or []), labels, scenes_csv, layout,
+                          out, opts, rep, pairs=pair_opts)
     rows = [["written", summary.written]] + [[f"skipped: {k}", v] for k, v in sorted(summary.skipped.items())]
     rows += [[f"split: {k}", v] for k, v in summary.splits.items()]
     if summary.labels:
         rows.append(["labels", summary.labels])
+    rows += [[f"FAILED scene {n}", e] for n, e in summary.failed]
     if log_format == "json":
         rep.info("tiling done", out=str(summary.out), written=summary.written, skipped=summary.skipped,
-                 splits=summary.splits, labels=summary.labels)
+                 splits=summary.splits, labels=summary.labels, scenes=summary.scenes,
+                 failed=[{"scene": n, "error": e} for n, e in summary.failed])
     print_table(f"Tiles in {summary.out}", ["", "tiles"], rows, quiet=quiet or log_format == "json")
+    if summary.failed:
+        rep.warn(f"{len(summary.failed)} scene(s) failed and were skipped; {summary.scenes} tiled into {summary.out}")
+        raise typer.Exit(1)
 
 # === train ===
 
@@ -281,7 +295,8 @@ def tile(
 @_handle_errors
 def train_cmd(
     model: str = typer.Option(..., "--model", help="pix2pix, pix2pix-clip, cyclegan, cut, cyclegan-sc, segmenter."),
-    data: Path = typer.Option(..., "--data", help="Tile directory written by sarkit tile."),
+    data: List[Path] = typer.Option(..., "--data", help="Tile directory written by sarkit tile (repeat for "
+                                    "several tile sets of the same bands and ranges)."),
     out: Path = typer.Option(..., "--out", help="Run directory (config.json, checkpoints/, metrics.jsonl)."),
     direction: str = typer.Option("sar2opt", "--direction", help="sar2opt or opt2sar (translators)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (default: 200 epochs)."),
@@ -345,7 +360,9 @@ def train_cmd(
 @app.command("translate")
 @_handle_errors
 def translate_cmd(
-    scenes: List[Path] = typer.Argument(..., help="Scene GeoTIFF(s) with the checkpoint's input bands."),
+    scenes: List[Path] = typer.Argument(
+        ..., help="Scene GeoTIFF(s) with the checkpoint's input bands (a comma list of one scene's files, or a STAC "
+                  "item .json)."),
     checkpoint: Path = typer.Option(..., "--checkpoint", help="Training RUN directory or generator .safetensors."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output COG, or PNG when named .png (one scene)."),
     out_dir: Optional[Path] = typer.Option(
@@ -464,8 +481,11 @@ def stitch_cmd(
 @_handle_errors
 def eval_cmd(
     reports: Optional[List[Path]] = typer.Argument(None, help="With --compare: report directories or report.json files."),
-    pred: Optional[Path] = typer.Option(None, "--pred", help="Predicted scene (GeoTIFF) or directory of tiles."),
-    target: Optional[Path] = typer.Option(None, "--target", help="Target scene or directory of tiles (same ids)."),
+    pred: Optional[Path] = typer.Option(
+        None, "--pred", help="Predicted scene (GeoTIFF, comma list of files, STAC item .json) or directory of tiles."),
+    target: Optional[Path] = typer.Option(
+        None, "--target", help="Target scene (GeoTIFF, comma list of one raster's files, STAC item .json) or "
+                               "directory of tiles (same ids)."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="Land-cover labels: scene or directory (255 = ignore)."),
     input_scene: Optional[Path] = typer.Option(
         None, "--input", help="The translated input scene, shown in the report (default: the scene named by the "

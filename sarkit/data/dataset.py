@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from sarkit.errors import InputError
+from sarkit.data.multiset import check_compatible, combined_rows, data_dirs, row_root
 from sarkit.data.tiling import SPLITS
 from sarkit.raster.norm import Normalization, resolve_bands
 from sarkit.raster.images import source_for
@@ -71,19 +72,27 @@ def _apply_ops(a: np.ndarray, ops: tuple[int, bool, bool]) -> np.ndarray:
 
 
 class TileDataset(Dataset):
-    """SAR / optical (/ label) tiles of one split of a tile directory, as model-range tensors."""
+    """SAR / optical (/ label) tiles of one split of a tile directory, as model-range tensors. ``root`` may be
+    several tile directories (``sarkit.data.multiset``): their tiles in order, each read from its own folder with
+    its own DN offset, ids prefixed by the set's name; ``root`` is then the first."""
 
-    def __init__(self, root: str | Path, split: str | None = "train", mode: str = "paired",
+    def __init__(self, root: str | Path | Sequence[str | Path], split: str | None = "train", mode: str = "paired",
                  sar_bands: Sequence[str | int] | None = None,
                  optical_bands: Sequence[str | int] | None = ("B4", "B3", "B2"),
                  labels: bool = False, augment: bool = False, seed: int = 0) -> None:
         if mode not in ("paired", "unpaired"):
             raise InputError(f"dataset mode must be paired or unpaired, got {mode!r}")
-        self.root = Path(root)
-        self.record = read_tiling(root)
-        self.rows = load_manifest(root, split)
+        self.roots = data_dirs(root)
+        self.root = root = self.roots[0]
+        records = [read_tiling(r) for r in self.roots]
+        check_compatible(records, self.roots)
+        self.record = records[0]
+        self.rows = combined_rows(self.roots, [load_manifest(r, split) for r in self.roots])
         if not self.rows:
-            raise InputError(f"no tiles in split {split!r} of {root} (change --split when tiling, or pick another)")
+            where = root if len(self.roots) == 1 else ", ".join(map(str, self.roots))
+            raise InputError(f"no tiles in split {split!r} of {where} (change --split when tiling, or pick another)")
+        self._offsets = {str(r): float((rec["normalization"].get("optical") or {}).get("offset", 0.0))
+                         for r, rec in zip(self.roots, records)}
         self.mode, self.augment, self.seed, self.epoch = mode, augment, int(seed), 0
         self.split = split
         norms = self.record["normalization"]
@@ -122,26 +131,33 @@ class TileDataset(Dataset):
             return i % len(self.rows)
         return int(self._rng(i, 0).integers(len(self.rows)))
 
-    def _read(self, path: Path, modality: Modality, names: list[str], norm: Normalization) -> Reading:
-        """A whole tile in physical units (SAR dB; optical reflectance with the tiling's DN offset; image values for
+    def tile_path(self, row: dict[str, str], column: str) -> Path:
+        """The file a manifest row's ``column`` (s1_path, s2_path, labels_path) names, in the row's own set."""
+        return row_root(row, self.root) / row[column]
+
+    def _read(self, path: Path, modality: Modality, names: list[str], norm: Normalization,
+              dn_offset: float | None = None) -> Reading:
+        """A whole tile in physical units (SAR dB; optical reflectance with its set's DN offset; image values for
         tiles of image pairs, whose normalisation says units "image")."""
-        with source_for(path, norm, names=names, units="db", dn_offset=norm.offset, gray=False,
+        with source_for(path, norm, names=names, units="db",
+                        dn_offset=norm.offset if dn_offset is None else dn_offset, gray=False,
                         label=f"tile {path.name}") as src:
             return src.read(src.grid.window, norm.bands)
 
     def _read_sar(self, row: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
         """Model-range SAR (C, H, W) with −1 at nodata, and its validity mask."""
-        reading = self._read(self.root / row["s1_path"], Modality.SAR, self.all_sar, self.sar_norm)
+        reading = self._read(self.tile_path(row, "s1_path"), Modality.SAR, self.all_sar, self.sar_norm)
         return to_model(reading, self.sar_norm)
 
     def _read_optical(self, row: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
         """Model-range optical (C, H, W) with −1 at nodata, and its validity mask."""
         assert self.optical_norm is not None and self.all_optical is not None
-        reading = self._read(self.root / row["s2_path"], Modality.OPTICAL, self.all_optical, self.optical_norm)
+        reading = self._read(self.tile_path(row, "s2_path"), Modality.OPTICAL, self.all_optical, self.optical_norm,
+                             self._offsets.get(str(row_root(row, self.root))))
         return to_model(reading, self.optical_norm)
 
     def _read_labels(self, row: dict[str, str]) -> np.ndarray:
-        with rasterio.open(self.root / row["labels_path"]) as src:
+        with rasterio.open(self.tile_path(row, "labels_path")) as src:
             return src.read(1).astype(np.int64)
 
     def __getitem__(self, i: int) -> dict[str, Any]:

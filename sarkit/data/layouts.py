@@ -7,6 +7,10 @@
   the 10 simplified classes of DFC2020 (``dfc2020``) or kept as the 17 IGBP classes (``igbp``).
 * ``sen1floods11``: ``S1Hand/…_S1Hand.tif`` with ``S2Hand/…_S2Hand.tif`` and ``LabelHand/…_LabelHand.tif``;
   labels −1 (no data) → 255, 0 "not water", 1 "water".
+* ``bigearthnet``: BigEarthNet-S1 patch folders (``…_VV.tif``, ``…_VH.tif``, ``…_labels_metadata.json``) with the
+  BigEarthNet-S2 folder named by ``corresponding_s2_patch`` (one file per band at 10, 20 and 60 m); each raster is
+  several files (``Scene.s1_files`` / ``s2_files``, read by ``sarkit.raster.stack``); the patch-level CORINE labels
+  are ``Scene.scene_labels``.
 
 Folder and file names match in any case (``s2_cloudFree/`` as dSen2-CR ships it), and symlinked folders are
 followed.
@@ -14,6 +18,7 @@ followed.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -23,7 +28,7 @@ import numpy as np
 
 from sarkit.errors import InputError
 
-LAYOUTS = ("sen12ms", "sen1floods11", "pairs")  # pairs: image-pair datasets, found by sarkit.data.pairs
+LAYOUTS = ("sen12ms", "sen1floods11", "bigearthnet", "pairs")  # pairs: image-pair datasets, found by sarkit.data.pairs
 
 #: The 17 IGBP land-cover classes (MODIS MCD12Q1 type 1), ids 1…17; band 1 of SEN12MS ``lc`` files.
 IGBP_CLASSES = ["evergreen needleleaf forests", "evergreen broadleaf forests", "deciduous needleleaf forests",
@@ -60,6 +65,22 @@ class Scene:
     labels: Path | None = None
     label_scheme: str = "raw"
     classes: list[str] | None = field(default=None, compare=False)
+    # several files of one raster (per polarisation, per band; ``sarkit.raster.stack``): all of them, ``s1`` /
+    # ``s2`` being the first; empty for one file
+    s1_files: tuple[Path, ...] = ()
+    s2_files: tuple[Path, ...] = ()
+    name: str | None = None  # the scene's name in tile ids (default: the S1 file's stem)
+    scene_labels: list[str] | None = field(default=None, compare=False)  # patch-level labels (BigEarthNet)
+
+    @property
+    def s1_spec(self) -> Path | tuple[Path, ...]:
+        """The S1 raster as ``sarkit.raster.stack.open_source`` takes it: its files, or its one file."""
+        return self.s1_files or self.s1
+
+    @property
+    def s2_spec(self) -> Path | tuple[Path, ...] | None:
+        """The optical raster as ``open_source`` takes it (None when absent)."""
+        return self.s2_files or self.s2
 
 
 def check_lc_scheme(name: str) -> str:
@@ -267,6 +288,86 @@ def find_sen1floods11(root: Path) -> list[Scene]:
     return scenes
 
 
+# --------------------------------------------------------------------------------------------- BigEarthNet
+
+#: The Sentinel-2 band files of a BigEarthNet(-S2) patch folder, in Sentinel-2 order (L2A has no B10).
+BIGEARTHNET_S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
+#: The Sentinel-1 polarisation files of a BigEarthNet-S1 patch folder, in order.
+BIGEARTHNET_S1_BANDS = ("VV", "VH")
+#: Side of a BigEarthNet patch in pixels (10 m bands).
+BIGEARTHNET_PATCH_PX = 120
+
+
+def _bigearthnet_meta(folder: Path, folders: _Folders) -> dict | None:
+    """The ``…_labels_metadata.json`` of a BigEarthNet patch folder (None when absent); ``InputError`` when it is not
+    JSON."""
+    meta = folders.child(folder, f"{folder.name}_labels_metadata.json")
+    if meta is None:
+        return None
+    try:
+        doc = json.loads(meta.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"BigEarthNet metadata {meta} is not readable JSON ({exc}); download the patch again") \
+            from None
+    return doc if isinstance(doc, dict) else None
+
+
+def _bigearthnet_files(folder: Path, bands: tuple[str, ...], folders: _Folders) -> tuple[Path, ...] | None:
+    """The band files ``<folder name>_<band>.tif`` of a patch folder, in ``bands`` order; None when one is missing."""
+    files = [folders.child(folder, f"{folder.name}_{b}.tif") for b in bands]
+    return None if any(f is None for f in files) else tuple(files)  # type: ignore[misc]
+
+
+def _bigearthnet_dirs(root: Path) -> list[Path]:
+    """Every folder under ``root`` (symlinks followed, each real folder once), sorted."""
+    out: list[Path] = []
+    seen: set[str] = set()
+    for dirpath, dirnames, _ in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames.sort()
+        out.append(Path(dirpath))
+    return sorted(out)
+
+
+def find_bigearthnet(root: Path) -> list[Scene]:
+    """BigEarthNet-MM patch pairs under ``root``: BigEarthNet-S1 folders (``…_VV.tif``, ``…_VH.tif``,
+    ``…_labels_metadata.json``) with the BigEarthNet-S2 folder their ``corresponding_s2_patch`` names (per-band
+    ``…_B01.tif`` … ``…_B12.tif``, ``…_B8A.tif``), found anywhere under ``root``; the patch's CORINE labels go into
+    ``Scene.scene_labels``. An S1 folder without an S2 partner is still a scene (SAR only) when no S1 folder has
+    one."""
+    folders = _Folders()
+    dirs = _bigearthnet_dirs(root)
+    by_name: dict[str, Path] = {}
+    for d in dirs:
+        by_name.setdefault(d.name.lower(), d)
+    pairs: list[Scene] = []
+    alone: list[Scene] = []
+    for d in dirs:
+        s1 = _bigearthnet_files(d, BIGEARTHNET_S1_BANDS, folders)
+        if s1 is None:
+            continue
+        meta = _bigearthnet_meta(d, folders) or {}
+        labels = meta.get("labels") if isinstance(meta.get("labels"), list) else None
+        s2_name = str(meta.get("corresponding_s2_patch") or "")
+        s2_dir = by_name.get(s2_name.lower()) if s2_name else None
+        s2 = _bigearthnet_files(s2_dir, BIGEARTHNET_S2_BANDS, folders) if s2_dir is not None else None
+        scene = Scene(s1[0], s2[0] if s2 else None, None, s1_files=s1, s2_files=s2 or (), name=d.name,
+                      scene_labels=[str(x) for x in labels] if labels is not None else None)
+        (pairs if s2 else alone).append(scene)
+    if pairs:
+        return pairs
+    if alone:
+        return alone
+    expected = ("expected BigEarthNet-S1 patch folders NAME/ holding NAME_VV.tif, NAME_VH.tif and "
+                "NAME_labels_metadata.json, whose corresponding_s2_patch names a BigEarthNet-S2 folder with "
+                "NAME_B01.tif … NAME_B12.tif and NAME_B8A.tif")
+    raise InputError(f"no BigEarthNet patches under {root}: {_found(root, tif_files(root))}; {expected}")
+
+
 def find_layout(root: Path, layout: str, cloudy: bool = False, lc_classes: str = "dfc2020") -> list[Scene]:
     """Scenes of dataset ``layout`` under ``root``."""
     root = Path(root)
@@ -281,4 +382,6 @@ def find_layout(root: Path, layout: str, cloudy: bool = False, lc_classes: str =
                          "sarkit.data.pairs.find_pairs (sarkit tile ROOT --layout pairs)")
     if name == "sen12ms":
         return find_sen12ms(root, cloudy, lc_classes)
+    if name == "bigearthnet":
+        return find_bigearthnet(root)
     return find_sen1floods11(root)

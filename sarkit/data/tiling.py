@@ -13,7 +13,7 @@ import csv
 import json
 import math
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,7 +24,7 @@ from rasterio.enums import Resampling
 from rasterio.warp import transform_geom
 
 from sarkit import __version__
-from sarkit.errors import InputError
+from sarkit.errors import InputError, WorkError
 from sarkit.raster.align import AlignedReader, read_bands
 from sarkit.raster.grid import GRID_TOL_PX, Bounds, GridSpec, PixelWindow, overlap_bounds, window_grid
 from sarkit.io import DEFLATE_LEVEL, GTIFF_PROFILE, atomic_dir, check_output, open_raster, require_crs
@@ -51,7 +51,8 @@ from sarkit.raster.norm import (check_range,
     s2_dn_offset,
     sar_normalization,
 )
-from sarkit.raster.source import GeoTiffSource, Modality
+from sarkit.raster.source import GeoTiffSource, Modality, RasterSource
+from sarkit.raster.stack import grid_of_file, is_multi, open_source, scene_files, scene_stem
 from sarkit.reporting import NULL_REPORTER, Reporter
 
 SPLITS = ("train", "val", "test")
@@ -80,6 +81,8 @@ class TileOptions:
     cloudy: bool = False
     lc_classes: str = "dfc2020"  # SEN12MS land cover: "dfc2020" (10 simplified classes) or "igbp" (17 classes)
     block_strides: int | None = None  # split block side in strides; None = automatic (see ``block_side``)
+    strict: bool = False  # several scenes: a scene that fails fails the run (default: reported and skipped)
+    grid: Path | None = None  # --grid FILE: the tiles' grid (every raster read onto it); None: the S1 raster's
 
     def __post_init__(self) -> None:
         if self.stride is None:
@@ -96,6 +99,7 @@ class TileSummary:
     splits: dict[str, int] = field(default_factory=dict)
     scenes: int = 1
     labels: str | None = None  # which label band was read and how its values became classes
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (scene, why) of scenes skipped after failing
 
 
 @dataclass
@@ -229,32 +233,102 @@ def _label_classes(src: Any, scene: Scene, scheme: str) -> list[str]:
     return [f"class_{i}" for i in range(max(top + 1, 1))]
 
 
+def _prepare_stacked_sar(scene: Scene, opts: TileOptions) -> tuple[GridSpec, list[str], str]:
+    """Grid, band names and units of a Sentinel-1 raster of several files, or of any read onto ``--grid``
+    (``open_source``)."""
+    ref = grid_of_file(opts.grid) if opts.grid is not None else None
+    with open_source(scene.s1_spec, Modality.SAR, units=opts.s1_units, grid=ref,
+                     ref_name=f"the --grid raster {Path(opts.grid).name}" if ref is not None else None,
+                     label=f"Sentinel-1 raster {_spec_text(scene.s1_spec, names=True)}") as sar:
+        grid = sar.grid
+        if not grid.georeferenced:
+            raise InputError(f"Sentinel-1 raster {_spec_text(scene.s1_spec, names=True)} has no CRS; assign one "
+                             f"(gdal_edit.py -a_srs EPSG:XXXX)")
+        if (opts.size > grid.height or opts.size > grid.width) and not opts.pad_edges:
+            raise InputError(f"--size {opts.size} is larger than the scene ({grid.height}×{grid.width} pixels): "
+                             f"{_spec_text(scene.s1_spec, names=True)} (use a smaller --size, or --pad-edges to "
+                             f"pad the scene to --size)")
+        return grid, list(sar.band_names), sar.units
+
+
+def _prepare_stacked_optical(scene: Scene, grid: GridSpec) -> tuple[list[str], str]:
+    """Band names and dtype of an optical raster of several files, checked like one file's."""
+    what = f"optical raster {_spec_text(scene.s2_spec, names=True)}"
+    with open_source(scene.s2_spec, Modality.OPTICAL, grid=grid, fill=OPTICAL_NODATA, label=what,
+                     ref_name="the Sentinel-1 scene") as opt:
+        names = list(opt.band_names)
+        try:
+            resolve_bands(names, list(RGB_BANDS), what)
+        except InputError:
+            raise InputError(f"{what} has no band 'B4', 'B3' or 'B2' (bands: {', '.join(names)}); give the "
+                             f"Sentinel-2 band files (…_B02.tif, …_B03.tif, …_B04.tif, …)") from None
+        for part in getattr(opt, "parts", [opt]):
+            check_integer_reflectance(part.dtype, _decimated(part.dataset), f"{what}: {Path(part.dataset.name).name}")
+        return names, opt.dtype
+
+
+def _scene_stem(scene: Scene) -> str:
+    """A scene's name in tile ids (``sarkit.raster.stack.scene_stem``: the S1 file's stem, or what its files'
+    stems share)."""
+    return scene_stem(scene.s1_spec)
+
+
+def _spec_text(spec: Any, names: bool = False) -> str:
+    """A raster's files as one text: the paths (resolved) joined by commas, or with ``names`` their file names."""
+    files = scene_files(spec)
+    return ",".join(f.name if names else str(f.resolve()) for f in files)
+
+
 def _prepare(scene: Scene, opts: TileOptions) -> _Prepared:
     """Open and check the files of one scene; raise ``InputError`` with what to do on any problem."""
+    if is_multi(scene.s1_spec) or opts.grid is not None:
+        grid, sar_bands, units = _prepare_stacked_sar(scene, opts)
+    else:
+        grid, sar_bands, units = _prepare_sar_file(scene, opts)
+    optical_bands = optical_dtype = None
+    if scene.s2 is not None and is_multi(scene.s2_spec):
+        optical_bands, optical_dtype = _prepare_stacked_optical(scene, grid)
+    elif scene.s2 is not None:
+        optical_bands, optical_dtype = _prepare_optical_file(scene, grid)
+    return _prepare_labels(scene, opts, grid, sar_bands, units, optical_bands, optical_dtype)
+
+
+def _prepare_sar_file(scene: Scene, opts: TileOptions) -> tuple[GridSpec, list[str], str]:
+    """Grid, band names and units of a Sentinel-1 raster of one file."""
     with open_raster(scene.s1, "Sentinel-1 raster") as s1:
         require_crs(s1, "Sentinel-1 raster")
         grid = GridSpec.of(s1)
-        if opts.size > s1.height or opts.size > s1.width:
+        if (opts.size > s1.height or opts.size > s1.width) and not opts.pad_edges:
             raise InputError(f"--size {opts.size} is larger than the scene ({s1.height}×{s1.width} pixels): "
                              f"{scene.s1} (use a smaller --size)")
         with GeoTiffSource(s1, Modality.SAR, units=opts.s1_units, label=f"Sentinel-1 raster {scene.s1}") as sar:
             sar_bands, units = list(sar.band_names), sar.units  # the raster layer's naming, checks and unit rule
-    optical_bands = optical_dtype = None
-    if scene.s2 is not None:
-        with open_raster(scene.s2, "optical raster") as s2:
-            require_crs(s2, "optical raster")
-            optical_bands = _optical_names(s2)
-            try:
-                resolve_bands(optical_bands, list(RGB_BANDS), f"optical raster {scene.s2.name}")
-            except InputError:
-                raise InputError(f"optical raster {scene.s2.name} has no band 'B4', 'B3' or 'B2' (bands: "
-                                 f"{', '.join(optical_bands)}); give a Sentinel-2 stack (13 bands, or band "
-                                 f"descriptions B2, B3, B4, …)") from None
-            optical_dtype = s2.dtypes[0]
-            check_integer_reflectance(optical_dtype, _decimated(s2), f"optical raster {scene.s2.name}")
-            if overlap_bounds(grid, GridSpec.of(s2)) is None:
-                raise InputError(f"Sentinel-1 and optical rasters do not overlap: {scene.s1.name}, {scene.s2.name} "
-                                 f"(give files of the same area)")
+    return grid, sar_bands, units
+
+
+def _prepare_optical_file(scene: Scene, grid: GridSpec) -> tuple[list[str], str]:
+    """Band names and dtype of an optical raster of one file, checked."""
+    assert scene.s2 is not None
+    with open_raster(scene.s2, "optical raster") as s2:
+        require_crs(s2, "optical raster")
+        optical_bands = _optical_names(s2)
+        try:
+            resolve_bands(optical_bands, list(RGB_BANDS), f"optical raster {scene.s2.name}")
+        except InputError:
+            raise InputError(f"optical raster {scene.s2.name} has no band 'B4', 'B3' or 'B2' (bands: "
+                             f"{', '.join(optical_bands)}); give a Sentinel-2 stack (13 bands, or band "
+                             f"descriptions B2, B3, B4, …)") from None
+        optical_dtype = s2.dtypes[0]
+        check_integer_reflectance(optical_dtype, _decimated(s2), f"optical raster {scene.s2.name}")
+        if overlap_bounds(grid, GridSpec.of(s2)) is None:
+            raise InputError(f"Sentinel-1 and optical rasters do not overlap: {scene.s1.name}, {scene.s2.name} "
+                             f"(give files of the same area)")
+    return optical_bands, optical_dtype
+
+
+def _prepare_labels(scene: Scene, opts: TileOptions, grid: GridSpec, sar_bands: list[str], units: str,
+                    optical_bands: list[str] | None, optical_dtype: str | None) -> _Prepared:
+    """Check the label raster of a scene (when it has one) and put the scene together."""
     label_nodata = classes = label_desc = None
     scheme = scene.label_scheme
     if scene.labels is not None:
@@ -268,7 +342,7 @@ def _prepare(scene: Scene, opts: TileOptions) -> _Prepared:
             _check_labels(lab, scene.labels, scheme)
             classes = _label_classes(lab, scene, scheme)
             label_desc = describe_labels(scheme, lab.count)
-    return _Prepared(scene, grid, scene.s1.stem, sar_bands, units, optical_bands, optical_dtype, label_nodata,
+    return _Prepared(scene, grid, scene.name or _scene_stem(scene), sar_bands, units, optical_bands, optical_dtype, label_nodata,
                      classes, scheme, label_desc)
 
 
@@ -563,7 +637,7 @@ def _check_consistent(prepared: list[_Prepared]) -> None:
             raise InputError(f"some scenes have labels and others not ({p.scene.s1.name}): tile them separately")
 
 
-def _read_scene_tile(p: _Prepared, w: PixelWindow, s1: GeoTiffSource, opt: GeoTiffSource | None,
+def _read_scene_tile(p: _Prepared, w: PixelWindow, s1: RasterSource, opt: RasterSource | None,
                      lab: AlignedReader | None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, float]:
     """SAR dB, optical DN and label ids of one window on the S1 grid, and the nodata fraction."""
     reading = s1.read(w)
@@ -612,16 +686,20 @@ def _candidates(prepared: list[_Prepared], opts: TileOptions, skipped: Counter) 
 
 
 def _open_partners(p: _Prepared, opts: TileOptions,
-                   reporter: Reporter) -> tuple[GeoTiffSource | None, AlignedReader | None]:
+                   reporter: Reporter) -> tuple[RasterSource | None, AlignedReader | None]:
     """Readers of the optical (DN, nodata 0) and label rasters on the scene's S1 grid (None where absent)."""
     opt = lab = None
     if p.scene.s2 is not None:
-        opt = GeoTiffSource(p.scene.s2, Modality.OPTICAL, names=p.optical_bands, grid=p.grid,
-                            resampling=Resampling.bilinear, fill=OPTICAL_NODATA,
-                            dn_offset=s2_dn_offset(opts.s2_offset), label=f"optical raster {p.scene.s2.name}",
-                            ref_name="the Sentinel-1 scene")
-        if opt.aligned.resampled:
-            reporter.info(f"reprojecting {p.scene.s2.name} onto the Sentinel-1 grid (bilinear)")
+        opt = open_source(p.scene.s2_spec, Modality.OPTICAL, names=p.optical_bands, grid=p.grid,
+                          resampling=Resampling.bilinear, fill=OPTICAL_NODATA,
+                          dn_offset=s2_dn_offset(opts.s2_offset),
+                          label=f"optical raster {_spec_text(p.scene.s2_spec, names=True)}",
+                          ref_name="the Sentinel-1 scene")
+        warped = [Path(getattr(opt, "dataset").name)] if isinstance(opt, GeoTiffSource) and opt.aligned.resampled \
+            else list(getattr(opt, "resampled", []))
+        if warped:
+            shown = warped[0].name + (f" and {len(warped) - 1} more file(s)" if len(warped) > 1 else "")
+            reporter.info(f"reprojecting {shown} onto the Sentinel-1 grid (bilinear)")
     if p.scene.labels is not None:
         lab = AlignedReader(p.scene.labels, p.grid, Resampling.nearest, _label_fill(p.scene.labels),
                             what=f"label raster {p.scene.labels.name}")
@@ -635,8 +713,8 @@ def _write_scene(p: _Prepared, mine: list[_Candidate], tmp: Path, opts: TileOpti
     """Read, check and write the tiles ``mine`` of one scene into ``tmp``; return those written."""
     written: list[_Candidate] = []
     optical_dn_offset = s2_dn_offset(opts.s2_offset)  # recorded in every optical tile
-    with GeoTiffSource(p.scene.s1, Modality.SAR, names=p.sar_bands, units=p.sar_units,
-                       label=f"Sentinel-1 raster {p.scene.s1.name}") as s1:
+    with open_source(p.scene.s1_spec, Modality.SAR, names=p.sar_bands, units=p.sar_units, grid=p.grid,
+                     label=f"Sentinel-1 raster {_spec_text(p.scene.s1_spec, names=True)}") as s1:
         opt, lab = _open_partners(p, opts, reporter)
         try:
             for c in mine:
@@ -683,16 +761,14 @@ def _tile_scenes(scenes: list[Scene], out: Path, opts: TileOptions, reporter: Re
                  params: dict[str, Any]) -> TileSummary:
     """Tile every scene into ``out`` (the shared engine of ``tile_scene`` and ``tile_layout``)."""
     validate_options(opts)
+    opts = _stac_offset(scenes, opts, reporter)
     out = Path(out)
     check_output(out, opts.overwrite)
-    prepared = [_prepare(s, opts) for s in scenes]
-    _check_consistent(prepared)
+    failed: list[tuple[str, str]] = []
+    prepared = _prepare_all(scenes, opts, reporter, failed)
+    failed_first = len(failed)  # scenes that did not open; the others may still fail while read
     if params.get("layout"):
         reporter.info(f"{len(scenes)} {params['layout']} scene(s) found under {params.get('root')}")
-    stems = Counter(p.stem for p in prepared)
-    for p in prepared:
-        if stems[p.stem] > 1:
-            p.stem = f"{p.scene.s1.parent.name}_{p.stem}"
     skipped: Counter[str] = Counter()
     cands = _candidates(prepared, opts, skipped)
     has_opt = prepared[0].optical_bands is not None
@@ -705,7 +781,8 @@ def _tile_scenes(scenes: list[Scene], out: Path, opts: TileOptions, reporter: Re
             for si, p in enumerate(prepared):
                 mine = [c for c in cands if c.scene == si]
                 if mine:
-                    kept += _write_scene(p, mine, tmp, opts, reporter, task, skipped)
+                    kept += _write_scene_or_skip(p, mine, tmp, opts, reporter, task, skipped, failed,
+                                                 len(scenes))
         if not kept:
             raise InputError(f"no tile passed the filters ({dict(skipped)}): lower --size, raise --max-nodata "
                              f"or check the AOI")
@@ -715,18 +792,107 @@ def _tile_scenes(scenes: list[Scene], out: Path, opts: TileOptions, reporter: Re
         split_counts = {s: sum(c.split == s for c in kept) for s in SPLITS}
         record = _tiling_record(prepared, opts, {**params, "block_strides": side}, len(kept), dict(skipped),
                                 split_counts)
+        if failed:
+            record["failed_scenes"] = [{"scene": n, "error": e} for n, e in failed]
         (tmp / "tiling.json").write_text(json.dumps(record, indent=2) + "\n")
-    return TileSummary(out, len(kept), dict(skipped), split_counts, len(prepared), prepared[0].label_source)
+    return TileSummary(out, len(kept), dict(skipped), split_counts, len(prepared) - (len(failed) - failed_first),
+                       prepared[0].label_source, failed)
+
+
+def _stac_offset(scenes: list[Scene], opts: TileOptions, reporter: Reporter) -> TileOptions:
+    """With optical STAC Items: the DN offset their processing baseline implies, as ``--s2-offset`` would set it
+    (tiles keep digital numbers; tiling.json records the offset). ``InputError`` when the Items disagree with each
+    other or with ``--s2-offset``."""
+    from sarkit.raster.stac import is_stac_item, stac_item
+
+    offsets: dict[str, float] = {}
+    for s in scenes:
+        if s.s2 is not None and not s.s2_files and is_stac_item(s.s2):
+            try:
+                offsets[str(s.s2)] = stac_item(s.s2).dn_offset
+            except InputError:
+                continue  # the scene's own error, when it is prepared
+    if not offsets:
+        return opts
+    if len(set(offsets.values())) > 1:
+        shown = ", ".join(f"{n}: {v:g}" for n, v in offsets.items())
+        raise InputError(f"the optical STAC items are of processing baselines with different DN offsets ({shown}); "
+                         f"tile them into separate tile sets")
+    name, offset = next(iter(offsets.items()))
+    if (offset != 0) == opts.s2_offset:
+        return opts
+    if opts.s2_offset:
+        raise InputError(f"--s2-offset applies −1000, but STAC item {name} says its values carry no offset "
+                         f"(s2:processing_baseline before 04.00, or the offset already applied); drop --s2-offset")
+    reporter.info(f"STAC item {name}: processing baseline 04.00 or later, DN offset {offset:g} recorded (as "
+                  f"--s2-offset)")
+    return replace(opts, s2_offset=True)
+
+
+def _scene_text(scene: Scene) -> str:
+    """How messages name a scene: its name, else its S1 file(s)."""
+    return scene.name or _spec_text(scene.s1_spec, names=True)
+
+
+def _unique_stems(prepared: list[_Prepared], scenes: list[Scene]) -> None:
+    """Prefix the stems that several scenes of the run share with their S1 folder's name, decided on every scene
+    given (not only those that opened), so a tile's id does not depend on which other scenes failed."""
+    stems = Counter(s.name or _scene_stem(s) for s in scenes)
+    for p in prepared:
+        if stems[p.stem] > 1:
+            p.stem = f"{p.scene.s1.parent.name}_{p.stem}"
+
+
+def _prepare_all(scenes: list[Scene], opts: TileOptions, reporter: Reporter,
+                 failed: list[tuple[str, str]]) -> list[_Prepared]:
+    """Open and check every scene. One scene: its error is the run's. Several: a scene that fails to open or is
+    refused is reported, recorded in ``failed`` and left out, unless ``opts.strict``; ``InputError`` when none is
+    left, or when the scenes that opened differ in bands or labels (``_check_consistent``)."""
+    many = len(scenes) > 1 and not opts.strict
+    prepared: list[_Prepared] = []
+    for scene in scenes:
+        try:
+            prepared.append(_prepare(scene, opts))
+        except (InputError, WorkError, OSError) as exc:
+            if not many:
+                raise
+            failed.append((_scene_text(scene), str(exc)))
+            reporter.warn(f"scene {_scene_text(scene)} skipped: {exc}")
+    if not prepared:
+        raise InputError(f"none of the {len(scenes)} scenes could be tiled (first: {failed[0][0]}: {failed[0][1]})")
+    _check_consistent(prepared)  # scenes that open but differ in bands or labels: which is meant is the user's call
+    _unique_stems(prepared, scenes)
+    return prepared
+
+
+def _write_scene_or_skip(p: _Prepared, mine: list[_Candidate], tmp: Path, opts: TileOptions, reporter: Reporter,
+                         task: Any, skipped: Counter, failed: list[tuple[str, str]],
+                         n_scenes: int) -> list[_Candidate]:
+    """``_write_scene``; with several scenes (not ``opts.strict``) a scene whose reading fails is reported, its tiles
+    deleted, and the run goes on without it."""
+    try:
+        return _write_scene(p, mine, tmp, opts, reporter, task, skipped)
+    except (InputError, WorkError, OSError) as exc:
+        if n_scenes < 2 or opts.strict:
+            raise
+        for c in mine:
+            for sub in ("s1", "s2", "labels"):
+                (tmp / sub / f"{c.tile_id}.tif").unlink(missing_ok=True)
+        failed.append((_scene_text(p.scene), str(exc)))
+        reporter.warn(f"scene {_scene_text(p.scene)} skipped: {exc}")
+        return []
 
 
 def _write_manifest(path: Path, kept: list[_Candidate], prepared: list[_Prepared], has_opt: bool,
                     has_lab: bool) -> None:
+    scene_labels = any(p.scene.scene_labels is not None for p in prepared)
     with open(path, "w", newline="") as f:
-        wr = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS)
+        wr = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS + (["scene_labels"] if scene_labels else []))
         wr.writeheader()
         for c in kept:
             p = prepared[c.scene]
-            wr.writerow({
+            extra = {"scene_labels": json.dumps(p.scene.scene_labels or [])} if scene_labels else {}
+            wr.writerow({**extra,
                 "tile_id": c.tile_id, "split": c.split,
                 "s1_path": f"s1/{c.tile_id}.tif",
                 "s2_path": f"s2/{c.tile_id}.tif" if has_opt else "",
@@ -736,8 +902,8 @@ def _write_manifest(path: Path, kept: list[_Candidate], prepared: list[_Prepared
                 "left": repr(c.bounds.left), "bottom": repr(c.bounds.bottom),
                 "right": repr(c.bounds.right), "top": repr(c.bounds.top),
                 "crs": p.grid.crs.to_string(), "nodata_fraction": f"{c.nodata_fraction:.6f}",
-                "source_s1": str(p.scene.s1.resolve()),
-                "source_s2": str(p.scene.s2.resolve()) if p.scene.s2 else "",
+                "source_s1": _spec_text(p.scene.s1_spec),
+                "source_s2": _spec_text(p.scene.s2_spec) if p.scene.s2 else "",
                 "source_labels": str(p.scene.labels.resolve()) if p.scene.labels else "",
             })
 
@@ -763,8 +929,8 @@ def _tiling_record(prepared: list[_Prepared], opts: TileOptions, params: dict[st
         "labels": ({"band": 1, "scheme": first.label_scheme, "source": first.label_source}
                    if first.classes else None),
         "sources": {
-            "s1": [str(x.scene.s1.resolve()) for x in prepared],
-            "s2": [str(x.scene.s2.resolve()) if x.scene.s2 else None for x in prepared],
+            "s1": [_spec_text(x.scene.s1_spec) for x in prepared],
+            "s2": [_spec_text(x.scene.s2_spec) if x.scene.s2 else None for x in prepared],
             "labels": [str(x.scene.labels.resolve()) if x.scene.labels else None for x in prepared],
             "s1_units_detected": [x.sar_units for x in prepared],
             "optical_dtype": first.optical_dtype,
@@ -776,11 +942,31 @@ def _tiling_record(prepared: list[_Prepared], opts: TileOptions, params: dict[st
 # --------------------------------------------------------------------------------------------- public API
 
 
-def tile_scene(s1: Path, optical: Path | None, labels: Path | None, out: Path, opts: TileOptions,
+def scene_record(s1: Any, optical: Any = None, labels: Any = None) -> Scene:
+    """A ``Scene`` from what a user gave: each raster a path, a comma list or a sequence of files."""
+    s1_files = scene_files(s1)
+    s2_files = scene_files(optical) if optical else ()
+    return Scene(s1_files[0], s2_files[0] if s2_files else None, Path(labels) if labels else None,
+                 s1_files=s1_files if len(s1_files) > 1 else (), s2_files=s2_files if len(s2_files) > 1 else ())
+
+
+def tile_scene(s1: Any, optical: Any, labels: Path | None, out: Path, opts: TileOptions,
                reporter: Reporter = NULL_REPORTER) -> TileSummary:
-    """Tile one Sentinel-1 scene (with optional optical and label rasters, co-registered onto it) into ``out``."""
-    scene = Scene(Path(s1), Path(optical) if optical else None, Path(labels) if labels else None)
+    """Tile one Sentinel-1 scene (with optional optical and label rasters, co-registered onto it) into ``out``.
+    ``s1`` and ``optical`` are a file, or several files of one raster (a sequence or a comma list:
+    ``sarkit.raster.stack.scene_files``)."""
+    scene = scene_record(s1, optical, labels)
     return _tile_scenes([scene], Path(out), opts, reporter, {"layout": None})
+
+
+def tile_scenes(scenes: Sequence[Scene], out: Path, opts: TileOptions,
+                reporter: Reporter = NULL_REPORTER) -> TileSummary:
+    """Tile several scenes (``Scene`` records: from ``sarkit.data.scenes``, a CSV, or built by a program) into one
+    tile set: ids unique and stable, splits blocked on ground over all scenes; a scene that fails is reported in
+    ``TileSummary.failed`` and left out, unless ``opts.strict``."""
+    if not scenes:
+        raise InputError("no scenes to tile")
+    return _tile_scenes(list(scenes), Path(out), opts, reporter, {"layout": None, "scenes": len(scenes)})
 
 
 def tile_layout(root: Path, layout: str, out: Path, opts: TileOptions,
@@ -797,3 +983,48 @@ def tile_layout(root: Path, layout: str, out: Path, opts: TileOptions,
     scenes = find_layout(Path(root), layout, opts.cloudy, opts.lc_classes)
     params = {"layout": str(layout).lower(), "root": str(Path(root).resolve())}
     return _tile_scenes(scenes, Path(out), opts, reporter, params)
+
+
+def tile_inputs(s1: Sequence[Any], s1_files: Sequence[str], optical: Sequence[str], labels: str | None,
+                scenes_csv: Path | None, layout: str | None, out: Path, opts: TileOptions,
+                reporter: Reporter = NULL_REPORTER, pairs: Any = None) -> TileSummary:
+    """What ``sarkit tile`` was given, tiled: a dataset root with ``layout``, a scenes CSV, one scene (``s1`` a file,
+    or comma list, or ``s1_files`` its files; ``optical`` a file or its per-band files), or several S1
+    scenes (paths or globs) with partner patterns (``sarkit.data.scenes``). ``pairs``: the image-pair options
+    (``sarkit.data.pairs.PairOptions``) of ``layout`` "pairs", refused with any other input."""
+    from sarkit.data.pairs import refuse_pair_options
+    from sarkit.data.scenes import expand_scenes, is_pattern, scenes_from_csv, scenes_from_pattern
+
+    s1, optical = list(s1), list(optical)
+    if layout is None:
+        refuse_pair_options(pairs)
+    else:
+        if optical or labels or s1_files or scenes_csv:
+            raise InputError("--layout reads optical and labels from the dataset folders: drop --optical/--labels")
+        if len(s1) != 1:
+            raise InputError(f"--layout takes one dataset root folder, got {len(s1)} arguments")
+        return tile_layout(Path(s1[0]), layout, out, opts, reporter, pairs=pairs)
+    if scenes_csv is not None:
+        if s1 or s1_files or optical or labels:
+            raise InputError("--scenes lists every scene's files: drop the S1 arguments and --s1/--optical/--labels")
+        return tile_scenes(scenes_from_csv(scenes_csv), out, opts, reporter)
+    if s1_files:
+        if s1:
+            raise InputError("give the Sentinel-1 scene as arguments or with --s1, not both")
+        s1 = [",".join(str(f) for f in s1_files)]
+    if not s1:
+        raise InputError("give a Sentinel-1 scene (S1.tif, VV.tif,VH.tif or --s1 FILE), --scenes CSV, or a dataset "
+                         "root with --layout")
+    items = expand_scenes(s1)
+    patterned = any(is_pattern(o) for o in optical) or is_pattern(labels)
+    if len(items) == 1 and not patterned:
+        return tile_scene(items[0], optical or None, Path(labels) if labels else None, out, opts, reporter)
+    if len(optical) > 1:
+        raise InputError(f"several scenes take one --optical pattern (e.g. '{{dir}}/{{stem/_s1/_s2}}.tif'), got "
+                         f"{len(optical)} --optical values; or list the scenes with --scenes CSV")
+    opt = optical[0] if optical else None
+    for option, value in (("--optical", opt), ("--labels", labels)):
+        if value and not is_pattern(value):
+            raise InputError(f"{option} {value}: with several scenes give a pattern naming each scene's partner "
+                             f"(e.g. '{{dir}}/{{stem/_s1/_s2}}.tif'), or list the scenes with --scenes CSV")
+    return tile_scenes(scenes_from_pattern(items, opt, labels), out, opts, reporter)

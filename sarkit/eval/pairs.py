@@ -17,7 +17,9 @@ from sarkit.raster.grid import GridSpec, PixelWindow, window_grid
 from sarkit.raster.norm import (DEFAULT_OPTICAL_RANGE, DEFAULT_SAR_RANGE, Normalization, band_names,
                                 optical_normalization, resolve_bands, s2_dn_offset, sar_normalization)
 from sarkit.raster.images import is_image_dataset
-from sarkit.raster.source import GeoTiffSource, sar_band_names
+from sarkit.raster.source import GeoTiffSource, RasterSource, sar_band_names
+from sarkit.raster.stac import is_stac_item, stac_item
+from sarkit.raster.stack import StackedSource, describe_files, is_multi, open_source, scene_files
 from sarkit.reporting import Reporter
 from sarkit.eval.segmetrics import IGNORE
 from sarkit.eval.options import EvalOptions
@@ -117,8 +119,10 @@ class _PairReader:
               target_units: str = "db") -> None:
         default_offset = _default_offset(opts)
         allow = opts.allow_ungeoreferenced
-        self.target = self._keep(_open_quiet(target, "target"))
-        pred_ds = self._keep(_open_quiet(pred, "prediction"))
+        stack = self._open_target(target, target_units, default_offset)
+        pred_multi = is_multi(pred)  # several files (or a STAC Item): read through the raster layer
+        pred_ds = (self._open_stack(pred, "prediction", "db", default_offset) if pred_multi
+                   else self._keep(_open_quiet(pred, "prediction")))
         self.pred_name, self.target_name = str(pred), str(target)
         self.image_norm: Normalization | None = None
         if is_image_dataset(self.target) or is_image_dataset(pred_ds):
@@ -133,26 +137,33 @@ class _PairReader:
             raise InputError(f"prediction {pred} is {_modality_of(pred_ds)} ({pred_ds.dtypes[0]}) but target "
                              f"{target} is {self.modality} ({self.target.dtypes[0]}); compare like with like")
         self.pixelwise = ["prediction"] if check_georeferencing(pred_ds, "prediction", self.target, allow) else []
-        pred_names, target_names = _names(pred_ds), _names(self.target)
+        pred_names = list(pred_ds.stack.band_names) if pred_multi else _names(pred_ds)
+        target_names = list(stack.band_names) if stack is not None else _names(self.target)
         self.target_idx, self.match = _match_bands(pred, pred_names, target, target_names)
         self.pred_bands = list(pred_names)
         if opts.bands is not None:
             sel = resolve_bands(pred_names, opts.bands, f"prediction {pred.name}", option="--bands")
             self.pred_bands = [pred_names[i] for i in sel]
             self.target_idx = [self.target_idx[i] for i in sel]
-        self.described = {"pred": _described(pred_ds), "target": _described(self.target)}
+        self.described = {"pred": pred_ds.described if pred_multi else _described(pred_ds),
+                          "target": self.target.described if stack is not None else _described(self.target)}
         self.bands = [target_names[i - 1] for i in self.target_idx]
         self.grid = grid = GridSpec.of(self.target)
         self.ref_name = ref_name = f"the target {self.target.name}"
-        self.pred_source = self._keep(GeoTiffSource(
-            pred_ds, self.modality, names=pred_names, default_dn_offset=default_offset, grid=grid,
-            resampling=Resampling.bilinear, label=f"prediction {pred_ds.name}", ref_name=ref_name))
-        self.target_source = self._keep(GeoTiffSource(self.target, self.modality, names=target_names,
-                                                      units=target_units, default_dn_offset=default_offset,
-                                                      label=f"target {self.target.name}"))
+        read_as = dict(names=pred_names, default_dn_offset=default_offset, grid=grid, resampling=Resampling.bilinear,
+                       label=f"prediction {pred_ds.name}", ref_name=ref_name)
+        self.pred_source: RasterSource = self._keep(
+            open_source(pred, self.modality, **read_as) if pred_multi
+            else GeoTiffSource(pred_ds, self.modality, **read_as))
+        self.target_source: RasterSource = stack if stack is not None else self._keep(GeoTiffSource(
+            self.target, self.modality, names=target_names, units=target_units, default_dn_offset=default_offset,
+            label=f"target {self.target.name}"))
         self.pred_offset, self.target_offset = self.pred_source.dn_offset, self.target_source.dn_offset
-        self._report_alignment("prediction", self.pred_source.aligned, reporter)
-        self.pred = self.pred_source.aligned.dataset  # on the target grid when warped (previews)
+        for part in getattr(self.pred_source, "parts", [self.pred_source]):  # each file of a multi-file prediction
+            self._report_alignment("prediction", part.aligned, reporter)
+        # on the target grid when warped (previews)
+        self.pred = (StackView(self.pred_source, str(pred), pred_ds.dtypes[0]) if pred_multi
+                     else self.pred_source.aligned.dataset)
         self.pred_idx = [pred_names.index(n) + 1 for n in self.pred_bands]
         self.pred_tags = pred_ds.tags()
         self._open_labels(labels, reporter, opts)
@@ -218,6 +229,29 @@ class _PairReader:
             self._report_alignment("labels", self.labels, reporter)
             self.class_names = label_class_names(lab, Path(labels))
         self.input_source: Any = None
+
+    def _open_target(self, target: Path, units: str, default_offset: float) -> StackedSource | None:
+        """Open the target as ``self.target``: one raster file (an open dataset; None returned), or a raster of
+        several files (``VV.tif,VH.tif``, per-band files) or a STAC Item's assets (``sarkit.raster.stack.open_source``:
+        a ``StackedSource`` returned, and ``self.target`` a ``StackView`` of it)."""
+        if not is_multi(target):
+            self.target = self._keep(_open_quiet(target, "target"))
+            return None
+        self.target = self._open_stack(target, "target", units, default_offset)
+        return self.target.stack
+
+    def _open_stack(self, spec: Path, what: str, units: str, default_offset: float) -> "StackView":
+        """A raster of several files or a STAC Item on its own grid (``open_source``), as a ``StackView``; its
+        modality is the Item's, else the first file's (float: SAR; integers: optical)."""
+        files = scene_files(spec)
+        if is_stac_item(files[0]):
+            modality = stac_item(files[0]).modality.value
+        else:
+            with _open_quiet(files[0], what) as first:
+                modality = _modality_of(first)
+        stack = self._keep(open_source(spec, modality, units=units, default_dn_offset=default_offset,
+                                       label=f"{what} {describe_files(files)}"))
+        return StackView(stack, str(spec), stack.dtype)
 
     def open_input(self, path: Path, opts: EvalOptions) -> tuple[Normalization, bool]:
         """Read the translated input scene ``path`` onto the target grid from now on (thumbnails); its fixed
@@ -290,6 +324,43 @@ class _PairReader:
         for s in reversed(self._stack):
             s.close()
         self._stack.clear()
+
+
+class StackView:
+    """What eval reads from a dataset, for a target or prediction of several files (``StackedSource``): its name, grid
+    (``crs``, ``transform``, ``height``, ``width``), first file's dtype, and decimated reads for previews (each band
+    from its file as read onto the stack's grid)."""
+
+    def __init__(self, stack: StackedSource, name: str, dtype: str) -> None:
+        self.stack, self.name = stack, name
+        self.crs, self.transform = stack.grid.crs, stack.grid.transform
+        self.height, self.width = stack.grid.height, stack.grid.width
+        self.dtypes = (dtype,) * len(stack.band_names)
+        self.count = len(stack.band_names)
+        self.nodata = stack.nodata
+
+    @property
+    def described(self) -> bool:
+        """Every file names its bands (descriptions, or a band word in a one-band file's name)."""
+        return all(_described(p.dataset) or p.dataset.count == 1 for p in self.stack.parts)
+
+    def tags(self) -> dict[str, str]:
+        """The first file's tags."""
+        return dict(self.stack.parts[0].dataset.tags())
+
+    def read(self, indexes: Sequence[int], out_shape: tuple[int, int, int], resampling: Resampling) -> np.ndarray:
+        """1-based bands ``indexes`` at ``out_shape`` (C, h, w), each file's nodata as the stack's."""
+        out = []
+        for i in indexes:
+            pi, name = self.stack._where[i - 1]
+            part = self.stack.parts[pi]
+            ds = part.aligned.dataset
+            a = ds.read([part.band_names.index(name) + 1], out_shape=(1, *out_shape[1:]),
+                        resampling=resampling).astype(np.float64)
+            if ds.nodata is not None and not np.isnan(ds.nodata) and ds.nodata != self.nodata:
+                a[a == ds.nodata] = self.nodata
+            out.append(a)
+        return np.concatenate(out, axis=0)
 
 
 def label_class_names(src: Any, path: Path) -> list[str] | None:

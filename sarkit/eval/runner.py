@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from sarkit.errors import InputError, WorkError
+from sarkit.raster.stack import scene_files
 from sarkit.reporting import NULL_REPORTER, Reporter
 from sarkit.eval.segmetrics import IGNORE
 from sarkit.eval.accumulate import Accumulator, FeatureStreams, LpipsStream, Segmenters
@@ -223,8 +224,9 @@ def open_source(inputs: EvalInputs, opts: EvalOptions, reporter: Reporter = NULL
         return ModelSplitSource(inputs.checkpoint, inputs.data, inputs.split, opts, reporter)
     pred, target = inputs.pred, inputs.target
     for p, what in ((pred, "prediction"), (target, "target")):
-        if not p.exists():
-            raise InputError(f"{what} not found: {p}")
+        for f in scene_files(p):  # a raster of several files: a comma list
+            if not f.exists():
+                raise InputError(f"{what} not found: {f}")
     if pred.is_dir() != target.is_dir():
         raise InputError("--pred and --target must both be files (scenes) or both directories (tile sets)")
     if pred.is_dir():

@@ -55,7 +55,9 @@ from sarkit.raster.align import AlignedReader
 from sarkit.raster.grid import (RESOLUTION_TOL, GridSpec, PixelSize, PixelWindow, pixel_size, pixel_size_ratio,
                                 rescaled)
 from sarkit.raster.images import IMAGE_UNITS, is_image_dataset, is_image_file
-from sarkit.raster.source import GeoTiffSource, SceneReader
+from sarkit.raster.source import GeoTiffSource, RasterSource, SceneReader
+from sarkit.raster.stac import is_stac_item
+from sarkit.raster.stack import is_multi, open_source, scene_files, scene_stem
 from sarkit.reporting import NULL_REPORTER, Reporter
 from sarkit.devices import AmpMode
 from sarkit.infer.engine import (Contract, Predictor, check_batch_memory, checkpoint_contract, load_predictor,
@@ -543,12 +545,29 @@ def _work_reader(src: rasterio.DatasetReader, norm: Normalization, work: GridSpe
                          ref_name="the training pixel size")
 
 
+def _open_multi_scene(scene: Path, norm: Normalization, work: GridSpec | None, resampling: Resampling | None,
+                      opts: TranslateOptions) -> RasterSource:
+    """A scene of several files (one per polarisation or band, at any resolution), with the
+    checkpoint's input bands, on its finest file's grid or on ``work``; refused without a CRS unless
+    ``allow_ungeoreferenced``."""
+    label = f"scene {','.join(f.name for f in scene_files(scene))}"
+    source = open_source(scene, norm.modality, units=norm.units, default_dn_offset=norm.offset, grid=work,
+                         resampling=resampling or Resampling.bilinear, label=label, unit_bands=norm.bands,
+                         ref_name="the training pixel size" if work is not None else None)
+    if not source.grid.georeferenced and not opts.allow_ungeoreferenced:
+        source.close()
+        raise InputError(f"{label} has no CRS; assign one (gdal_edit.py -a_srs EPSG:XXXX) or pass "
+                         f"--allow-ungeoreferenced to write an output on the same pixel grid without a CRS")
+    return source
+
+
 def _resample_back(work_tif: Path, dest: Path, src: rasterio.DatasetReader, in_norm: Normalization,
                    resampling: Resampling, reporter: Reporter) -> None:
     """Copy the translation ``work_tif`` (on the work grid) onto the scene's grid into the scratch GeoTIFF
     ``dest``, in block rows, with its descriptions, colours and tags; nodata wherever the scene is nodata."""
-    grid = GridSpec.of(src)
+    grid = src.grid if isinstance(src, RasterSource) else GridSpec.of(src)
     valid_reader = SceneReader(src, in_norm)
+    scene_name = src.label if isinstance(src, RasterSource) else f"scene {Path(src.name).name}"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with rasterio.open(work_tif) as work_ds:
@@ -556,7 +575,7 @@ def _resample_back(work_tif: Path, dest: Path, src: rasterio.DatasetReader, in_n
             prof = {**work_ds.profile, "width": grid.width, "height": grid.height, "transform": grid.transform}
             rows = range(0, grid.height, TEMP_BLOCK)
             with AlignedReader(work_ds, grid, resampling, fill, what="the translation",
-                               ref_name=f"scene {Path(src.name).name}") as back, \
+                               ref_name=scene_name) as back, \
                     rasterio.open(dest, "w", **prof) as dst, \
                     reporter.task("Resampling onto the scene's grid", total=len(rows)) as task:
                 dst.descriptions = work_ds.descriptions
@@ -589,19 +608,23 @@ def translate_scene(scene: str | Path, checkpoint: str | Path | LoadedNetwork | 
     device = checkpoint.device if ready else resolve_device(opts.device)
     amp = None if ready else resolve_amp_auto(opts.amp, device)
     configure_backends(device)  # one intra-op thread per core (OMP_NUM_THREADS wins), denormals flushed
-    src = _open_scene(scene, opts.allow_ungeoreferenced)
-    source: GeoTiffSource | None = None
+    multi = is_multi(scene)  # several files of one raster: opened once the bands are known
+    src: Any = None if multi else _open_scene(scene, opts.allow_ungeoreferenced)
+    source: RasterSource | None = None
     try:
         predictor = checkpoint if ready else load_predictor(checkpoint, device, amp, reporter, tile=opts.tile,
                                                             compile=opts.compile)
         _check_predictor(predictor, opts)
         in_norm, out_norm = predictor.in_norm, predictor.out_norm
         _check_png(out, out_norm, opts.format)
-        scene_grid = GridSpec.of(src)
+        if multi:
+            src = _open_multi_scene(scene, in_norm, None, None, opts)
+        scene_grid = src.grid if multi else GridSpec.of(src)
         work = _plan_resolution(scene_grid, predictor.contract, opts, scene, reporter)
         to_work, to_scene = _resamplings(scene_grid, work) if work is not None else (None, None)
         if work is not None:
-            source = _work_reader(src, in_norm, work, to_work, scene)
+            source = (_open_multi_scene(scene, in_norm, work, to_work, opts) if multi
+                      else _work_reader(src, in_norm, work, to_work, scene))
         reader = SceneReader(source if source is not None else src, in_norm)
         grid_spec = work or scene_grid
         grid = blend_grid(grid_spec.height, grid_spec.width, predictor.tile, opts.overlap)
@@ -626,7 +649,8 @@ def translate_scene(scene: str | Path, checkpoint: str | Path | LoadedNetwork | 
     finally:
         if source is not None:
             source.close()
-        src.close()
+        if src is not None:
+            src.close()
     summary = TranslateSummary(scene, out, grid.n_tiles, time.perf_counter() - t0)
     return summary
 
@@ -702,7 +726,7 @@ def _write_translation(spec: GridSpec, reader: SceneReader, grid: BlendGrid, pre
 def output_name(scene: Path, out_dir: Path) -> Path:
     """Output path of a scene in ``translate_many``: ``out_dir/<stem>_translated.tif`` (``.png`` for an image
     file: a PNG in gives a PNG out)."""
-    return out_dir / f"{scene.stem}_translated{'.png' if is_image_file(scene) else '.tif'}"
+    return out_dir / f"{scene_stem(scene)}_translated{'.png' if is_image_file(scene) else '.tif'}"
 
 
 def _translate_task(scene: str, checkpoint: str, out: str, opts: TranslateOptions) -> TranslateSummary:
@@ -719,9 +743,11 @@ def _check_many(scenes: Sequence[Path], out_dir: Path, opts: TranslateOptions) -
     if dupes:
         raise InputError(f"several scenes would write the same output ({', '.join(dupes)}); rename them")
     for s, o in zip(scenes, outs):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            open_raster(s, "scene").close()
+        for f in scene_files(s):
+            if not is_stac_item(f):  # an Item's assets are opened with the scene (sarkit.raster.stac)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                    open_raster(f, "scene").close()
         _check_out(s, o, opts.overwrite)
     return outs
 
@@ -736,6 +762,10 @@ def _check_contract(scenes: Sequence[Path], net: LoadedNetwork, opts: TranslateO
         for s in scenes:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                if is_multi(s):
+                    with _open_multi_scene(s, contract.in_norm, None, None, opts) as multi:
+                        check_resolution(multi.grid, contract, opts.resolution, s)
+                    continue
                 with open_raster(s, "scene") as src:
                     check_resolution(GridSpec.of(src), contract, opts.resolution, s)
 

@@ -21,13 +21,11 @@ file and the window, and files are opened with ``sarkit.io.open_raster``.
 −1, the bottom of the range); ``Normalization.decode`` maps back. ``SceneReader`` reads a scene's strips that way
 for translation.
 
-``GeoTiffSource`` is the one implementation today: one GeoTIFF (or any GDAL raster), optionally read onto another
-grid through ``sarkit.raster.align.AlignedReader`` (direct, whole-pixel offset, or warped). A raster made of
-several files (one per band or polarisation, at different resolutions) or of a STAC item's assets plugs in as
-another ``RasterSource``: it would hold one ``GeoTiffSource`` per file, all placed on one common grid (each file
-read through its own aligned reader with the resampling the caller chose), and answer ``read`` by reading each
-requested band from its file and stacking them. Its users would not change: they only ask for band names, the
-grid and windows.
+``GeoTiffSource`` is one GeoTIFF (or any GDAL raster), optionally read onto another grid through
+``sarkit.raster.align.AlignedReader`` (direct, whole-pixel offset, or warped). A raster made of several files (one
+per band or polarisation, at different resolutions) is ``sarkit.raster.stack.StackedSource``: one ``GeoTiffSource``
+per file, all placed on one common grid, answering ``read`` by reading each requested band from its file and
+stacking them. Its users do not change: they only ask for band names, the grid and windows.
 """
 
 from __future__ import annotations

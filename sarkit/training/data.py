@@ -18,6 +18,7 @@ import rasterio
 import torch
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
+from sarkit.data.multiset import ROOT_KEY
 from sarkit.errors import InputError, SarkitError
 from sarkit.raster.grid import RESOLUTION_TOL, GridSpec, PixelSize, pixel_size, pixel_size_ratio
 from sarkit.models.base import ModelIO, Task, TrainableModel
@@ -66,8 +67,9 @@ def _item_files(ds: Any, i: int) -> list[str]:
     if not rows:
         return []
     row, partner = rows[i % len(rows)], rows[ds.partner(i) % len(rows)] if hasattr(ds, "partner") else None
-    files = [row.get("s1_path", ""), (partner or row).get("s2_path", ""), row.get("labels_path", "")]
-    return [f for f in files if f]
+    files = [(row, "s1_path"), (partner or row, "s2_path"), (row, "labels_path")]
+    # a row of one of several tile sets (sarkit.data.multiset) is named with its set's folder
+    return [str(Path(r[ROOT_KEY]) / r[c]) if r.get(ROOT_KEY) else r[c] for r, c in files if r.get(c)]
 
 
 def read_item(ds: Any, i: int) -> dict[str, Any]:
@@ -233,39 +235,48 @@ def _split_count(rows: list[dict[str, str]], split: str) -> int:
 def open_data(opts: TrainOptions, cls: type[TrainableModel]) -> TrainData:
     """Training (paired or unpaired) and validation data sets, and the ModelIO they imply."""
     from sarkit.data.dataset import TileDataset, load_manifest, read_tiling
+    from sarkit.data.multiset import check_compatible
 
-    root = Path(opts.data)
-    if not root.is_dir():
-        raise InputError(f"tile directory not found: {root} (make one with: sarkit tile)")
-    record = read_tiling(root)
+    dirs = opts.data_dirs
+    root = dirs[0]
+    for d in dirs:
+        if not d.is_dir():
+            raise InputError(f"tile directory not found: {d} (make one with: sarkit tile)")
+    records = [read_tiling(d) for d in dirs]
+    check_compatible(records, dirs)
     _check_task_options(opts, cls)
     segmenter = cls.task is Task.SEGMENTER
     labels = bool(cls.needs_labels)
-    rows = load_manifest(root)
-    if not rows:
-        raise InputError(f"{root}/manifest.csv lists no tiles; re-run sarkit tile")
-    if _split_count(rows, "train") == 0:
-        raise InputError(f"{root} has no tiles in the train split; re-run sarkit tile with a train fraction > 0")
     optical_bands = None if segmenter and opts.modality is Modality.SAR else tuple(opts.optical_bands)
-    _check_bands(record, root, opts.sar_bands, optical_bands)
-    if labels:
-        _check_labels(record, rows, root, opts.model)
-    used = [r for r in rows if r.get("split") in ("train", "val")]
-    files: dict[str, int | None] = {"s1_path": len(record["sar_bands"])}
-    if optical_bands is not None and record.get("optical_bands"):
-        files["s2_path"] = len(record["optical_bands"])
-    if labels:
-        files["labels_path"] = None
-    check_tile_files(root, used, files, int(record["params"]["size"]))
+    n_train = 0
+    for d, rec in zip(dirs, records):  # each set checked in its own folder, splits from its own manifest
+        rows = load_manifest(d)
+        if not rows:
+            raise InputError(f"{d}/manifest.csv lists no tiles; re-run sarkit tile")
+        n_train += _split_count(rows, "train")
+        _check_bands(rec, d, opts.sar_bands, optical_bands)
+        if labels:
+            _check_labels(rec, rows, d, opts.model)
+        used = [r for r in rows if r.get("split") in ("train", "val")]
+        files: dict[str, int | None] = {"s1_path": len(rec["sar_bands"])}
+        if optical_bands is not None and rec.get("optical_bands"):
+            files["s2_path"] = len(rec["optical_bands"])
+        if labels:
+            files["labels_path"] = None
+        check_tile_files(d, used, files, int(rec["params"]["size"]))
+    if n_train == 0:
+        where = root if len(dirs) == 1 else "any of " + ", ".join(map(str, dirs))
+        raise InputError(f"{where} has no tiles in the train split; re-run sarkit tile with a train fraction > 0")
+    rows = [r for d in dirs for r in load_manifest(d)]
     common = dict(sar_bands=list(opts.sar_bands) if opts.sar_bands else None, optical_bands=optical_bands,
                   labels=labels)
     mode = "paired" if cls.paired else "unpaired"
-    train = TileDataset(root, split="train", mode=mode, augment=opts.augment, seed=opts.seed, **common)
+    train = TileDataset(dirs, split="train", mode=mode, augment=opts.augment, seed=opts.seed, **common)
     if len(train) == 0:
         raise InputError(f"{root}: the train split yields no usable {mode} tiles")
     val = None
     if _split_count(rows, "val") > 0:
-        val = TileDataset(root, split="val", mode="paired", augment=False, seed=opts.seed, **common)
+        val = TileDataset(dirs, split="val", mode="paired", augment=False, seed=opts.seed, **common)
         if len(val) == 0:
             val = None
     sar = train.sar_norm.to_dict()
@@ -290,7 +301,8 @@ def tile_pixel_size(ds: Any) -> dict[str, Any] | None:
     sizes: list[PixelSize] = []
     for i in picks:
         try:
-            with rasterio.open(ds.root / rows[i]["s1_path"]) as src:
+            path = ds.tile_path(rows[i], "s1_path") if hasattr(ds, "tile_path") else ds.root / rows[i]["s1_path"]
+            with rasterio.open(path) as src:
                 size = pixel_size(GridSpec.of(src))
         except (OSError, KeyError, rasterio.errors.RasterioError):
             return None

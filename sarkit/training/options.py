@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -62,7 +63,7 @@ class TrainOptions:
     """
 
     model: str
-    data: Path
+    data: Path  # the first tile set; a sequence of folders may be given (the others go to ``more_data``)
     out: Path
     direction: Direction = Direction.SAR2OPT
     steps: int | None = None
@@ -88,9 +89,14 @@ class TrainOptions:
     channels_last: bool | None = None
     stop_at: int | None = None
     model_options: dict[str, Any] = field(default_factory=dict)
+    more_data: tuple[Path, ...] = ()  # further tile sets (``--data`` given again), read with ``data`` as one
 
     def __post_init__(self) -> None:
-        self.data, self.out = Path(self.data), Path(self.out)
+        from sarkit.data.multiset import data_dirs
+
+        given = [self.data] if isinstance(self.data, (str, os.PathLike)) else list(self.data or ())
+        dirs = data_dirs([*given, *(self.more_data or ())])
+        self.data, self.more_data, self.out = dirs[0], dirs[1:], Path(self.out)
         if self.steps is not None and self.epochs is not None:
             raise InputError("give --steps or --epochs, not both")
         if self.steps is not None and self.steps < 1:
@@ -111,6 +117,11 @@ class TrainOptions:
         self.amp = AmpMode.parse(self.amp, default="off", allow_auto=False)
         self.sar_bands = tuple(self.sar_bands) if self.sar_bands else None
         self.optical_bands = tuple(self.optical_bands)
+
+    @property
+    def data_dirs(self) -> tuple[Path, ...]:
+        """Every tile set of the run: ``data``, then ``more_data``."""
+        return (self.data, *self.more_data)
 
     def total_steps(self, steps_per_epoch: int) -> int:
         """``steps``, else ``epochs`` (default DEFAULT_EPOCHS) × steps per epoch."""
@@ -155,6 +166,8 @@ def option_name(key: str) -> str:
     ``model_options`` → ``--model-opt``); keys that describe the tiles rather than an option are left as they are."""
     if key == "model_options":
         return "--model-opt"
+    if key in ("more_data", "data_sets", "data_count"):
+        return "--data"
     if key in {f.name for f in dataclasses.fields(TrainOptions)} - LIBRARY_ONLY:
         return "--" + key.replace("_", "-")
     return key

@@ -29,7 +29,7 @@ from sarkit.training.options import TrainOptions, option_name
 STATE_NAME = "state-latest.pt"
 #: Options that may change when resuming (they do not alter what the networks learn from which data).
 RESUMABLE_CHANGES = frozenset({"steps", "epochs", "val_every", "save_every", "log_every", "workers", "device",
-                               "amp", "val_tiles", "data", "channels_last", "stop_at"})
+                               "amp", "val_tiles", "data", "data_sets", "channels_last", "stop_at"})
 #: config.json keys that describe the machine or the length of a run, not what it learns.
 _NOT_COMPARED = frozenset({"sarkit_version", "device", "world_size", "total_steps", "steps_per_epoch", "helpers"})
 
@@ -61,6 +61,10 @@ def train_section(opts: TrainOptions) -> dict[str, Any]:
     for k in ("out", "resume", "overwrite", "model_options", "model"):
         d.pop(k)
     d["data"] = str(Path(opts.data).resolve())
+    d.pop("more_data", None)
+    if opts.more_data:  # several --data (a run of one set records only "data", as before)
+        d["data_sets"] = [str(Path(p).resolve()) for p in opts.data_dirs]  # every --data, in order
+        d["data_count"] = len(opts.data_dirs)  # not resumable: the folders may move, not change in number
     d["sar_bands"] = list(opts.sar_bands) if opts.sar_bands else None
     d["optical_bands"] = list(opts.optical_bands)
     return d
