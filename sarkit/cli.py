@@ -450,7 +450,8 @@ def stitch_cmd(
 @app.command("eval")
 @_handle_errors
 def eval_cmd(
-    reports: Optional[List[Path]] = typer.Argument(None, help="With --compare: report directories or report.json files."),
+    reports: Optional[List[Path]] = typer.Argument(None, help="With --compare: report directories or report.json "
+                                                   "files, each optionally as NAME=REPORT (the row's name)."),
     pred: Optional[Path] = typer.Option(None, "--pred", help="Predicted scene (GeoTIFF) or directory of tiles."),
     target: Optional[Path] = typer.Option(None, "--target", help="Target scene or directory of tiles (same ids)."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="Land-cover labels: scene or directory (255 = ignore)."),
@@ -488,8 +489,9 @@ def eval_cmd(
     s2_offset: bool = typer.Option(False, "--s2-offset", help="Sentinel-2 DN without a sarkit dn_offset tag carry the "
                                    "−1000 offset of processing baseline 04.00+ (reflectance = (DN − 1000) / 10000)."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write report.json/.md, tiles.csv, report.html here "
-                                          "(with --compare: compare.md)."),
-    compare: bool = typer.Option(False, "--compare", help="Print the given reports side by side, best marked with *."),
+                                          "(with --compare: compare.md, compare.csv, compare.tex)."),
+    compare: bool = typer.Option(False, "--compare", help="Print the given reports as the papers' table: one row per "
+                                 "method, SAR→OPT / OPT→SAR / downstream columns, best marked * and second †."),
     fail_under: Optional[Any] = typer.Option(None, "--fail-under", parser=P.thresholds("--fail-under"),
                                              metavar="METRIC=VALUE,…", help="Exit 1 if a higher-is-better metric is "
                                              "below, e.g. psnr=18,ssim=0.3."),
@@ -527,7 +529,10 @@ def eval_cmd(
         return
     if compare:
         table = compare_reports(reports or [], report, overwrite)
-        print_table("sarkit eval --compare (* = best)", table.columns, table.marked("{}*"), quiet=quiet)
+        for group, headers, rows in table.terminal_groups():
+            print_table(group, headers, rows, quiet=quiet)
+        if not quiet:
+            typer.echo("* best, † second per column" + (f"; written to {report}" if report is not None else ""))
         return
     if reports:
         raise InputError(f"unexpected argument {reports[0]}; use --pred/--target, --checkpoint, or --compare")
