@@ -558,6 +558,35 @@ def eval_cmd(
     gate.enforce(result.summary)
 
 
+# === report / benchmark (training curves, the model benchmark) ===
+
+
+@app.command("report")
+@_handle_errors
+def report_cmd(
+    run: Path = typer.Argument(..., help="Training run directory (the --out of sarkit train)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the page here instead of RUN/report.html."),
+    overwrite: bool = OverwriteOpt,
+    skip_existing: bool = SkipExistingOpt,
+    quiet: bool = QuietOpt,
+    log_format: str = LogFormatOpt,
+) -> None:
+    """Write a training run's report.html: loss, learning-rate and validation curves, sample grids over time,
+    timing and config (training writes RUN/report.html itself at its end; this refreshes it, also mid-run).
+
+    Example: sarkit report runs/p2p
+    """
+    from sarkit.training.report import write_run_report
+
+    from sarkit.training.report import REPORT_NAME
+
+    reporter = _reporter(quiet, log_format)
+    if _skip(out if out is not None else run / REPORT_NAME, skip_existing, reporter):
+        return
+    path = write_run_report(run, out, overwrite)
+    reporter.info(f"run report → {path}", report=str(path))
+
+
 # === demo ===
 
 
