@@ -587,6 +587,49 @@ def report_cmd(
     reporter.info(f"run report → {path}", report=str(path))
 
 
+@app.command("benchmark")
+@_handle_errors
+def benchmark_cmd(
+    data: Path = typer.Option(..., "--data", help="Tile directory written by sarkit tile (train and test splits)."),
+    out: Path = typer.Option(..., "--out", help="Benchmark folder (runs/, reports/, comparison/, benchmark.json)."),
+    models: str = typer.Option("all", "--models", help="Comma list of registered translators, or all."),
+    steps: int = typer.Option(1000, "--steps", help="Training steps of every model (the same budget)."),
+    segmenter_steps: Optional[int] = typer.Option(None, "--segmenter-steps",
+                                                  help="Steps of the segmenters (default: --steps)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of every run."),
+    batch_size: int = typer.Option(1, "--batch-size", help="Tiles per step of every run."),
+    lr: float = typer.Option(2e-4, "--lr", help="Adam learning rate of every run."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    metrics: Optional[Any] = typer.Option(None, "--metrics", parser=P.names("--metrics"), metavar="NAMES",
+                                          help="Eval metrics (default psnr,ssim,mae; +pa,miou,sms with labels)."),
+    model_opt: Optional[List[str]] = typer.Option(
+        None, "--model-opt", help="KEY=VALUE for every model that has KEY, or MODEL:KEY=VALUE (repeatable)."),
+    val_every: Optional[int] = typer.Option(None, "--val-every", help="Validate the runs every N steps "
+                                            "(default: 4 times per run)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start the benchmark in --out again from nothing."),
+    skip_existing: bool = SkipExistingOpt,
+    quiet: bool = QuietOpt,
+    log_format: str = LogFormatOpt,
+) -> None:
+    """Train every listed model with the same steps and seed, evaluate each on the test split in both directions
+    and write the papers' table (comparison/compare.md, .csv, .tex); a re-run resumes what is missing.
+
+    Example: sarkit benchmark --data tiles --models pix2pix,cyclegan,cut --steps 20000 --out bench
+    """
+    from sarkit.benchmark import BenchmarkOptions, run_benchmark
+    from sarkit.progress import print_table
+
+    reporter = _reporter(quiet, log_format)
+    if _skip(out / "comparison", skip_existing, reporter):
+        return
+    opts = BenchmarkOptions(data=data, out=out, models=models, steps=steps, segmenter_steps=segmenter_steps,
+                            seed=seed, batch_size=batch_size, lr=lr, device=device, model_options=model_opt or (),
+                            metrics=metrics, val_every=val_every, overwrite=overwrite)
+    res = run_benchmark(opts, reporter)
+    for group, headers, rows in res.table.terminal_groups():
+        print_table(group, headers, rows, quiet=quiet or log_format == "json")
+
+
 # === demo ===
 
 
