@@ -7,6 +7,8 @@ import csv
 import io
 import json
 import math
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -225,3 +227,18 @@ def test_cli_compare_needs_reports_and_refuses_stray_arguments(tmp_path):
     assert r.exit_code == 2 and "--compare needs report directories or report.json files" in r.output
     r = CliRunner().invoke(app, ["eval", str(tmp_path / "x.json")])
     assert r.exit_code == 2 and "unexpected argument" in r.output
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed (texlive-latex-recommended)")
+def test_latex_compiles_with_booktabs(tmp_path, five):
+    """compare.tex as a paper includes it: \\input into a document with booktabs, compiled by pdflatex."""
+    e = [ReportEntry("r", "cut_v2 & co", S2O, {"psnr": math.inf, "ssim": None, "pmr": 0.5}),
+         ReportEntry("s", "Ours 100%", S2O, {"psnr": 20.0, "ssim": 0.3, "pmr": 0.6})]
+    for name, table in (("five", compare_table(five)), ("odd", build_table(e))):
+        (tmp_path / f"{name}.tex").write_text(table.latex())
+        (tmp_path / "doc.tex").write_text("\\documentclass{article}\\usepackage{booktabs}\\begin{document}"
+                                          f"\\input{{{name}}}\\end{{document}}\n")
+        r = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stdout[-2000:]
+        assert (tmp_path / "doc.pdf").stat().st_size > 1000
