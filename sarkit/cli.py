@@ -480,7 +480,8 @@ def stitch_cmd(
 @app.command("eval")
 @_handle_errors
 def eval_cmd(
-    reports: Optional[List[Path]] = typer.Argument(None, help="With --compare: report directories or report.json files."),
+    reports: Optional[List[Path]] = typer.Argument(None, help="With --compare: report directories or report.json "
+                                                   "files, each optionally as NAME=REPORT (the row's name)."),
     pred: Optional[Path] = typer.Option(
         None, "--pred", help="Predicted scene (GeoTIFF, comma list of files, STAC item .json) or directory of tiles."),
     target: Optional[Path] = typer.Option(
@@ -521,8 +522,9 @@ def eval_cmd(
     s2_offset: bool = typer.Option(False, "--s2-offset", help="Sentinel-2 DN without a sarkit dn_offset tag carry the "
                                    "−1000 offset of processing baseline 04.00+ (reflectance = (DN − 1000) / 10000)."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write report.json/.md, tiles.csv, report.html here "
-                                          "(with --compare: compare.md)."),
-    compare: bool = typer.Option(False, "--compare", help="Print the given reports side by side, best marked with *."),
+                                          "(with --compare: compare.md, compare.csv, compare.tex)."),
+    compare: bool = typer.Option(False, "--compare", help="Print the given reports as the papers' table: one row per "
+                                 "method, SAR→OPT / OPT→SAR / downstream columns, best marked * and second †."),
     fail_under: Optional[Any] = typer.Option(None, "--fail-under", parser=P.thresholds("--fail-under"),
                                              metavar="METRIC=VALUE,…", help="Exit 1 if a higher-is-better metric is "
                                              "below, e.g. psnr=18,ssim=0.3."),
@@ -560,7 +562,10 @@ def eval_cmd(
         return
     if compare:
         table = compare_reports(reports or [], report, overwrite)
-        print_table("sarkit eval --compare (* = best)", table.columns, table.marked("{}*"), quiet=quiet)
+        for group, headers, rows in table.terminal_groups():
+            print_table(group, headers, rows, quiet=quiet)
+        if not quiet:
+            typer.echo("* best, † second per column" + (f"; written to {report}" if report is not None else ""))
         return
     if reports:
         raise InputError(f"unexpected argument {reports[0]}; use --pred/--target, --checkpoint, or --compare")
@@ -584,6 +589,78 @@ def eval_cmd(
         for line in band_lines(record) + metric_notes(record):
             typer.echo(line)
     gate.enforce(result.summary)
+
+
+# === report / benchmark (training curves, the model benchmark) ===
+
+
+@app.command("report")
+@_handle_errors
+def report_cmd(
+    run: Path = typer.Argument(..., help="Training run directory (the --out of sarkit train)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the page here instead of RUN/report.html."),
+    overwrite: bool = OverwriteOpt,
+    skip_existing: bool = SkipExistingOpt,
+    quiet: bool = QuietOpt,
+    log_format: str = LogFormatOpt,
+) -> None:
+    """Write a training run's report.html: loss, learning-rate and validation curves, sample grids over time,
+    timing and config (training writes RUN/report.html itself at its end; this refreshes it, also mid-run).
+
+    Example: sarkit report runs/p2p
+    """
+    from sarkit.training.report import write_run_report
+
+    from sarkit.training.report import REPORT_NAME
+
+    reporter = _reporter(quiet, log_format)
+    if _skip(out if out is not None else run / REPORT_NAME, skip_existing, reporter):
+        return
+    path = write_run_report(run, out, overwrite)
+    reporter.info(f"run report → {path}", report=str(path))
+
+
+@app.command("benchmark")
+@_handle_errors
+def benchmark_cmd(
+    data: Path = typer.Option(..., "--data", help="Tile directory written by sarkit tile (train and test splits)."),
+    out: Path = typer.Option(..., "--out", help="Benchmark folder (runs/, reports/, comparison/, benchmark.json)."),
+    models: str = typer.Option("all", "--models", help="Comma list of registered translators, or all."),
+    steps: int = typer.Option(1000, "--steps", help="Training steps of every model (the same budget)."),
+    segmenter_steps: Optional[int] = typer.Option(None, "--segmenter-steps",
+                                                  help="Steps of the segmenters (default: --steps)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of every run."),
+    batch_size: int = typer.Option(1, "--batch-size", help="Tiles per step of every run."),
+    lr: float = typer.Option(2e-4, "--lr", help="Adam learning rate of every run."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    metrics: Optional[Any] = typer.Option(None, "--metrics", parser=P.names("--metrics"), metavar="NAMES",
+                                          help="Eval metrics (default psnr,ssim,mae; +pa,miou,sms with labels)."),
+    model_opt: Optional[List[str]] = typer.Option(
+        None, "--model-opt", help="KEY=VALUE for every model that has KEY, or MODEL:KEY=VALUE (repeatable)."),
+    val_every: Optional[int] = typer.Option(None, "--val-every", help="Validate the runs every N steps "
+                                            "(default: 4 times per run)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start the benchmark in --out again from nothing."),
+    skip_existing: bool = SkipExistingOpt,
+    quiet: bool = QuietOpt,
+    log_format: str = LogFormatOpt,
+) -> None:
+    """Train every listed model with the same steps and seed, evaluate each on the test split in both directions
+    and write the papers' table (comparison/compare.md, .csv, .tex); a re-run resumes what is missing.
+
+    Example: sarkit benchmark --data tiles --models pix2pix,cyclegan,cut --steps 20000 --out bench
+    """
+    from sarkit.benchmark import BenchmarkOptions, run_benchmark
+    from sarkit.progress import print_table
+
+    reporter = _reporter(quiet, log_format)
+    if _skip(out / "comparison", skip_existing, reporter):
+        return
+    opts = BenchmarkOptions(data=data, out=out, models=models, steps=steps, segmenter_steps=segmenter_steps,
+                            seed=seed, batch_size=batch_size, lr=lr, device=device, model_options=model_opt or (),
+                            metrics=metrics, val_every=val_every, overwrite=overwrite)
+    res = run_benchmark(opts, reporter)
+    for group, headers, rows in res.table.terminal_groups():
+        print_table(group, headers, rows, quiet=quiet or log_format == "json")
 
 
 # === demo ===

@@ -16,8 +16,8 @@ from sarkit.cli import app
 from sarkit.data.synth import SynthOptions, synth_scene
 
 runner = CliRunner()
-COMMANDS = ("synth", "tile", "train", "translate", "stitch", "eval", "demo")
-WRITERS = ("synth", "tile", "train", "translate", "stitch", "eval", "demo")
+COMMANDS = ("synth", "tile", "train", "translate", "stitch", "eval", "demo", "report", "benchmark")
+WRITERS = ("synth", "tile", "train", "translate", "stitch", "eval", "demo", "report", "benchmark")
 
 
 def invoke(*args: str):

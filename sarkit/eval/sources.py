@@ -351,7 +351,7 @@ class ModelSplitSource(EvalSource):
         self.ranges_source = "checkpoint"
         self.inputs = {"mode": self.mode, "checkpoint": str(net.path), "checkpoint_sha256": net.sha256,
                        "data": str(data), "split": split, "tiles": len(self.ds),
-                       "direction": net.meta.get("direction")}
+                       "direction": net.meta.get("direction"), "model": net.meta.get("model")}
 
     def __len__(self) -> int:
         return len(self.ds)

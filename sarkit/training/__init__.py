@@ -11,6 +11,8 @@ One module per job:
     state.py        RNG states, the full training state (save, restore) and the exported networks
     samples.py      validation sample grids
     validation.py   validation metrics (the ``sarkit eval`` metrics core) and samples
+    events.py       TensorBoard event files (the metrics.jsonl values, sample grids, config)
+    report.py       RUN/report.html: curves, sample grids over time, timing, config (``sarkit report``)
     loop.py         train(): set-up, the run object (TrainingRun) and the step loop
 
 Run directory ``RUN/`` (docs/train.md):
@@ -19,6 +21,8 @@ Run directory ``RUN/`` (docs/train.md):
                               ``log_every`` steps, {"kind": "val", "step", "psnr", "ssim", "mae"} (or a
                               segmenter's metrics) at each validation
     samples/step-XXXXXX.png   validation tiles: input | output | target, one row per tile
+    events.out.tfevents.*     TensorBoard event files (``tensorboard --logdir runs/``)
+    report.html               the run report (written at the end of training)
     checkpoints/state-latest.pt   full training state (only the latest is kept: it is replaced atomically)
     checkpoints/generator.safetensors (or segmenter.safetensors)  exported networks for inference
 """

@@ -27,6 +27,7 @@ from sarkit.training import state as st
 from sarkit.training.data import DataOrder, TrainData, batches, make_loader, open_data, read_item, to_device
 from sarkit.training.distributed import DistInfo, all_ok, barrier, broadcast_module, finish_distributed, \
     init_distributed
+from sarkit.training.events import TrainEvents
 from sarkit.training.options import TrainOptions, TrainResult, check_model_option_names
 from sarkit.training.run import MetricsLog, RunPlan, build_config, check_resume_config, check_run_dir, \
     discard_unsaved_run, prepare_run_dir, writable_error
@@ -52,6 +53,7 @@ class TrainingRun:
     dist: DistInfo
     reporter: Any = NULL_REPORTER
     log: MetricsLog | None = None
+    events: TrainEvents | None = None
     val_items: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -162,11 +164,32 @@ def _train(opts: TrainOptions, reporter: Any, d: DistInfo) -> TrainResult:
             _prepare(r, config, plan, start)
             result = _loop(r, start)
         except BaseException:
+            _close_events(r)
             if d.main:  # a run that failed before its first checkpoint leaves nothing behind
                 discard_unsaved_run(run_dir, created)
             raise
-    result.seconds = time.monotonic() - t0
+        _close_events(r)
+        result.seconds = time.monotonic() - t0
+        if d.main:
+            _write_report(r)
     return result
+
+
+def _close_events(r: TrainingRun) -> None:
+    """Flush and close the run's TensorBoard event file."""
+    if r.events is not None:
+        r.events.close()
+
+
+def _write_report(r: TrainingRun) -> None:
+    """RUN/report.html at the end of training; a failure is a warning (the run itself is saved)."""
+    from sarkit.training.report import write_run_report
+
+    try:
+        write_run_report(r.dir)
+    except Exception as exc:  # the checkpoints are written: never lose a finished run over its report
+        r.reporter.warn(f"could not write {r.dir / 'report.html'} ({type(exc).__name__}: {exc}); make it with: "
+                        f"sarkit report {r.dir}")
 
 
 def _prepare(r: TrainingRun, config: dict[str, Any], plan: RunPlan, start: int) -> None:
@@ -185,7 +208,9 @@ def _prepare(r: TrainingRun, config: dict[str, Any], plan: RunPlan, start: int) 
         raise WorkError("rank 0 could not prepare the run directory; see its error")
     if plan.note:
         r.reporter.info(plan.note)
-    r.log = MetricsLog(r.dir / "metrics.jsonl", r.dist.main)
+    r.events = TrainEvents(r.dir, r.dist.main, purge_step=start + 1 if start else None, reporter=r.reporter)
+    r.events.config(config, start)
+    r.log = MetricsLog(r.dir / "metrics.jsonl", r.dist.main, r.events)
     r.log.truncate_after(start)
     if start:
         r.reporter.info(f"resuming {r.opts.model} at step {start} of {r.total}")
@@ -245,6 +270,8 @@ def _loop(r: TrainingRun, start: int) -> TrainResult:
                 if r.saves_at(step, stopping):
                     exported = st.save(r, step) or exported
                     saved_at = step
+                    if r.events is not None:
+                        r.events.flush()
                     barrier(d)
                 task.advance(1, **{k: round(v, 4) for k, v in list(last.items())[:4]})
                 if stopping:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
@@ -222,11 +223,13 @@ def prepare_run_dir(run: Path, config: dict[str, Any], replace: bool) -> None:
 
 
 class MetricsLog:
-    """Appends JSON lines to RUN/metrics.jsonl (rank 0 only)."""
+    """Appends JSON lines to RUN/metrics.jsonl (rank 0 only), each stamped with its wall-clock ``time`` (Unix
+    seconds), and hands every record to ``events`` (the run's TensorBoard writer) when given."""
 
-    def __init__(self, path: Path, enabled: bool) -> None:
+    def __init__(self, path: Path, enabled: bool, events: Any = None) -> None:
         self.path = path
         self.enabled = enabled
+        self.events = events
 
     def truncate_after(self, step: int) -> None:
         """Drop lines logged after ``step`` (written after the checkpoint a resume starts from)."""
@@ -242,8 +245,12 @@ class MetricsLog:
         write_atomic_text(self.path, "".join(k + "\n" for k in keep))
 
     def write(self, record: dict[str, Any]) -> None:
-        """Append one record as a JSON line."""
+        """Append one record as a JSON line (with ``time`` unless it has one) and pass it to ``events``."""
         if not self.enabled:
             return
+        if "time" not in record:
+            record = {**record, "time": round(time.time(), 3)}
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
+        if self.events is not None:
+            self.events.record(record)

@@ -10,6 +10,7 @@ import colorsys
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from sarkit.models.clip import rgb_view
@@ -49,14 +50,11 @@ def segmenter_row(x: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, i
     return [to_rgb(x, in_bands)[0], classes_rgb(logits.argmax(1), k)[0], classes_rgb(labels, k)[0]]
 
 
-def write_sample_grid(path: Path, rows: list[list[torch.Tensor]]) -> None:
-    """PNG grid: one row per tile, columns as given (each (3, H, W) in [0, 1]), 2-pixel white gutters."""
-    from PIL import Image
-
-    from sarkit.io import atomic_file
-
+def sample_grid(rows: list[list[torch.Tensor]]) -> np.ndarray:
+    """(H, W, 3) uint8 grid: one row per tile, columns as given (each (3, H, W) in [0, 1]), 2-pixel white
+    gutters; an empty (0, 0, 3) array without rows."""
     if not rows:
-        return
+        return np.zeros((0, 0, 3), np.uint8)
     h, w = rows[0][0].shape[1:]
     gut = GUTTER
     ncol = max(len(r) for r in rows)
@@ -64,6 +62,17 @@ def write_sample_grid(path: Path, rows: list[list[torch.Tensor]]) -> None:
     for i, row in enumerate(rows):
         for j, img in enumerate(row):
             canvas[:, i * (h + gut):i * (h + gut) + h, j * (w + gut):j * (w + gut) + w] = img.float().cpu()
-    arr = (canvas.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
+    return (canvas.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def write_sample_grid(path: Path, rows: list[list[torch.Tensor]] | np.ndarray) -> None:
+    """The PNG of ``sample_grid(rows)`` (or of a grid already made), written atomically; nothing without rows."""
+    from PIL import Image
+
+    from sarkit.io import atomic_file
+
+    arr = rows if isinstance(rows, np.ndarray) else sample_grid(rows)
+    if not arr.size:
+        return
     with atomic_file(path) as tmp:
         Image.fromarray(arr).save(tmp, format="PNG")

@@ -17,7 +17,7 @@ from torch.utils.data import default_collate
 
 from sarkit.eval.metrics import finite_mean, pixel_metrics, unit_range
 from sarkit.training.data import to_device
-from sarkit.training.samples import segmenter_row, translator_row, write_sample_grid
+from sarkit.training.samples import sample_grid, segmenter_row, translator_row, write_sample_grid
 
 if TYPE_CHECKING:
     from sarkit.training.loop import TrainingRun
@@ -79,10 +79,14 @@ def _sample_row(r: TrainingRun, x: torch.Tensor, out: torch.Tensor, y: torch.Ten
 
 
 def run_validation(r: TrainingRun, step: int) -> dict[str, float]:
-    """Validate (rank 0), log the metrics and write RUN/samples/step-XXXXXX.png."""
+    """Validate (rank 0), log the metrics (metrics.jsonl, TensorBoard) and write RUN/samples/step-XXXXXX.png
+    (and the same grid as TensorBoard's ``val/samples`` image)."""
     metrics, rows = validate(r)
     r.log.write({"kind": "val", "step": step, **metrics})
-    write_sample_grid(r.dir / "samples" / f"step-{step:06d}.png", rows)
+    grid = sample_grid(rows)
+    write_sample_grid(r.dir / "samples" / f"step-{step:06d}.png", grid)
+    if r.events is not None:
+        r.events.image("val/samples", grid, step)
     return metrics
 
 

@@ -307,6 +307,7 @@ def test_model_on_split(tmp_path, tile_dir):
     r = res.report
     n_test = len(load_manifest(tile_dir, "test"))
     assert r["inputs"]["mode"] == "model" and len(r["tiles"]) == n_test
+    assert r["inputs"]["model"] == "pix2pix"  # eval --compare pairs the two directions of a model by this name
     assert r["summary"]["psnr"]["value"] == math.inf and r["summary"]["mae"]["value"] == 0.0
     assert r["segmentation"]["reference"] == "labels" and 0.0 <= r["summary"]["pa"]["value"] <= 1.0
     assert r["summary"]["sms"]["value"] == pytest.approx(0.0, abs=1e-7)
