@@ -35,9 +35,6 @@ QUALITY_METRICS = ("psnr", "ssim", "mae", "fid", "fid-clip", "lpips", "clip_iqa"
 #: Downstream-task metrics (segmentation, feature matching): one group, one column per metric and direction.
 DOWNSTREAM_METRICS = ("pa", "miou", "sms", "pmr", "ir", "ir_ed")
 DOWNSTREAM = "downstream"
-#: Names and directions of metrics that ``sarkit.eval.options`` may not list yet (all higher-is-better); the
-#: options' tables win where they have the metric.
-_PENDING = {"pmr": "PMR", "ir": "IR", "ir_ed": "IR-ED", "clip_iqa": "CLIP-IQA"}
 #: Marks of the best and second value per column in the terminal.
 TERMINAL_MARKS = ("{}*", "{}†")
 
@@ -46,14 +43,12 @@ def higher_is_better(metric: str) -> bool:
     """The metric's better direction, from the one table in ``sarkit.eval.options``."""
     if metric in HIGHER_IS_BETTER:
         return HIGHER_IS_BETTER[metric]
-    if metric in _PENDING:
-        return True
     raise InputError(f"--compare: unknown metric {metric!r} in a report; compare reports written by sarkit eval")
 
 
 def metric_label(metric: str) -> str:
     """How tables name a metric (``PSNR``, ``IR-ED``, …)."""
-    return LABELS.get(metric) or _PENDING.get(metric) or metric
+    return LABELS.get(metric) or metric
 
 
 def arrow(metric: str) -> str:

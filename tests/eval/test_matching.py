@@ -258,8 +258,11 @@ def test_the_four_new_metrics_are_higher_is_better_with_labels_gates_and_compari
     (tmp_path / "P" / "a0.tif").unlink()  # without the identical tile the run matches worse
     run_eval_report(run_inputs(pred, target), opts, tmp_path / "worse")
     table = compare_table([tmp_path / "good", tmp_path / "worse"])
-    assert table.metrics == ["pmr", "ir", "ir_ed"] and table.columns[1:] == ["PMR↑", "IR↑", "IR-ED↑"]
-    assert table.best["ir_ed"] == 0
+    assert [c.metric for c in table.columns] == ["pmr", "ir", "ir_ed"]
+    assert all(c.higher and c.header.endswith("↑") for c in table.columns)
+    assert [r.method for r in table.rows] == ["good", "worse"]
+    ir_ed = [c.metric for c in table.columns].index("ir_ed")
+    assert [ranks[ir_ed] for ranks in table.rank] == [1, 2]  # the run with the identical tile matches best
 
 
 def test_real_sen12mscr_scene_against_itself_and_its_cloudy_twin(realdata):
