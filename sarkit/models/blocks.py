@@ -331,7 +331,8 @@ class PatchSampler(nn.Module):
 
     def forward(self, feats: Sequence[torch.Tensor], num_patches: int = 256,
                 patch_ids: Sequence[torch.Tensor] | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Return per layer (N·P, nc) projected samples and the flat location ids used (reuse them for keys)."""
+        """Return per layer (N·P, nc) projected samples and the picks used (flat location ids, or what ``sample``
+        returned); pass them back as ``patch_ids`` to sample another image at the same picks."""
         if not self.ready:
             self._create(feats)
         out, ids = [], []
