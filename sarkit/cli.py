@@ -294,7 +294,8 @@ def tile(
 @app.command("train")
 @_handle_errors
 def train_cmd(
-    model: str = typer.Option(..., "--model", help="pix2pix, pix2pix-clip, cyclegan, cut, cyclegan-sc, segmenter."),
+    model: str = typer.Option(..., "--model",
+                              help="pix2pix, pix2pix-clip, cyclegan, cut, qs-attn, cyclegan-sc, segmenter."),
     data: List[Path] = typer.Option(..., "--data", help="Tile directory written by sarkit tile (repeat for "
                                     "several tile sets of the same bands and ranges)."),
     out: Path = typer.Option(..., "--out", help="Run directory (config.json, checkpoints/, metrics.jsonl)."),
@@ -670,7 +671,7 @@ def benchmark_cmd(
 @_handle_errors
 def demo_cmd(
     out: Path = typer.Option(Path("sarkit-demo"), "--out", help="Directory for everything the demo writes."),
-    full: bool = typer.Option(False, "--full", help="Also train and compare cyclegan, cut and cyclegan-sc "
+    full: bool = typer.Option(False, "--full", help="Also train and compare cyclegan, cut, qs-attn and cyclegan-sc "
                                                     "(with its segmenters); much longer on CPU."),
     steps: int = typer.Option(2000, "--steps", help="pix2pix training steps (on 128² tiles)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the generated scenes and of training."),

@@ -2,8 +2,8 @@
 
 Stages: generate a training scene and a separate test scene (different seeds, same kind of land), tile the
 training scene, train pix2pix for a bounded number of steps, translate the whole test scene to a COG, evaluate
-it against the test scene's optical image and write the HTML report. ``full`` also trains CycleGAN, CUT, the two
-DeepLabV3 segmenters and cyclegan-sc, translates and evaluates each, and writes a side-by-side comparison.
+it against the test scene's optical image and write the HTML report. ``full`` also trains CycleGAN, CUT, QS-Attn,
+the two DeepLabV3 segmenters and cyclegan-sc, translates and evaluates each, and writes a side-by-side comparison.
 """
 
 from __future__ import annotations
@@ -151,7 +151,7 @@ def _run_demo(opts: DemoOptions, reporter: Reporter) -> DemoResult:
     seg_sar = train_model("segmenter", out / "run-seg-sar", seg_steps, seg_model, modality="sar", batch_size=4)
     translate_and_eval(p2p, "pix2pix", seg_opt)
     resnet = {"ngf": opts.ngf // 2, "ndf": opts.ngf, "n_blocks": 6}
-    for name in ("cyclegan", "cut"):
+    for name in ("cyclegan", "cut", "qs-attn"):
         run = train_model(name, out / f"run-{name}", opts.full_steps, resnet)
         translate_and_eval(run, name, seg_opt)
     sc = train_model("cyclegan-sc", out / "run-cyclegan-sc", opts.full_steps,
@@ -159,7 +159,7 @@ def _run_demo(opts: DemoOptions, reporter: Reporter) -> DemoResult:
     translate_and_eval(sc, "cyclegan-sc", seg_opt)
     from sarkit.eval.compare import compare_markdown
 
-    reports = [out / f"report-{n}" for n in ("pix2pix", "cyclegan", "cut", "cyclegan-sc")]
+    reports = [out / f"report-{n}" for n in ("pix2pix", "cyclegan", "cut", "qs-attn", "cyclegan-sc")]
     write_atomic_text(out / "compare.md", compare_markdown(reports))
     res.outputs["comparison"] = out / "compare.md"
     return res

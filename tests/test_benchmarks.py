@@ -109,3 +109,13 @@ def test_run_all_quick_eval_and_infer(run_all, tmp_path):
     assert summary["quick"] is True and set(summary["benchmarks"]) == {"eval", "infer"}
     assert summary["benchmarks"]["infer"]["result"]["results"]
     assert summary["benchmarks"]["eval"]["result"]["speedup"] > 0
+
+
+def test_qsattn_bench_counts_what_autograd_saves_but_not_parameters():
+    qs = _load("bench_qsattn")
+    x = torch.randn(256, 1024, requires_grad=True)                    # 1 MiB
+    assert qs.saved_peak_mib(lambda: x.exp().sum().backward(), torch.nn.Linear(1, 1)) == pytest.approx(1.0)
+    net = torch.nn.Linear(1024, 256, bias=False)                      # a 1 MiB weight
+    y = torch.randn(256, 1024, requires_grad=True)
+    # the product saves both factors; the parameter does not count
+    assert qs.saved_peak_mib(lambda: (net.weight * y).sum().backward(), net) == pytest.approx(1.0)

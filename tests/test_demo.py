@@ -43,7 +43,7 @@ def test_demo_writes_every_output_and_a_report_with_the_scene(tmp_path):
 def test_demo_full_trains_and_compares_every_model(tmp_path):
     out = tmp_path / "full"
     res = run_demo(DemoOptions(out=out, full=True, **TINY))
-    assert set(res.metrics) == {"pix2pix", "cyclegan", "cut", "cyclegan-sc"}
+    assert set(res.metrics) == {"pix2pix", "cyclegan", "cut", "qs-attn", "cyclegan-sc"}
     assert all({"pa", "sms"} <= set(m) for m in res.metrics.values())  # segmenter-based metrics for every model
     table = (out / "compare.md").read_text()
     assert all(name in table for name in res.metrics)

@@ -209,6 +209,10 @@ class ResnetGenerator(nn.Module):
         """The ``layers`` that lie in the encoder (index < first block + number of blocks)."""
         return tuple(i for i in layers if i < self.first_block + self.n_blocks)
 
+    def block_layers(self, layers: Sequence[int] = NCE_LAYERS) -> tuple[int, ...]:
+        """The ``layers`` that are outputs of residual blocks (first block ≤ index < first block + blocks)."""
+        return tuple(i for i in layers if self.first_block <= i < self.first_block + self.n_blocks)
+
     def forward(self, x: torch.Tensor, layers: Sequence[int] | None = None,
                 encode_only: bool = False) -> Any:
         if not layers:
@@ -327,22 +331,26 @@ class PatchSampler(nn.Module):
 
     def forward(self, feats: Sequence[torch.Tensor], num_patches: int = 256,
                 patch_ids: Sequence[torch.Tensor] | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Return per layer (N·P, nc) projected samples and the flat location ids used (reuse them for keys)."""
+        """Return per layer (N·P, nc) projected samples and the picks used (flat location ids, or what ``sample``
+        returned); pass them back as ``patch_ids`` to sample another image at the same picks."""
         if not self.ready:
             self._create(feats)
         out, ids = [], []
         for i, f in enumerate(feats):
-            n, c, h, w = f.shape
-            flat = f.permute(0, 2, 3, 1).reshape(n, h * w, c)
-            if patch_ids is not None:
-                pid = patch_ids[i]
-            else:
-                pid = torch.randperm(h * w, device=f.device)[: min(num_patches, h * w)]
-            x = flat[:, pid, :].reshape(-1, c)
+            x, pid = self.sample(i, f, num_patches, None if patch_ids is None else patch_ids[i])
             x = self.heads[i](x.float())
             out.append(F.normalize(x, dim=1))
             ids.append(pid)
         return out, ids
+
+    def sample(self, layer: int, feat: torch.Tensor, num_patches: int, pick: Any = None) -> tuple[torch.Tensor, Any]:
+        """(N·P, C) features of layer number ``layer`` at ``pick`` (flat location ids), or at ``num_patches`` random
+        locations when ``pick`` is None, and the pick used; subclasses choose locations differently."""
+        n, c, h, w = feat.shape
+        flat = feat.permute(0, 2, 3, 1).reshape(n, h * w, c)
+        if pick is None:
+            pick = torch.randperm(h * w, device=feat.device)[: min(num_patches, h * w)]
+        return flat[:, pick, :].reshape(-1, c), pick
 
 
 def patch_nce_loss(q: torch.Tensor, k: torch.Tensor, batch: int, tau: float = 0.07) -> torch.Tensor:
