@@ -590,8 +590,8 @@ def eval_cmd(
 @_handle_errors
 def demo_cmd(
     out: Path = typer.Option(Path("sarkit-demo"), "--out", help="Directory for everything the demo writes."),
-    full: bool = typer.Option(False, "--full", help="Also train and compare cyclegan, cut and cyclegan-sc "
-                                                    "(with its segmenters); much longer on CPU."),
+    full: bool = typer.Option(False, "--full", help="Also train and compare cyclegan, cut, cyclegan-sc "
+                                                    "(with its segmenters) and con-diffusion (tiny); much longer on CPU."),
     steps: int = typer.Option(2000, "--steps", help="pix2pix training steps (on 128² tiles)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the generated scenes and of training."),
     device: str = typer.Option("auto", "--device", help="auto (a GPU when there is one), cpu, cuda or cuda:N."),
