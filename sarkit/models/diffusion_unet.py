@@ -42,11 +42,12 @@ class UNetSize:
 
 
 #: Presets of ``--model-opt size=``: the paper's (Bai et al. 2023: 128 channels, 3 residual blocks, (1,1,2,2,4,4)
-#: at 256²), and two for CPUs.
+#: at 256²), and two for CPUs: narrower and with fewer blocks, deep enough that 256² tiles reach 16-pixel maps
+#: (attention at 16 and 8 for ``small``, at 16 for ``tiny``).
 UNET_SIZES: dict[str, UNetSize] = {
     "paper": UNetSize(128, 3, (1, 1, 2, 2, 4, 4), 4),
-    "small": UNetSize(64, 2, (1, 1, 2, 2, 4), 4),
-    "tiny": UNetSize(32, 1, (1, 2, 2, 2), 2),
+    "small": UNetSize(64, 2, (1, 1, 2, 2, 4, 4), 4),
+    "tiny": UNetSize(32, 1, (1, 2, 2, 2, 2), 2),
 }
 #: Feature-map sides (pixels) that get self-attention (guided-diffusion's ``attention_resolutions="16,8"``).
 ATTENTION_SIDES = (16, 8)

@@ -12,7 +12,7 @@ from sarkit.models.con_diffusion import ConDiffusion, ConDiffusionOptions
 from sarkit.models.registry import get_model
 from sarkit.raster.norm import optical_normalization, sar_normalization
 
-TINY = dict(size="tiny", channels=8, heads=2, timesteps=50, val_steps=3, sample_steps=10)
+TINY = dict(size="tiny", channels=8, heads=2, channel_mult="1,2,2", timesteps=50, val_steps=3, sample_steps=10)
 
 
 def make_io(direction: str = "sar2opt", tile: int = 16) -> ModelIO:
