@@ -491,6 +491,8 @@ def load_predictor(checkpoint: str | Path | LoadedNetwork, device: str | torch.d
     dtype = amp if amp is None or isinstance(amp, torch.dtype) else resolve_amp_auto(amp, dev)
     net = checkpoint if isinstance(checkpoint, LoadedNetwork) else load_network(checkpoint, "generator", dev)
     if is_diffusion(net):
+        if compile:
+            reporter.warn("--compile is not used for diffusion checkpoints: sampling runs the network eagerly")
         return DiffusionPredictor(net, dev, dtype, reporter, tile=tile, sampling=sampling or SamplingOptions())
     check_sampling(net, sampling)
     return NetworkPredictor(net, dev, dtype, reporter, tile=tile, compile=compile)
