@@ -118,9 +118,9 @@ def bench_cache(args: argparse.Namespace) -> dict[str, Any]:
     from sarkit.training import TrainOptions, train
 
     work = Path(args.work or tempfile.mkdtemp(prefix="sarkit-bench-diffusion-"))
-    scene = synth_scene(work / "scene", SynthOptions(size=args.scene, seed=1))
     tiles = work / "tiles"
     if not tiles.exists():
+        scene = synth_scene(work / "scene", SynthOptions(size=args.scene, seed=1), overwrite=True)
         tile_scene(scene.s1_path, scene.s2_path, scene.labels_path, tiles,
                    TileOptions(size=args.tile, stride=args.tile // 2, split=(0.85, 0.15, 0.0), max_nodata=0.3))
     run = work / "run"
