@@ -135,6 +135,7 @@ def bench_cache(args: argparse.Namespace) -> dict[str, Any]:
     x = np.stack([it["sar"].numpy() for it in items])
     y = torch.stack([it["optical"] for it in items])
     valid = torch.stack([it["valid"] for it in items])
+    load_predictor(run, "cpu", None, sampling=SamplingOptions(sampler="ddim", steps=2))(x[:args.batch])  # warm-up
     rows = []
     for tau in args.taus:
         p = load_predictor(run, "cpu", None, sampling=SamplingOptions(sampler="ddim", steps=args.cache_steps,
@@ -172,6 +173,7 @@ def main() -> None:
     configure_backends(torch.device("cpu"))
     presets = args.presets.split(",")
     out: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "threads": torch.get_num_threads(),
+                                       "load_1min_at_start": os.getloadavg()[0],
                                        "torch": torch.__version__, "python": platform.python_version(),
                                        "processor": platform.processor() or platform.machine()}}
     if args.part in ("train", "all"):
@@ -199,6 +201,9 @@ def main() -> None:
         for r in res["rows"]:
             print(f"  tau {r['tau']:<5g} PSNR {r['psnr']:6.2f} dB  SSIM {r['ssim']:.4f}  {r['s_per_tile']:7.2f} "
                   f"s/tile  skipped {100 * r['skipped_fraction']:5.1f} %", flush=True)
+    out["machine"]["load_1min_at_end"] = os.getloadavg()[0]
+    print(f"1-minute load: {out['machine']['load_1min_at_start']:.2f} at the start, "
+          f"{out['machine']['load_1min_at_end']:.2f} at the end")
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
 
