@@ -224,8 +224,9 @@ class DiffusionUNet(nn.Module):
         return self.head(self.rest(h0, h1, emb))
 
     def activation_bytes_per_pixel(self) -> int:
-        """Estimated inference activation bytes per input pixel (fp32): the kept skips plus the two widest working
-        tensors of each level, area-weighted by 4^−level (a guard for batch sizes, not a budget)."""
+        """Estimated inference activation bytes per input pixel (fp32): the kept encoder skips plus six working
+        tensors of each level's width (block input, norms, conv outputs, the decoder's concatenation), area-weighted
+        by 4^−level (a guard for batch sizes, not a budget)."""
         total = float(self.model_channels)  # h0
         ch_level: dict[int, int] = {}
         level = 0
