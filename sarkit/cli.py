@@ -358,6 +358,18 @@ def train_cmd(
 # === translate / stitch ===
 
 
+# Sampling options of diffusion checkpoints (translate and eval --checkpoint); None = the checkpoint's defaults.
+SamplerOpt = typer.Option(None, "--sampler", help="Diffusion checkpoints: ddpm (respaced ancestral) or ddim "
+                          "(default: the checkpoint's, ddpm for con-diffusion).")
+StepsOpt = typer.Option(None, "--steps", help="Diffusion checkpoints: sampling steps (default: the checkpoint's, "
+                        "250 for con-diffusion's DDPM; 50 for DDIM).")
+EtaOpt = typer.Option(None, "--eta", help="Diffusion checkpoints, DDIM: η in [0, 1] (0 = deterministic, default).")
+SeedOpt = typer.Option(None, "--seed", help="Diffusion checkpoints: seed of the position-keyed noise (default 0).")
+CacheThresholdOpt = typer.Option(
+    None, "--cache-threshold", help="Diffusion checkpoints: first-block caching threshold τ (relative L1 change of "
+    "the first block's residual; 0 = off, the default; e.g. 0.1).")
+
+
 @app.command("translate")
 @_handle_errors
 def translate_cmd(
@@ -391,6 +403,11 @@ def translate_cmd(
     compile_: bool = typer.Option(
         False, "--compile", help="Run the generator through torch.compile: tens of seconds to start, then faster "
                                  "batches (worth it for large scenes, on a GPU above all)."),
+    sampler: Optional[str] = SamplerOpt,
+    sampling_steps: Optional[int] = StepsOpt,
+    eta: Optional[float] = EtaOpt,
+    seed: Optional[int] = SeedOpt,
+    cache_threshold: Optional[float] = CacheThresholdOpt,
     overwrite: bool = OverwriteOpt,
     skip_existing: bool = typer.Option(
         False, "--skip-existing", help="Leave outputs that already exist as they are (with --out-dir: translate "
@@ -406,12 +423,15 @@ def translate_cmd(
     Example: sarkit translate scene/s1.tif --checkpoint runs/pix2pix --out s1_as_optical.tif
     """
     from sarkit.errors import InputError
+    from sarkit.infer.diffusion import SamplingOptions
     from sarkit.infer.translate import TranslateOptions, output_name, translate_many, translate_scene
 
     reporter = _reporter(quiet, log_format)
+    sampling = SamplingOptions(sampler=sampler, steps=sampling_steps, eta=eta, seed=seed,
+                               cache_threshold=cache_threshold)
     opts = TranslateOptions(tile=tile, overlap=overlap, batch_size=batch_size, device=device, amp=amp, format=fmt,
                             overwrite=overwrite, allow_ungeoreferenced=allow_ungeoreferenced, compile=compile_,
-                            resolution=resolution)
+                            resolution=resolution, sampling=sampling)
     if out is not None and out_dir is not None:
         raise InputError("give either --out (one scene) or --out-dir (several scenes), not both")
     if out is not None:
@@ -534,6 +554,11 @@ def eval_cmd(
                                             "above, e.g. fid=50,mae=0.1."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Tiles per batch: the generator (--checkpoint) and LPIPS."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    sampler: Optional[str] = SamplerOpt,
+    sampling_steps: Optional[int] = StepsOpt,
+    eta: Optional[float] = EtaOpt,
+    seed: Optional[int] = SeedOpt,
+    cache_threshold: Optional[float] = CacheThresholdOpt,
     overwrite: bool = OverwriteOpt,
     skip_existing: bool = typer.Option(
         False, "--skip-existing", help="Do nothing (exit 0) when the --report directory already exists."),
@@ -556,6 +581,7 @@ def eval_cmd(
     from sarkit.eval.options import EvalInputs, EvalOptions, metric_set
     from sarkit.eval.report import SUMMARY_COLUMNS, band_lines, metric_notes, summary_rows, to_json_value
     from sarkit.eval.runner import run_eval_report
+    from sarkit.infer.diffusion import SamplingOptions
     from sarkit.progress import print_table
 
     rep = _reporter(quiet, log_format)
@@ -581,7 +607,11 @@ def eval_cmd(
         fid_weights=fid_weights, clip_weights=clip_weights, clip_model=clip_model,
         batch_size=batch_size, device=str(resolve_device(device)),
         input_scene=input_scene, bands=bands, allow_ungeoreferenced=allow_ungeoreferenced,
+        sampling=SamplingOptions(sampler=sampler, steps=sampling_steps, eta=eta, seed=seed,
+                                 cache_threshold=cache_threshold),
     )
+    if checkpoint is None and opts.sampling.given():
+        raise InputError(f"{', '.join(opts.sampling.given())} apply to eval --checkpoint of a diffusion model only")
     inputs = EvalInputs(pred=pred, target=target, labels=labels, checkpoint=checkpoint, data=data, split=split)
     result = run_eval_report(inputs, opts, report, overwrite, rep)
     record = to_json_value(result.report)
@@ -671,8 +701,9 @@ def benchmark_cmd(
 @_handle_errors
 def demo_cmd(
     out: Path = typer.Option(Path("sarkit-demo"), "--out", help="Directory for everything the demo writes."),
-    full: bool = typer.Option(False, "--full", help="Also train and compare cyclegan, cut, qs-attn and cyclegan-sc "
-                                                    "(with its segmenters); much longer on CPU."),
+    full: bool = typer.Option(False, "--full", help="Also train and compare cyclegan, cut, qs-attn, cyclegan-sc "
+                                                    "(with its segmenters) and con-diffusion (tiny); much longer "
+                                                    "on CPU."),
     steps: int = typer.Option(2000, "--steps", help="pix2pix training steps (on 128² tiles)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the generated scenes and of training."),
     device: str = typer.Option("auto", "--device", help="auto (a GPU when there is one), cpu, cuda or cuda:N."),

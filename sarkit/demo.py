@@ -3,7 +3,9 @@
 Stages: generate a training scene and a separate test scene (different seeds, same kind of land), tile the
 training scene, train pix2pix for a bounded number of steps, translate the whole test scene to a COG, evaluate
 it against the test scene's optical image and write the HTML report. ``full`` also trains CycleGAN, CUT, QS-Attn,
-the two DeepLabV3 segmenters and cyclegan-sc, translates and evaluates each, and writes a side-by-side comparison.
+the two DeepLabV3 segmenters and cyclegan-sc, and con-diffusion at a small size (the tiny U-Net preset, sampled
+with ``diffusion_steps`` deterministic DDIM steps), translates and evaluates each, and writes a side-by-side
+comparison.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class DemoOptions:
     test_size: int = 768
     steps: int = 2000
     full_steps: int = 300
+    diffusion_steps: int = 10       # con-diffusion's DDIM sampling steps in the full demo
     ngf: int = 32
     seed: int = 0
     device: str = "auto"
@@ -78,6 +81,8 @@ def run_demo(opts: DemoOptions, reporter: Reporter = NULL_REPORTER) -> DemoResul
     """Run the demo pipeline into ``opts.out`` (replaced only with ``overwrite``); a second run fails at once."""
     if opts.steps < 1 or opts.full_steps < 1:
         raise InputError("--steps must be at least 1")
+    if opts.diffusion_steps < 1:
+        raise InputError(f"diffusion_steps must be at least 1, got {opts.diffusion_steps}")
     out = Path(opts.out)
     check_output(out, opts.overwrite)
     with output_lock(out):
@@ -157,9 +162,14 @@ def _run_demo(opts: DemoOptions, reporter: Reporter) -> DemoResult:
     sc = train_model("cyclegan-sc", out / "run-cyclegan-sc", opts.full_steps,
                      {**resnet, "sar_segmenter": str(seg_sar), "optical_segmenter": str(seg_opt)})
     translate_and_eval(sc, "cyclegan-sc", seg_opt)
+    diffusion = {"size": "tiny", "sampler": "ddim", "sample_steps": opts.diffusion_steps,
+                 "val_steps": opts.diffusion_steps}
+    cd = train_model("con-diffusion", out / "run-con-diffusion", opts.full_steps, diffusion)
+    translate_and_eval(cd, "con-diffusion", seg_opt)
     from sarkit.eval.compare import compare_markdown
 
-    reports = [out / f"report-{n}" for n in ("pix2pix", "cyclegan", "cut", "qs-attn", "cyclegan-sc")]
+    reports = [out / f"report-{n}" for n in ("pix2pix", "cyclegan", "cut", "qs-attn", "cyclegan-sc",
+                                             "con-diffusion")]
     write_atomic_text(out / "compare.md", compare_markdown(reports))
     res.outputs["comparison"] = out / "compare.md"
     return res

@@ -14,7 +14,7 @@ from sarkit.cli import app
 from sarkit.demo import DemoOptions, demo_finished, run_demo
 
 runner = CliRunner()
-TINY = dict(train_size=512, test_size=320, steps=2, full_steps=1, ngf=8)
+TINY = dict(train_size=512, test_size=320, steps=2, full_steps=1, ngf=8, diffusion_steps=2)
 
 
 def overview_labels(html: str) -> list[str]:
@@ -43,7 +43,7 @@ def test_demo_writes_every_output_and_a_report_with_the_scene(tmp_path):
 def test_demo_full_trains_and_compares_every_model(tmp_path):
     out = tmp_path / "full"
     res = run_demo(DemoOptions(out=out, full=True, **TINY))
-    assert set(res.metrics) == {"pix2pix", "cyclegan", "cut", "qs-attn", "cyclegan-sc"}
+    assert set(res.metrics) == {"pix2pix", "cyclegan", "cut", "qs-attn", "cyclegan-sc", "con-diffusion"}
     assert all({"pa", "sms"} <= set(m) for m in res.metrics.values())  # segmenter-based metrics for every model
     table = (out / "compare.md").read_text()
     assert all(name in table for name in res.metrics)

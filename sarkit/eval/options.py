@@ -98,6 +98,7 @@ class EvalOptions:
     overview_px: int = 512
     bands: tuple[str, ...] | None = None  # --bands: the prediction's bands to compare (names or 1-based numbers)
     allow_ungeoreferenced: bool = False  # compare rasters without a CRS pixel by pixel (same size only)
+    sampling: Any = None  # --checkpoint of a diffusion model: sarkit.infer.diffusion.SamplingOptions (None = its own)
 
     def __post_init__(self) -> None:
         self.metrics = tuple(self.metrics)

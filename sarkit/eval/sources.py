@@ -316,7 +316,8 @@ class ModelSplitSource(EvalSource):
             reporter.warn("--s2-offset is ignored with --checkpoint: the tiling records the offset of its tiles")
         if opts.input_scene is not None:
             reporter.warn("--input is ignored with --checkpoint: the report shows each tile's input")
-        self.predictor = load_predictor(checkpoint, self.device, opts.amp, reporter)
+        self.predictor = load_predictor(checkpoint, self.device, opts.amp, reporter, sampling=opts.sampling)
+        self.reporter = reporter
         net = self.predictor.net
         self.input_norm = self.predictor.in_norm
         self.pred_norm = self.predictor.out_norm
@@ -396,4 +397,5 @@ class ModelSplitSource(EvalSource):
         return self._run([self.ds.ids.index(tile_id)])[0]
 
     def close(self) -> None:
-        pass
+        for note in self.predictor.run_notes():  # an iterative predictor's statistics (first-block cache)
+            self.reporter.info(note)

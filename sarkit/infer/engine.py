@@ -24,6 +24,14 @@ the tile and its seed only, not on which batch it travels in; it then makes its 
 returns the last state. Runners pass seeds derived from the tile's place (translate: the tile's row-major index in
 the scene's window grid); deterministic predictors ignore them. A chain hands stage ``k`` of ``K`` the seeds
 ``seed·K + k``, so stages never share noise.
+
+Where a runner knows them it also passes ``windows``, each tile's ``PixelWindow`` in the scene (translate does;
+``eval --checkpoint`` runs tiles of a tile set and passes none), and ``progress``, called with the number of tile
+network evaluations as they happen (translate's bar counts tiles × steps). A predictor that needs them overrides
+``_predict_at``: ``sarkit.infer.diffusion.DiffusionPredictor`` keys its noise by scene pixel, so that overlapping
+tiles draw the same noise where they overlap and the result does not depend on the tiling, batch or order. Lines
+a predictor wants in the run's log after a scene (``run_notes``: first-block cache statistics) are reported by the
+runner.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -43,7 +51,7 @@ from sarkit.devices import AmpMode, cpu_supports_bf16, resolve_amp, resolve_devi
 from sarkit.errors import CheckpointError, InputError
 from sarkit.eval.metrics import psnr_from_mse
 from sarkit.models.checkpoint import LoadedNetwork, load_network
-from sarkit.raster.grid import PixelSize
+from sarkit.raster.grid import PixelSize, PixelWindow
 from sarkit.raster.norm import Normalization
 from sarkit.reporting import NULL_REPORTER, Reporter
 
@@ -82,7 +90,8 @@ class Contract:
     """What a predictor takes and gives: model-range tiles of ``in_norm``'s bands, at least ``tile`` pixels a
     side, become ``out_norm``'s bands at ``scale`` times the resolution, in ``steps`` network calls a batch.
     ``tile_multiple``: tile sides the network can run on are multiples of it (``tile`` is one). ``pixel_size``:
-    the input pixel size it was trained on (None = unknown: inputs are taken as they come)."""
+    the input pixel size it was trained on (None = unknown: inputs are taken as they come). ``act_bytes``: the
+    working memory a tile pixel takes while it runs (None = ``ACTIVATION_BYTES_PER_PIXEL``)."""
 
     in_norm: Normalization
     out_norm: Normalization
@@ -91,6 +100,7 @@ class Contract:
     steps: int = 1
     tile_multiple: int = 1
     pixel_size: PixelSize | None = None
+    act_bytes: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("tile", "scale", "steps", "tile_multiple"):
@@ -152,11 +162,11 @@ def check_tile(tile: int | None, own: int, multiple: int, name: str) -> None:
 
 def batch_memory_bytes(contract: Contract, batch_size: int) -> int:
     """Estimated memory of one batch of tiles: the padded input and the prediction (float32) and the network's
-    activations (``ACTIVATION_BYTES_PER_PIXEL`` a tile pixel)."""
+    activations (``contract.act_bytes``, else ``ACTIVATION_BYTES_PER_PIXEL``, a tile pixel)."""
     px = contract.tile * contract.tile
     out_px = px * contract.scale * contract.scale
-    return batch_size * (4 * contract.in_norm.channels * px + (4 * contract.out_norm.channels +
-                                                               ACTIVATION_BYTES_PER_PIXEL) * out_px)
+    act = contract.act_bytes or ACTIVATION_BYTES_PER_PIXEL
+    return batch_size * (4 * contract.in_norm.channels * px + (4 * contract.out_norm.channels + act) * out_px)
 
 
 def device_memory_bytes(device: torch.device) -> int | None:
@@ -232,18 +242,23 @@ class Predictor(abc.ABC):
     def steps(self) -> int:
         return self.contract.steps
 
-    def __call__(self, batch: np.ndarray, seeds: Sequence[int] | None = None) -> np.ndarray:
+    def __call__(self, batch: np.ndarray, seeds: Sequence[int] | None = None,
+                 windows: Sequence[PixelWindow] | None = None,
+                 progress: Callable[[int], None] | None = None) -> np.ndarray:
         """(N, C_in, h, w) model-range float32 tiles → (N, C_out, h·scale, w·scale) float32 predictions; windows
         shorter than the tile are mirror-padded to it and their prediction cropped back. ``seeds``: one per tile
-        (random draws of iterative predictors; None where a runner has none)."""
+        (random draws of iterative predictors; None where a runner has none); ``windows``: each tile's place in
+        the scene (None where unknown); ``progress(n)``: told of ``n`` more tile network evaluations."""
         if batch.ndim != 4 or batch.shape[1] != self.in_norm.channels:
             raise CheckpointError(f"{self.name} takes (N, {self.in_norm.channels}, H, W) tiles of "
                                   f"{', '.join(self.in_norm.bands)}, got {tuple(batch.shape)}")
         if seeds is not None and len(seeds) != batch.shape[0]:
             raise ValueError(f"{len(seeds)} seeds for a batch of {batch.shape[0]} tiles")
+        if windows is not None and len(windows) != batch.shape[0]:
+            raise ValueError(f"{len(windows)} windows for a batch of {batch.shape[0]} tiles")
         n, _, h, w = batch.shape
         x = pad_batch(batch, self.tile)
-        y = self._predict(x, seeds)
+        y = self._predict_at(x, seeds, windows, progress)
         s = self.scale
         expected = (n, self.out_norm.channels, x.shape[2] * s, x.shape[3] * s)
         if tuple(y.shape) != expected:
@@ -254,6 +269,19 @@ class Predictor(abc.ABC):
     @abc.abstractmethod
     def _predict(self, x: np.ndarray, seeds: Sequence[int] | None) -> np.ndarray:
         """The prediction of a batch at least one tile a side (``__call__`` pads and checks around it)."""
+
+    def _predict_at(self, x: np.ndarray, seeds: Sequence[int] | None, windows: Sequence[PixelWindow] | None,
+                    progress: Callable[[int], None] | None) -> np.ndarray:
+        """``_predict`` with the tiles' scene windows and a progress callback: by default the windows are not
+        needed and progress is told of ``steps`` evaluations a tile once the batch is done."""
+        y = self._predict(x, seeds)
+        if progress is not None:
+            progress(self.steps * x.shape[0])
+        return y
+
+    def run_notes(self) -> list[str]:
+        """Lines for the run's log about what the predictor did so far (none by default)."""
+        return []
 
     @abc.abstractmethod
     def provenance(self) -> dict[str, str]:
@@ -423,10 +451,22 @@ class ChainPredictor(Predictor):
         self.name = " → ".join(st.name for st in self.stages)
 
     def _predict(self, x: np.ndarray, seeds: Sequence[int] | None) -> np.ndarray:
+        return self._predict_at(x, seeds, None, None)
+
+    def _predict_at(self, x: np.ndarray, seeds: Sequence[int] | None, windows: Sequence[PixelWindow] | None,
+                    progress: Callable[[int], None] | None) -> np.ndarray:
+        """Stage after stage; stage k gets the seeds ``seed·K + k`` and the windows scaled to its input."""
         k_all = len(self.stages)
+        scale = 1
         for k, st in enumerate(self.stages):
-            x = st(x, None if seeds is None else [int(s) * k_all + k for s in seeds])
+            wins = None if windows is None else [PixelWindow(w.row_off * scale, w.col_off * scale,
+                                                             x.shape[2], x.shape[3]) for w in windows]
+            x = st(x, None if seeds is None else [int(s) * k_all + k for s in seeds], wins, progress)
+            scale *= st.scale
         return x
+
+    def run_notes(self) -> list[str]:
+        return [line for st in self.stages for line in st.run_notes()]
 
     def provenance(self) -> dict[str, str]:
         parts = [st.provenance() for st in self.stages]
@@ -439,11 +479,20 @@ def _ranges(norm: Normalization) -> str:
 
 def load_predictor(checkpoint: str | Path | LoadedNetwork, device: str | torch.device = "cpu",
                    amp: "str | AmpMode | torch.dtype | None" = AmpMode.OFF, reporter: Reporter = NULL_REPORTER,
-                   tile: int | None = None, compile: bool = False) -> NetworkPredictor:
+                   tile: int | None = None, compile: bool = False, sampling: Any = None) -> Predictor:
     """A generator checkpoint (a run directory, a ``.safetensors`` file or a loaded network) as a predictor on
     ``device``: ``amp`` a mode (resolved on the device, ``auto`` included) or an autocast dtype (None = fp32);
-    ``tile`` None = the checkpoint's tile size."""
+    ``tile`` None = the checkpoint's tile size. A diffusion checkpoint (a ``diffusion`` record in its metadata)
+    becomes a ``DiffusionPredictor`` sampling with ``sampling`` (``sarkit.infer.diffusion.SamplingOptions``; None
+    = the checkpoint's defaults); ``sampling`` options given for a one-call generator are an ``InputError``."""
+    from sarkit.infer.diffusion import DiffusionPredictor, SamplingOptions, check_sampling, is_diffusion
+
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     dtype = amp if amp is None or isinstance(amp, torch.dtype) else resolve_amp_auto(amp, dev)
     net = checkpoint if isinstance(checkpoint, LoadedNetwork) else load_network(checkpoint, "generator", dev)
+    if is_diffusion(net):
+        if compile:
+            reporter.warn("--compile is not used for diffusion checkpoints: sampling runs the network eagerly")
+        return DiffusionPredictor(net, dev, dtype, reporter, tile=tile, sampling=sampling or SamplingOptions())
+    check_sampling(net, sampling)
     return NetworkPredictor(net, dev, dtype, reporter, tile=tile, compile=compile)

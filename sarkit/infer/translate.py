@@ -62,6 +62,7 @@ from sarkit.reporting import NULL_REPORTER, Reporter
 from sarkit.devices import AmpMode
 from sarkit.infer.engine import (Contract, Predictor, check_batch_memory, checkpoint_contract, load_predictor,
                                  resolve_amp_auto)
+from sarkit.infer.diffusion import SamplingOptions, check_sampling
 
 #: GDAL block cache while translating (bytes): bounds the memory GDAL may keep for dirty output blocks.
 GDAL_CACHE_BYTES = 16 << 20
@@ -121,8 +122,10 @@ class TranslateOptions:
     and writes finished rows in background threads (None = where the generator leaves the CPU free: a GPU, see
     ``_io_in_threads``); ``compile`` runs the generator through ``torch.compile`` (see ``NetworkPredictor``).
     ``resolution`` resample, strict or ignore (see the module docstring).
-    ``amp``, ``format`` and ``resolution`` take their enum or its name. ``tile``, ``device``, ``amp`` and
-    ``compile`` say how a checkpoint is loaded; a ready ``Predictor`` given to ``translate_scene`` brings its own.
+    ``amp``, ``format`` and ``resolution`` take their enum or its name. ``sampling``: how a diffusion checkpoint
+    samples (``--sampler``, ``--steps``, ``--eta``, ``--seed``, ``--cache-threshold``; None = its defaults; given
+    for a one-call generator, an ``InputError``). ``tile``, ``device``, ``amp``, ``compile`` and ``sampling`` say
+    how a checkpoint is loaded; a ready ``Predictor`` given to ``translate_scene`` brings its own.
     """
 
     tile: int | None = None
@@ -136,6 +139,7 @@ class TranslateOptions:
     prefetch: bool | None = None
     compile: bool = False
     resolution: ResolutionMode = ResolutionMode.RESAMPLE
+    sampling: SamplingOptions | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "format", OutputFormat.parse(self.format))
@@ -426,7 +430,8 @@ def _run_scene(reader: SceneReader, grid: BlendGrid, predictor: Predictor, blend
                batch_size: int, read_pool: ThreadPoolExecutor | None, blend: _Ordered, task: Any) -> None:
     """The strip loop: read the next strips (``read_pool``) while the predictor runs on strip i's tiles; blend,
     encode and write predictions in order through ``blend`` (inline, or another thread). Each tile's seed is its
-    row-major index in the window grid (whatever the batch it travels in)."""
+    row-major index in the window grid (whatever the batch it travels in), its window its place in the scene;
+    ``task`` advances by tile network evaluations (tiles × the predictor's steps)."""
     tile, width = grid.tile, grid.width
     n_rows, n_cols = len(grid.row_offsets), len(grid.col_offsets)
     spans = [(c, min(tile, width - c)) for c in grid.col_offsets]  # (first column, width) of each tile column
@@ -444,12 +449,13 @@ def _run_scene(reader: SceneReader, grid: BlendGrid, predictor: Predictor, blend
         h = x.shape[1]
         jobs = [j for j, (c, w) in enumerate(spans) if valid[:, c:c + w].any()]
         if len(jobs) < len(spans):  # all-nodata tiles: their pixels are nodata in the output whatever it predicts
-            task.advance(len(spans) - len(jobs))
+            task.advance((len(spans) - len(jobs)) * predictor.steps)
         for k in range(0, len(jobs), batch_size):
             chunk = jobs[k:k + batch_size]
             batch = np.stack([x[:, :, spans[j][0]:spans[j][0] + spans[j][1]] for j in chunk])
-            blend.submit(blender.add, chunk, h, predictor(batch, [i * n_cols + j for j in chunk]))
-            task.advance(len(chunk))
+            windows = [PixelWindow(grid.row_offsets[i], spans[j][0], h, spans[j][1]) for j in chunk]
+            blend.submit(blender.add, chunk, h,
+                         predictor(batch, [i * n_cols + j for j in chunk], windows, task.advance))
         blend.submit(blender.finish, i, valid)
 
 
@@ -613,7 +619,7 @@ def translate_scene(scene: str | Path, checkpoint: str | Path | LoadedNetwork | 
     source: RasterSource | None = None
     try:
         predictor = checkpoint if ready else load_predictor(checkpoint, device, amp, reporter, tile=opts.tile,
-                                                            compile=opts.compile)
+                                                            compile=opts.compile, sampling=opts.sampling)
         _check_predictor(predictor, opts)
         in_norm, out_norm = predictor.in_norm, predictor.out_norm
         _check_png(out, out_norm, opts.format)
@@ -694,7 +700,7 @@ def _write_translation(spec: GridSpec, reader: SceneReader, grid: BlendGrid, pre
                 blender = _StripBlender(grid, out_norm, opts.format, writer)
                 blend = _Ordered(pools[2])
                 try:
-                    with reporter.task("Translating", total=grid.n_tiles) as task:
+                    with reporter.task("Translating", total=grid.n_tiles * predictor.steps) as task:
                         _run_scene(reader, grid, predictor, blender, opts.batch_size, pools[0], blend, task)
                         blend.wait()
                 except BaseException:
@@ -702,6 +708,8 @@ def _write_translation(spec: GridSpec, reader: SceneReader, grid: BlendGrid, pre
                     writer.abort()
                     raise
                 writer.finish()
+                for note in predictor.run_notes():
+                    reporter.info(f"{scene.name}: {note}")
                 dst.update_tags(**predictor.provenance(),  # last: the checkpoint hash is computed meanwhile
                                 sarkit_version=__version__,
                                 source=scene.name, format=opts.format.value, tile=str(grid.tile),
@@ -756,6 +764,7 @@ def _check_contract(scenes: Sequence[Path], net: LoadedNetwork, opts: TranslateO
                     device: torch.device) -> None:
     """Before starting several scenes: the tile suits the network, a batch fits in memory, and with
     ``resolution`` strict every scene has the training pixel size (``InputError`` otherwise)."""
+    check_sampling(net, opts.sampling)
     contract = checkpoint_contract(net, opts.tile)
     check_batch_memory(contract, opts.batch_size, device)
     if opts.resolution is ResolutionMode.STRICT:

@@ -7,7 +7,8 @@ import importlib
 from sarkit.models.registry import MODELS, NETWORKS, build_network, get_model, model_names, register_model, register_network
 
 #: Modules that register models or networks when imported (one file per model).
-_MODULES: tuple[str, ...] = ("cyclegan", "cut", "qs_attn", "segmenter", "cyclegan_sc", "pix2pix", "pix2pix_clip")
+_MODULES: tuple[str, ...] = ("cyclegan", "cut", "qs_attn", "segmenter", "cyclegan_sc", "pix2pix", "pix2pix_clip",
+                             "con_diffusion")
 
 _loaded = False
 
