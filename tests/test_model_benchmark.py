@@ -97,7 +97,9 @@ def test_benchmark_end_to_end_then_resumes_only_what_is_missing(tmp_path: Path) 
     table = res.table
     assert [r.method for r in table.rows] == ["pix2pix", "cyclegan-sc"]
     assert {c.header for c in table.columns} >= {"SAR→OPT PSNR↑", "OPT→SAR MAE↓", "PA (SAR→OPT)↑", "PA (OPT→SAR)↑"}
-    assert all(v is not None for r in table.rows for v in r.values)
+    matching = {"pmr", "ir", "ir_ed"}  # SIFT finds too few keypoints on tiny generated tiles: counted, may be None
+    assert matching <= {c.metric for c in table.columns}
+    assert all(v is not None for r in table.rows for c, v in zip(table.columns, r.values) if c.metric not in matching)
     md = (out / "comparison" / "compare.md").read_text()
     assert md == table.markdown() and (out / "comparison" / "compare.tex").read_text().startswith("% sarkit")
     rec = json.loads((out / "benchmark.json").read_text())
