@@ -23,6 +23,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -171,10 +172,9 @@ class _Folders:
         return self.child(parent, name, want_dir=True)
 
 
-def tif_files(root: Path) -> list[Path]:
-    """Every ``.tif`` / ``.tiff`` file under ``root`` in any case, following symlinked folders (each real folder
-    once), sorted."""
-    out: list[Path] = []
+def walk_folders(root: Path) -> Iterator[tuple[Path, list[str]]]:
+    """Every folder under ``root`` with its file names, following symlinked folders (each real folder once, so a
+    link loop ends), in sorted order of sub-folders."""
     seen: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         real = os.path.realpath(dirpath)
@@ -183,7 +183,13 @@ def tif_files(root: Path) -> list[Path]:
             continue
         seen.add(real)
         dirnames.sort()
-        out += [Path(dirpath) / f for f in filenames if f.lower().endswith((".tif", ".tiff"))]
+        yield Path(dirpath), filenames
+
+
+def tif_files(root: Path) -> list[Path]:
+    """Every ``.tif`` / ``.tiff`` file under ``root`` in any case, following symlinked folders (each real folder
+    once), sorted."""
+    out = [d / f for d, names in walk_folders(root) for f in names if f.lower().endswith((".tif", ".tiff"))]
     return sorted(p for p in out if p.is_file())
 
 
@@ -320,17 +326,7 @@ def _bigearthnet_files(folder: Path, bands: tuple[str, ...], folders: _Folders) 
 
 def _bigearthnet_dirs(root: Path) -> list[Path]:
     """Every folder under ``root`` (symlinks followed, each real folder once), sorted."""
-    out: list[Path] = []
-    seen: set[str] = set()
-    for dirpath, dirnames, _ in os.walk(root, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in seen:
-            dirnames[:] = []
-            continue
-        seen.add(real)
-        dirnames.sort()
-        out.append(Path(dirpath))
-    return sorted(out)
+    return sorted(d for d, _ in walk_folders(root))
 
 
 def find_bigearthnet(root: Path) -> list[Scene]:

@@ -139,12 +139,7 @@ class _PairReader:
         self.pixelwise = ["prediction"] if check_georeferencing(pred_ds, "prediction", self.target, allow) else []
         pred_names = list(pred_ds.stack.band_names) if pred_multi else _names(pred_ds)
         target_names = list(stack.band_names) if stack is not None else _names(self.target)
-        self.target_idx, self.match = _match_bands(pred, pred_names, target, target_names)
-        self.pred_bands = list(pred_names)
-        if opts.bands is not None:
-            sel = resolve_bands(pred_names, opts.bands, f"prediction {pred.name}", option="--bands")
-            self.pred_bands = [pred_names[i] for i in sel]
-            self.target_idx = [self.target_idx[i] for i in sel]
+        self._select_bands(pred, pred_names, target, target_names, opts)
         self.described = {"pred": pred_ds.described if pred_multi else _described(pred_ds),
                           "target": self.target.described if stack is not None else _described(self.target)}
         self.bands = [target_names[i - 1] for i in self.target_idx]
@@ -172,6 +167,17 @@ class _PairReader:
             reporter.info(f"{self.target_source.label}: SAR units {self.target_source.units_note}",
                           units=self.target_source.units)
 
+    def _select_bands(self, pred: Path, pred_names: list[str], target: Path, target_names: list[str],
+                      opts: EvalOptions) -> None:
+        """The compared bands: the prediction's matched to the target's (``target_idx``, 1-based; ``match`` says
+        how), narrowed to ``--bands`` when given (``pred_bands``)."""
+        self.target_idx, self.match = _match_bands(pred, pred_names, target, target_names)
+        self.pred_bands = list(pred_names)
+        if opts.bands is not None:
+            sel = resolve_bands(pred_names, opts.bands, f"prediction {pred.name}", option="--bands")
+            self.pred_bands = [pred_names[i] for i in sel]
+            self.target_idx = [self.target_idx[i] for i in sel]
+
     def _open_images(self, pred: Path, target: Path, pred_ds: Any, opts: EvalOptions) -> None:
         """Image files (PNG, JPEG, image tiles and translations): read by ``ImageSource`` as image values, compared
         pixel by pixel (same size), in the fixed range of their data type (``image_norm``)."""
@@ -192,12 +198,7 @@ class _PairReader:
             raise InputError(f"prediction {pred} holds values 0–{p.top:.0f} but target {target} 0–{t.top:.0f}: "
                              f"compare images of the same bit depth")
         pred_names, target_names = list(p.band_names), list(t.band_names)
-        self.target_idx, self.match = _match_bands(pred, pred_names, target, target_names)
-        self.pred_bands = list(pred_names)
-        if opts.bands is not None:
-            sel = resolve_bands(pred_names, opts.bands, f"prediction {pred.name}", option="--bands")
-            self.pred_bands = [pred_names[i] for i in sel]
-            self.target_idx = [self.target_idx[i] for i in sel]
+        self._select_bands(pred, pred_names, target, target_names, opts)
         self.described = {"pred": _described(pred_ds), "target": _described(self.target)}
         self.bands = [target_names[i - 1] for i in self.target_idx]
         self.grid = GridSpec.of(self.target)
