@@ -157,3 +157,34 @@ def test_tile_and_translate_take_item_urls_like_item_files(served, tmp_path):
                   str(tmp_path / "many"), "--device", "cpu"])
     assert r.exit_code == 0, r.output
     assert [p.name for p in (tmp_path / "many").glob("*.tif")] == [f"{s1.stem}_translated.tif"]
+
+
+def test_eval_target_and_plain_geotiff_urls(served, tmp_path):
+    from rasterio.transform import from_origin
+
+    from test_stac import X0, Y0
+
+    base, root = served
+    s1, s2, data = static_catalog(root)
+    pred = tmp_path / "pred.tif"
+    with rasterio.open(pred, "w", driver="GTiff", height=64, width=64, count=3, dtype="uint16", crs="EPSG:32633",
+                       transform=from_origin(X0, Y0, 10, 10), nodata=0) as d:
+        d.write(np.stack([data["red"], data["green"], data["blue"]]) + 7)
+        d.descriptions = ("B4", "B3", "B2")
+        d.update_tags(dn_offset="-1000")
+    run = CliRunner().invoke
+    reports = {}
+    for kind, target in {"file": str(s2), "url": _url(base, root, s2)}.items():
+        r = run(app, ["eval", "--pred", str(pred), "--target", target, "--metrics", "mae", "--report",
+                      str(tmp_path / f"rep_{kind}")])
+        assert r.exit_code == 0, r.output
+        reports[kind] = json.loads((tmp_path / f"rep_{kind}" / "report.json").read_text())
+    assert reports["url"]["summary"]["mae"]["value"] == pytest.approx(reports["file"]["summary"]["mae"]["value"])
+    assert reports["url"]["summary"]["mae"]["value"] > 0
+    vv, vh = root / "src" / "s1" / "vv.tif", root / "src" / "s1" / "vh.tif"
+    for kind, spec in {"file": f"{vv},{vh}", "url": f"{_url(base, root, vv)},{_url(base, root, vh)}"}.items():
+        r = run(app, ["tile", "--s1", spec, "--s1-units", "linear", "--size", "32", "--split", "1,0,0", "--out",
+                      str(tmp_path / f"t_{kind}")])
+        assert r.exit_code == 0, r.output
+    names = [sorted(p.name for p in (tmp_path / f"t_{k}" / "s1").glob("*.tif")) for k in ("file", "url")]
+    assert names[0] and names[0] == names[1]
