@@ -10,8 +10,9 @@ import tempfile
 import threading
 import uuid
 from contextlib import contextmanager
-from pathlib import Path
-from typing import Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterator
+from urllib.parse import unquote, urlsplit
 
 import rasterio
 import rasterio.shutil
@@ -35,8 +36,62 @@ SCRATCH_PROFILE = {"driver": "GTiff", "tiled": True, "blockxsize": 256, "blockys
 COG_BLOCK = 512
 
 
+#: An http(s) URL, also as ``pathlib`` writes one (it collapses "https://host" into "https:/host").
+_URL = re.compile(r"^(https?):/+(?=[^/])", re.IGNORECASE)
+
+
+def is_url(spec: Any) -> bool:
+    """True when a file as a user gave it is an http(s) URL (a string, a ``RemoteFile``, or a ``Path`` that
+    ``pathlib`` made of a URL)."""
+    return isinstance(spec, (str, os.PathLike)) and _URL.match(str(spec)) is not None
+
+
+class RemoteFile(PurePosixPath):
+    """A file given as an http(s) URL: named (``name``, ``stem``, ``suffix``) by its URL's path part, written
+    (``str``, ``os.fspath``) as the URL, which rasterio opens directly (GDAL's /vsicurl/)."""
+
+    def __new__(cls, url: str) -> "RemoteFile":
+        """The remote file of ``url`` (a ``pathlib``-collapsed "https:/host/…" is read as "https://host/…")."""
+        url = _URL.sub(lambda m: m.group(1).lower() + "://", str(url), count=1)
+        self = super().__new__(cls, unquote(urlsplit(url).path) or "/")
+        self.url = url
+        return self
+
+    def __str__(self) -> str:
+        return self.url
+
+    def __fspath__(self) -> str:
+        return self.url
+
+    def __repr__(self) -> str:
+        return f"RemoteFile({self.url!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RemoteFile) and other.url == self.url
+
+    def __hash__(self) -> int:
+        return hash(self.url)
+
+    def resolve(self) -> "RemoteFile":
+        """The URL itself (already absolute)."""
+        return self
+
+
+def as_file(spec: str | os.PathLike) -> Path | RemoteFile:
+    """A file as a user gave it: a ``RemoteFile`` for an http(s) URL, else a ``Path``."""
+    return RemoteFile(str(spec)) if is_url(spec) else Path(spec)
+
+
 def open_raster(path: str | os.PathLike, what: str = "raster") -> rasterio.DatasetReader:
-    """Open a raster for reading, raising ``InputError`` with a one-line reason when it cannot be used."""
+    """Open a raster for reading, raising ``InputError`` with a one-line reason when it cannot be used. An http(s)
+    URL is opened by rasterio directly (no existence check here; a failed open is the ``InputError``)."""
+    if is_url(path):
+        url = str(as_file(path))
+        try:
+            return rasterio.open(url)
+        except RasterioIOError as exc:
+            raise InputError(f"{what} cannot be read from {url} ({str(exc).splitlines()[0][:160]}); check the URL "
+                             f"and that this machine is online") from None
     p = Path(path)
     if not p.exists():
         raise InputError(f"{what} not found: {p}")

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from sarkit.errors import InputError, WorkError
+from sarkit.io import is_url
 from sarkit.raster.stack import scene_files
 from sarkit.reporting import NULL_REPORTER, Reporter
 from sarkit.eval.segmetrics import IGNORE
@@ -224,8 +225,8 @@ def open_source(inputs: EvalInputs, opts: EvalOptions, reporter: Reporter = NULL
         return ModelSplitSource(inputs.checkpoint, inputs.data, inputs.split, opts, reporter)
     pred, target = inputs.pred, inputs.target
     for p, what in ((pred, "prediction"), (target, "target")):
-        for f in scene_files(p):  # a raster of several files: a comma list
-            if not f.exists():
+        for f in scene_files(p):  # a raster of several files: a comma list; a URL is checked when opened
+            if not is_url(f) and not f.exists():
                 raise InputError(f"{what} not found: {f}")
     if pred.is_dir() != target.is_dir():
         raise InputError("--pred and --target must both be files (scenes) or both directories (tile sets)")

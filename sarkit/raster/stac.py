@@ -1,10 +1,11 @@
 """STAC Items as rasters: the assets an Item names, read as one ``StackedSource``.
 
-A STAC Item (a JSON file, read with pystac; asset hrefs relative to the item file are resolved against it) is one
-scene of one modality:
+A STAC Item (a JSON file or an http(s) URL, read with pystac; asset hrefs relative to the item are resolved
+against it) is one scene of one modality:
 
-Asset hrefs must be local files (absolute, ``file://``, or relative to the item: a static catalog as STAC tools
-download it); a remote href is refused with what to do.
+Asset hrefs are local files (absolute, ``file://``, or relative to a local item: a static catalog as STAC tools
+download it) or http(s) URLs (absolute, or relative to an item given as a URL), which rasterio reads directly
+(GDAL's /vsicurl/, range requests: COGs are read in blocks). Other schemes (``s3://``…) are refused with what to do.
 
 * Sentinel-1 RTC: the assets ``vv``, ``vh`` (``hh``, ``hv``), any case. RTC products hold linear γ⁰, which the
   raster layer turns into dB (``units="linear"``); an asset whose ``raster:bands`` unit says dB is read as dB.
@@ -21,12 +22,14 @@ in ``.json``, so every command that reads rasters through the raster layer accep
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sarkit.errors import InputError
+from sarkit.io import RemoteFile, as_file, is_url
 from sarkit.raster.source import POLARISATIONS, Modality
 
 #: Sentinel-2 common names (STAC eo extension, Earth Search asset keys) → sarkit's band names.
@@ -45,7 +48,7 @@ class StacScene:
     """What an Item says about its raster: ``modality``, the asset ``files`` (hrefs, resolved), their band
     ``names`` (one band per asset), the SAR ``units`` ("linear" or "db") and the optical ``dn_offset``."""
 
-    item: Path
+    item: Path | RemoteFile
     item_id: str
     modality: Modality
     files: tuple[str, ...]
@@ -55,17 +58,19 @@ class StacScene:
 
 
 def is_stac_item(spec: Any) -> bool:
-    """True when a scene as a user gave it is one STAC Item file (a path ending in ``.json``)."""
-    return isinstance(spec, (str, Path)) and "," not in str(spec) and str(spec).lower().endswith(".json")
+    """True when a scene as a user gave it is one STAC Item file or URL (a path ending in ``.json``)."""
+    if not isinstance(spec, (str, os.PathLike)) or "," in str(spec):
+        return False
+    return (as_file(spec).suffix if is_url(spec) else str(spec)).lower().endswith(".json")
 
 
-def _load(path: Path) -> Any:
-    """The pystac Item of a file; ``InputError`` for a missing file or JSON that is not a STAC Item."""
+def _load(path: Path | RemoteFile) -> Any:
+    """The pystac Item of a file or URL; ``InputError`` for a missing file or JSON that is not a STAC Item."""
     import pystac
 
     text = str(path)
-    if not Path(text).is_file():
-        raise InputError(f"STAC item {path}: file not found (give a local Item JSON file)")
+    if not is_url(path) and not Path(text).is_file():
+        raise InputError(f"STAC item {path}: file not found (give an Item JSON file, or its http(s) URL)")
     try:
         obj = pystac.read_file(text)
     except Exception as exc:  # pystac raises several kinds (JSON, STAC type, IO)
@@ -76,13 +81,22 @@ def _load(path: Path) -> Any:
     return obj
 
 
-def _href(asset: Any, item: Path) -> str:
-    """An asset's file: its href resolved against the item file when relative; ``InputError`` for a remote href
-    (not read yet: this machine's commands read local files)."""
+def _href(asset: Any, item: Path | RemoteFile) -> str:
+    """An asset's file: its href resolved against the item (file or URL) when relative; an http(s) URL stays a
+    URL. ``InputError`` for another scheme (``s3://``…), which rasterio is not given here."""
+    from urllib.parse import urljoin
+
     href = asset.href
+    if is_url(href):
+        return href
     if "://" in href and not href.startswith("file://"):
-        raise InputError(f"STAC item {item}: asset {href} is remote; download the item with its assets (a static "
-                         f"copy with relative hrefs) and give the local item file")
+        raise InputError(f"STAC item {item}: asset {href} is neither an http(s) URL nor a file; give an item whose "
+                         f"asset hrefs are http(s) URLs, or download it with its assets and give the local item")
+    if is_url(item):
+        if href.startswith("file://") or Path(href).is_absolute():
+            raise InputError(f"STAC item {item}: asset {href} is a local file of another machine; give an item "
+                             f"whose asset hrefs are http(s) URLs or relative to it")
+        return urljoin(str(item), href)
     href = href[len("file://"):] if href.startswith("file://") else href
     if Path(href).is_absolute():
         return href
@@ -121,9 +135,10 @@ def _sar_units(asset: Any) -> str:
 
 
 def stac_item(path: str | Path) -> StacScene:
-    """The ``StacScene`` of an Item file: Sentinel-1 polarisation assets, else Sentinel-2 band assets;
+    """The ``StacScene`` of an Item file or URL: Sentinel-1 polarisation assets, else Sentinel-2 band assets;
     ``InputError`` when it names neither."""
-    item = _load(Path(path))
+    path = as_file(path)
+    item = _load(path)
     assets = item.assets
     sar = sorted(((k, a) for k, a in assets.items() if k.upper() in POLARISATIONS),
                  key=lambda ka: POLARISATIONS.index(ka[0].upper()))
@@ -131,7 +146,7 @@ def stac_item(path: str | Path) -> StacScene:
         units = {_sar_units(a) for _, a in sar}
         if len(units) > 1:
             raise InputError(f"STAC item {path}: its polarisation assets say different units; give one unit")
-        return StacScene(Path(path), item.id, Modality.SAR, tuple(_href(a, Path(path)) for _, a in sar),
+        return StacScene(path, item.id, Modality.SAR, tuple(_href(a, path) for _, a in sar),
                          tuple(k.upper() for k, _ in sar), units=units.pop())
     bands = {}
     for k, a in assets.items():
@@ -142,8 +157,8 @@ def stac_item(path: str | Path) -> StacScene:
         raise InputError(f"STAC item {path} names no Sentinel-1 polarisation (vv, vh) or Sentinel-2 band (B04/red, "
                          f"…) asset (assets: {', '.join(assets) or 'none'})")
     names = [b for b in S2_ORDER if b in bands]
-    return StacScene(Path(path), item.id, Modality.OPTICAL, tuple(_href(bands[b], Path(path)) for b in names),
-                     tuple(names), dn_offset=_baseline_offset(item.properties, Path(path)))
+    return StacScene(path, item.id, Modality.OPTICAL, tuple(_href(bands[b], path) for b in names),
+                     tuple(names), dn_offset=_baseline_offset(item.properties, path))
 
 
 def open_stac(spec: str | Path, modality: Modality | str, **kwargs: Any) -> Any:
@@ -163,6 +178,6 @@ def open_stac(spec: str | Path, modality: Modality | str, **kwargs: Any) -> Any:
         raise InputError(f"STAC item {spec}: bands {', '.join(scene.names)}, not {', '.join(given)}")
     kwargs.pop("units", None)
     kwargs.pop("dn_offset", None)
-    kwargs.setdefault("label", f"STAC item {Path(str(spec)).name}")
+    kwargs.setdefault("label", f"STAC item {as_file(spec).name}")
     return StackedSource(scene.files, want, names=list(scene.names), units=scene.units,
                          dn_offset=scene.dn_offset if want is Modality.OPTICAL else None, **kwargs)

@@ -23,6 +23,7 @@ word (``…_B04.tif`` → B4, ``…_B8A.tif`` → B8A), else ``band_names``. Nam
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any, Sequence
@@ -31,7 +32,7 @@ import numpy as np
 from rasterio.enums import Resampling
 
 from sarkit.errors import InputError
-from sarkit.io import open_raster
+from sarkit.io import RemoteFile, as_file, is_url, open_raster
 from sarkit.raster.grid import GridSpec, PixelWindow, pixel_size
 from sarkit.raster.norm import band_names
 from sarkit.raster.stac import is_stac_item
@@ -66,17 +67,19 @@ def file_band_names(ds: Any, modality: Modality) -> list[str]:
     return band_names(ds)
 
 
-def scene_files(spec: Any) -> tuple[Path, ...]:
-    """The files of one scene as a user gave them: a path, a comma list ("VV.tif,VH.tif"), or a sequence of
-    either. A path that exists is one file even when its name holds a comma."""
-    items = [spec] if isinstance(spec, (str, Path)) else list(spec)
-    out: list[Path] = []
+def scene_files(spec: Any) -> tuple[Path | RemoteFile, ...]:
+    """The files of one scene as a user gave them: a path or http(s) URL, a comma list ("VV.tif,VH.tif"), or a
+    sequence of either. A path that exists is one file even when its name holds a comma. A URL is a
+    ``sarkit.io.RemoteFile`` (named by its path part, opened by rasterio as the URL), also when ``pathlib`` has
+    collapsed its "//"."""
+    items = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
+    out: list[Path | RemoteFile] = []
     for item in items:
         text = str(item)
-        if "," in text and not Path(text).exists():
-            out += [Path(t.strip()) for t in text.split(",") if t.strip()]
+        if "," in text and (is_url(text) or not Path(text).exists()):
+            out += [as_file(t.strip()) for t in text.split(",") if t.strip()]
         else:
-            out.append(Path(text))
+            out.append(as_file(text))
     if not out:
         raise InputError("no file given for the scene")
     return tuple(out)
@@ -85,8 +88,6 @@ def scene_files(spec: Any) -> tuple[Path, ...]:
 def scene_stem(spec: Any) -> str:
     """A scene's name for outputs and tile ids: its file's stem, or what the stems of its files share ("x_VV",
     "x_VH" → "x"; the first stem when they share nothing)."""
-    import os
-
     stems = [f.stem for f in scene_files(spec)]
     if len(stems) == 1:
         return stems[0]
@@ -96,7 +97,7 @@ def scene_stem(spec: Any) -> str:
     return common.rstrip("_-. ") or stems[0]
 
 
-def describe_files(files: Sequence[Path]) -> str:
+def describe_files(files: Sequence[Path | RemoteFile]) -> str:
     """A short name for a scene's files, for messages: "a.tif" or "a.tif + 11 more"."""
     return files[0].name + (f" + {len(files) - 1} more" if len(files) > 1 else "")
 
@@ -114,7 +115,7 @@ def _finest(grids: list[GridSpec]) -> int:
 class StackedSource(RasterSource):
     """Several rasters of one scene as one ``RasterSource`` on a common grid (see the module docstring).
 
-    ``files`` are paths; ``names`` (optional) are the band names of all files together, in order. ``grid`` is a
+    ``files`` are paths or http(s) URLs (``sarkit.io.as_file``); ``names`` (optional) are the band names of all files together, in order. ``grid`` is a
     ``GridSpec``, a band name (its file's grid) or None (the finest file's grid). ``resampling`` is used for files
     not on the grid. ``units``, ``dn_offset``, ``default_dn_offset``, ``unit_bands``, ``label``, ``ref_name`` as for
     ``GeoTiffSource``; ``fill`` is the stored value every file's nodata reads as (default ``stored_nodata``).
@@ -127,7 +128,7 @@ class StackedSource(RasterSource):
                  grid: GridSpec | str | None = None, resampling: Resampling = Resampling.bilinear,
                  fill: float | None = None, label: str | None = None, ref_name: str | None = None,
                  unit_bands: Sequence[str] | None = None) -> None:
-        self.files = tuple(Path(f) for f in files)
+        self.files = tuple(as_file(f) for f in files)
         self.modality = Modality(modality)
         self.label = label or f"raster {describe_files(self.files)}"
         self.parts: list[GeoTiffSource] = []
@@ -220,7 +221,7 @@ class StackedSource(RasterSource):
         return self.parts[0].units_note
 
     @property
-    def resampled(self) -> list[Path]:
+    def resampled(self) -> list[Path | RemoteFile]:
         """The files warped onto the common grid (another resolution or CRS)."""
         return [f for f, p in zip(self.files, self.parts) if p.aligned.resampled]
 
@@ -274,8 +275,8 @@ def open_source(spec: Any, modality: Modality | str, **kwargs: Any) -> RasterSou
 def grid_of_file(path: str | Path, option: str = "--grid") -> GridSpec:
     """The pixel grid of a raster file (``option`` FILE: the grid a scene is read onto); ``InputError`` when the
     file is missing, unreadable or not georeferenced."""
-    path = Path(path)
-    if not path.is_file():
+    path = as_file(path)
+    if not is_url(path) and not path.is_file():
         raise InputError(f"{option} {path}: file not found (give a GeoTIFF whose pixel grid the scene is read onto)")
     with open_raster(path, f"{option} raster") as ds:
         grid = GridSpec.of(ds)

@@ -109,9 +109,9 @@ def test_items_that_cannot_be_read_are_one_line_errors(tmp_path):
     (tmp_path / "none.json").write_text(json.dumps(raw))
     with pytest.raises(InputError, match=r"names no Sentinel-1 polarisation .* \(assets: visual\)"):
         stac_item(tmp_path / "none.json")
-    raw["assets"] = {"red": {"href": "https://example.invalid/red.tif"}}
+    raw["assets"] = {"red": {"href": "s3://bucket/red.tif"}}
     (tmp_path / "remote.json").write_text(json.dumps(raw))
-    with pytest.raises(InputError, match="is remote; download"):
+    with pytest.raises(InputError, match=r"asset s3://bucket/red.tif is neither an http\(s\) URL nor a file"):
         stac_item(tmp_path / "remote.json")
     with pytest.raises(InputError, match="is a STAC Catalog, not an Item"):
         stac_item(tmp_path / "catalog" / "catalog.json")
