@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from sarkit.models.checkpoint import load_network, save_network
-from sarkit.models.base import ModelIO, StepTools, parse_options
+from sarkit.models.base import ModelIO, parse_options
 from sarkit.models.blocks import channel_map
 from sarkit.models.cut import CUT, CUTOptions
 from sarkit.models.registry import get_model
+from models.modelsteps import noise_batch, reference_io, step_gflop, tools
 from sarkit.raster.norm import optical_normalization, sar_normalization
 
 TINY = dict(ngf=8, ndf=8, n_blocks=2, num_patches=64)
@@ -19,15 +20,6 @@ def make_io() -> ModelIO:
     return ModelIO(2, 3, "sar2opt", 32, sar_normalization().to_dict(), optical_normalization().to_dict())
 
 
-def noise_batch(seed: int = 1) -> dict[str, torch.Tensor]:
-    """A fixed random batch of 2 SAR and 2 optical tiles in [-1, 1]."""
-    g = torch.Generator().manual_seed(seed)
-    return {"sar": torch.rand(2, 2, 32, 32, generator=g) * 2 - 1,
-            "optical": torch.rand(2, 3, 32, 32, generator=g) * 2 - 1}
-
-
-def tools() -> StepTools:
-    return StepTools(device=torch.device("cpu"))
 
 
 def test_registered_unpaired_with_paper_defaults():
@@ -99,19 +91,7 @@ REFERENCE_GFLOP = {True: 1423.15, False: 1234.94}
 
 @pytest.mark.parametrize("antialias", [True, False])
 def test_one_training_step_does_the_reference_work(antialias):
-    """Counted on meta tensors (shapes only, no arithmetic): every convolution and matrix product of G, D and F
-    over the D update and the G/F update. The step's last act, reading the losses for the log, is the one
-    thing meta tensors cannot do, so it ends there."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    io = ModelIO(3, 3, "opt2sar", 256, optical_normalization().to_dict(), optical_normalization().to_dict())
-    model = CUT(io, CUTOptions(antialias=antialias, antialias_up=antialias))
-    for net in model.nets.values():
-        net.to("meta")
-    model.configure_optimizers(2e-4, (0.5, 0.999))
-    batch = {k: torch.empty(1, 3, 256, 256, device="meta") for k in ("sar", "optical")}
-    with FlopCounterMode(display=False) as counter:
-        with pytest.raises(RuntimeError, match="meta tensors"):
-            model.train_step(batch, StepTools(device=torch.device("meta")))
-    gflop = counter.get_total_flops() / 1e9
+    """Every convolution and matrix product of G, D and F over the D update and the G/F update
+    (``modelsteps.step_gflop``)."""
+    gflop = step_gflop(CUT(reference_io(), CUTOptions(antialias=antialias, antialias_up=antialias)))
     assert gflop == pytest.approx(REFERENCE_GFLOP[antialias], rel=0.01)

@@ -21,6 +21,7 @@ from sarkit.models.cut import CUT, CUTOptions
 from sarkit.models.qs_attn import (QSAttn, QSAttnOptions, QuerySelectedSampler, local_attention, neighbourhoods,
                                    pool, row_entropy, select_queries)
 from sarkit.models.registry import get_model
+from models.modelsteps import noise_batch, reference_io, step_gflop, tools
 from sarkit.raster.norm import optical_normalization, sar_normalization
 from training.tilesets import make_tiles
 
@@ -32,15 +33,6 @@ def make_io(size: int = 32) -> ModelIO:
     return ModelIO(2, 3, "sar2opt", size, sar_normalization().to_dict(), optical_normalization().to_dict())
 
 
-def noise_batch(seed: int = 1) -> dict[str, torch.Tensor]:
-    """A fixed random batch of 2 SAR and 2 optical tiles in [-1, 1]."""
-    g = torch.Generator().manual_seed(seed)
-    return {"sar": torch.rand(2, 2, 32, 32, generator=g) * 2 - 1,
-            "optical": torch.rand(2, 3, 32, 32, generator=g) * 2 - 1}
-
-
-def tools() -> StepTools:
-    return StepTools(device=torch.device("cpu"))
 
 
 def spikes(positions: list[int], h: int = 6, w: int = 6, c: int = 4) -> torch.Tensor:
@@ -205,20 +197,8 @@ REFERENCE_GFLOP = 1876.92 - 68.94
 
 
 def test_one_training_step_does_the_reference_work():
-    """Counted on meta tensors (shapes only, as tests/models/test_cut.py does); the step's last act, reading the
-    losses for the log, is the one thing meta tensors cannot do, so it ends there."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    io = ModelIO(3, 3, "opt2sar", 256, optical_normalization().to_dict(), optical_normalization().to_dict())
-    model = QSAttn(io, QSAttnOptions())
-    for net in model.nets.values():
-        net.to("meta")
-    model.configure_optimizers(2e-4, (0.5, 0.999))
-    batch = {k: torch.empty(1, 3, 256, 256, device="meta") for k in ("sar", "optical")}
-    with FlopCounterMode(display=False) as counter:
-        with pytest.raises(RuntimeError, match="meta tensors"):
-            model.train_step(batch, StepTools(device=torch.device("meta")))
-    gflop = counter.get_total_flops() / 1e9
+    """Counted on meta tensors as CUT's step is (``modelsteps.step_gflop``)."""
+    gflop = step_gflop(QSAttn(reference_io(), QSAttnOptions()))
     assert gflop == pytest.approx(REFERENCE_GFLOP, rel=0.01)
 
 
