@@ -3,15 +3,12 @@ JSON event with ``--log-format json``), and leaves nothing behind (tests/badinpu
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-import rasterio
-from rasterio.errors import NotGeoreferencedWarning
-from rasterio.transform import from_origin
 
+from rasters import write_sar_db
 from badinput import BadInput, assert_refused
 from sarkit.models.checkpoint import save_network
 from sarkit.models.registry import Identity
@@ -24,16 +21,7 @@ TEN_M = {"x": 10.0, "y": 10.0, "units": "metre", "x_m": 10.0, "y_m": 10.0}
 def sar_scene(path: Path, size: int = 32, pixel: float = 10.0, crs: str | None = "EPSG:32631") -> Path:
     """A seeded 2-band dB scene (VV, VH) of ``pixel``-metre pixels."""
     data = np.random.default_rng(0).uniform(-24, -1, (2, size, size)).astype(np.float32)
-    prof = dict(driver="GTiff", width=size, height=size, count=2, dtype="float32", nodata=float("nan"),
-                transform=from_origin(500000.0, 4800000.0, pixel, pixel))
-    if crs:
-        prof["crs"] = crs
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(path, "w", **prof) as dst:
-            dst.write(data)
-            dst.descriptions = ("VV", "VH")
-    return path
+    return write_sar_db(path, data, pixel=pixel, crs=crs)
 
 
 def identity_ckpt(path: Path, norm=None, kind: str = "generator", pixel: dict | None = None) -> Path:

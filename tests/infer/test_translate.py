@@ -19,6 +19,7 @@ from rio_cogeo.cogeo import cog_validate
 from torch import nn
 from typer.testing import CliRunner
 
+from rasters import write_sar_db
 from sarkit.infer import engine as en
 from sarkit.infer import translate as tr
 from sarkit.models.checkpoint import LoadedNetwork, file_sha256, load_network, save_network
@@ -62,15 +63,7 @@ def write_sar(path: Path, height: int, width: int, data: np.ndarray | None = Non
     if data is None:
         rng = np.random.default_rng(seed)
         data = rng.uniform(-24.5, -0.5, size=(len(bands), height, width)).astype(np.float32)
-    prof = dict(driver="GTiff", width=width, height=height, count=len(bands), dtype="float32",
-                transform=TRANSFORM, nodata=float("nan"), tiled=True, blockxsize=256, blockysize=256)
-    if crs:
-        prof["crs"] = crs
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(path, "w", **prof) as dst:
-            dst.write(data)
-            dst.descriptions = bands
+    write_sar_db(path, data, crs=crs, bands=bands, block=256)
     return data
 
 
@@ -886,12 +879,7 @@ def save_conv_at(path: Path, pixel: dict | None, tile: int = 64) -> Path:
 
 def write_sar_at(path: Path, data: np.ndarray, pixel: float) -> Path:
     """A 2-band dB scene of ``pixel``-metre pixels (EPSG:32631, NaN nodata)."""
-    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=2,
-                       dtype="float32", crs=CRS, transform=from_origin(500000.0, 4800000.0, pixel, pixel),
-                       nodata=float("nan")) as dst:
-        dst.write(data)
-        dst.descriptions = ("VV", "VH")
-    return path
+    return write_sar_db(path, data, pixel=pixel)
 
 
 def textured_sar(height: int, width: int) -> np.ndarray:
