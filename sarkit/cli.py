@@ -296,7 +296,7 @@ def tile(
 def train_cmd(
     model: str = typer.Option(..., "--model",
                               help="pix2pix, pix2pix-clip, cyclegan, cut, qs-attn, cyclegan-sc, con-diffusion, "
-                                   "segmenter."),
+                                   "gan-prior, segmenter."),
     data: List[Path] = typer.Option(..., "--data", help="Tile directory written by sarkit tile (repeat for "
                                     "several tile sets of the same bands and ranges)."),
     out: Path = typer.Option(..., "--out", help="Run directory (config.json, checkpoints/, metrics.jsonl)."),

@@ -124,6 +124,7 @@ class TrainableModel(nn.Module):
         self.nets = nn.ModuleDict()
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.helper_records: dict[str, dict[str, Any]] = {}
+        self.step, self.total_steps = 0, 0
         self.build()
 
     # -- to implement ---------------------------------------------------------------------------------
@@ -148,6 +149,11 @@ class TrainableModel(nn.Module):
         raise NotImplementedError
 
     # -- optional -------------------------------------------------------------------------------------
+    def set_progress(self, step: int, total: int) -> None:
+        """Told by the trainer before every ``train_step``: the number of steps done so far and the run's total
+        (models whose training has phases, such as gan-prior, read ``self.step`` / ``self.total_steps``)."""
+        self.step, self.total_steps = int(step), int(total)
+
     def extra_state(self) -> dict[str, Any]:
         """Non-parameter training state to checkpoint (image pools, ...), tensors and plain values only."""
         return {}

@@ -217,10 +217,11 @@ def _prepare(r: TrainingRun, config: dict[str, Any], plan: RunPlan, start: int) 
 
 
 def _set_lr(model: TrainableModel, lr: float) -> None:
-    """Set the learning rate of every optimizer's parameter groups."""
+    """Set the learning rate of every optimizer's parameter groups: ``lr`` × the group's ``lr_scale`` (1 unless the
+    model set one, e.g. a discriminator that learns slower than its generator)."""
     for opt in model.optimizers.values():
         for g in opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g.get("lr_scale", 1.0)
 
 
 def _loop(r: TrainingRun, start: int) -> TrainResult:
@@ -245,6 +246,7 @@ def _loop(r: TrainingRun, start: int) -> TrainResult:
                 in_step = True
                 factor = lr_factor(step, total)
                 _set_lr(model, opts.lr * factor)
+                model.set_progress(step, total)
                 losses = model.train_step(to_device(raw, r.device, r.channels_last), r.tools)
                 if scaler.is_enabled():
                     scaler.update()
