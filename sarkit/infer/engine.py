@@ -140,12 +140,15 @@ def checkpoint_contract(net: LoadedNetwork, tile: int | None = None) -> Contract
 
 def tile_multiple(module: torch.nn.Module) -> int:
     """The number tile sides must be a multiple of for ``module``: the product of its convolutions' strides
-    (2^8 = 256 for the 8-level pix2pix U-Net, 4 for the ResNet generators, 1 without strided convolutions)."""
+    (2^8 = 256 for the 8-level pix2pix U-Net, 4 for the ResNet generators, 1 without strided convolutions), and
+    the multiple a network declares as its ``tile_multiple`` attribute (one that downsamples by pooling: gan-prior's
+    encoder), whichever is larger."""
     m = 1
     for layer in module.modules():
         if isinstance(layer, torch.nn.Conv2d):
             m *= max(int(s) for s in layer.stride)
-    return m
+    declared = getattr(module, "tile_multiple", None)
+    return math.lcm(m, declared) if isinstance(declared, int) and declared > 0 else m
 
 
 def check_tile(tile: int | None, own: int, multiple: int, name: str) -> None:

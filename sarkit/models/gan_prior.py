@@ -166,6 +166,7 @@ class Inversion(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.generator = generator
+        self.tile_multiple = encoder.multiple  # the engine's tile rule (its poolings: R/4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         state, ws = self.encoder(x)
@@ -446,13 +447,14 @@ class GanPrior(TrainableModel):
         return meta
 
     def extra_state(self) -> dict[str, Any]:
-        """The path-length running mean."""
-        return {"pl_mean": self.pl_mean.detach().cpu()}
+        """The path-length running mean and the last R1 value (logged until the next lazy R1 step)."""
+        return {"pl_mean": self.pl_mean.detach().cpu(), "last_r1": float(self.last_r1)}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        """Restore the path-length running mean."""
+        """Restore the path-length running mean and the last R1 value."""
         if "pl_mean" in state:
             self.pl_mean.copy_(state["pl_mean"])
+        self.last_r1 = float(state.get("last_r1", 0.0))
 
 
 @torch.no_grad()

@@ -251,9 +251,9 @@ class Mapping(nn.Module):
     def forward(self, z: torch.Tensor, truncation: float = 1.0, track: bool = False) -> torch.Tensor:
         w = self.net(pixel_norm(z))
         if track:
-            self.w_avg.copy_(w.detach().mean(0).lerp(self.w_avg, self.w_avg_beta))
+            self.w_avg.copy_(w.detach().float().mean(0).lerp(self.w_avg, self.w_avg_beta))
         if truncation != 1.0:
-            w = self.w_avg.lerp(w, truncation)
+            w = self.w_avg.to(w.dtype).lerp(w, truncation)
         return w
 
 

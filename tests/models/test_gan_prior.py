@@ -184,6 +184,27 @@ def test_both_phases_train_in_one_run(two_phase_run, work: Path) -> None:
                                                              "generator.safetensors")
 
 
+def test_a_run_stopped_in_phase_one_resumes_into_phase_two(tiles: Path, work: Path, upstream: Path) -> None:
+    from dataclasses import replace
+
+    from training.tilesets import nets_of
+
+    opts = run_opts(tiles, work / "gp-resume", size="tiny", x_r_from=str(upstream), lambda_per="0")
+    train(replace(opts, stop_at=2))
+    saved = torch.load(work / "gp-resume" / "checkpoints" / "state-latest.pt", weights_only=True)
+    assert set(saved["optimizers"]) == {"G", "D", "E", "G_inv", "D_inv"}
+    r1 = saved["ranks"][0]["extra"]["last_r1"]
+    assert r1 > 0  # R1 ran at step 0
+    before = nets_of(work / "gp-resume")
+    result = train(replace(opts, resume=True))
+    assert (result.start_step, result.steps) == (2, 4) and result.losses["D_R1"] == pytest.approx(r1)
+    rows = [json.loads(ln) for ln in (work / "gp-resume" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["phase"] for r in rows if r["kind"] == "train"] == [1.0, 1.0, 2.0, 2.0]
+    after = nets_of(work / "gp-resume")
+    assert not torch.equal(before["E.w_head.weight"], after["E.w_head.weight"])  # the encoder trained after resume
+    assert torch.equal(after["E.w_avg"], after["G.mapping.w_avg"])  # phase 2 started from the prior's mean w
+
+
 def test_encoder_phase_lowers_the_l1_when_x_r_carries_the_target(tiles: Path, upstream: Path,
                                                                   lpips_files: dict[str, str]) -> None:
     """The 1-step pix2pix gives an x_R without information about the target; a blurred target stands in for a
@@ -268,3 +289,8 @@ def test_the_export_chains_after_its_upstream_in_the_inference_engine(two_phase_
     x_g = chain(sar)
     assert x_g.shape == (2, second.out_norm.channels, 32, 32) and np.isfinite(x_g).all()
     assert np.allclose(x_g, second(first(sar)), atol=1e-5)
+    assert second.contract.tile_multiple == 8  # the encoder's poolings: 32 / 4, declared to the engine
+    with pytest.raises(InputError, match="multiple of 8"):
+        load_predictor(work / "gp", tile=36)
+    assert load_predictor(work / "gp", tile=40)(np.zeros((1, second.in_norm.channels, 40, 40), np.float32)).shape \
+        == (1, second.out_norm.channels, 40, 40)
