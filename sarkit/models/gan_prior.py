@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sarkit.errors import CheckpointError, InputError
+from sarkit.errors import CheckpointError, InputError, WeightsNotFoundError
 from sarkit.models.base import StepTools, Task, TrainableModel, set_requires_grad
 from sarkit.models.blocks import adam
 from sarkit.models.pix2pix import masked_l1, split_io
@@ -261,7 +261,12 @@ class GanPrior(TrainableModel):
         if o.lambda_per > 0:
             from sarkit.eval.lpips import load_lpips
 
-            net, files = load_lpips(o.lpips_weights or None, o.lpips_backbone or None)
+            try:
+                net, files = load_lpips(o.lpips_weights or None, o.lpips_backbone or None)
+            except WeightsNotFoundError as exc:
+                raise WeightsNotFoundError(f"gan-prior's LPIPS term: {exc}; for sarkit train that is --model-opt "
+                                           f"lpips_weights=PATH / lpips_backbone=PATH (or lambda_per=0 to drop "
+                                           f"the term)") from None
             self._lpips = _Frozen(net)
             self.helper_records["lpips"] = {"heads": str(files.heads), "backbone": str(files.backbone)}
 

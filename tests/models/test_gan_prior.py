@@ -112,6 +112,47 @@ def test_an_upstream_run_of_the_other_direction_is_refused(tiles: Path, work: Pa
         train(run_opts(tiles, work / "gp-bad", size="tiny", x_r_from=str(work / "opt2sar"), lambda_per="0"))
 
 
+def test_missing_lpips_weights_name_the_model_options(tiles: Path, upstream: Path, tmp_path: Path) -> None:
+    from sarkit.errors import WeightsNotFoundError
+
+    with pytest.raises(WeightsNotFoundError, match="--model-opt lpips_weights=PATH .* lambda_per=0"):
+        tiny_model(optical_io(tiles), prior_fraction="0.5", x_r_from=str(upstream),
+                   lpips_weights=str(tmp_path / "missing.pth"))
+
+
+def test_path_length_equals_a_hand_computation() -> None:
+    from sarkit.models.gan_prior import path_length
+
+    g = torch.Generator().manual_seed(8)
+    m = torch.randn(4, 2 * 3 * 3, generator=g)
+    ws = torch.randn(2, 3, 4, generator=g).requires_grad_(True)
+    img = (ws.sum(1) @ m).view(2, 2, 3, 3)  # linear in every layer's w: J_w = m for each of the 3 layers
+    torch.manual_seed(9)
+    got = path_length(img, ws)
+    torch.manual_seed(9)
+    y = torch.randn_like(img) / 3.0  # N(0, 1)/√(H·W), H = W = 3
+    jty = y.flatten(1) @ m.T  # (N, w_dim), the same for every layer
+    assert torch.allclose(got, jty.square().sum(1).sqrt(), rtol=1e-5)
+
+
+def test_path_length_regularisation_runs_in_the_prior_phase_when_on(tiles: Path) -> None:
+    from torch.utils.data import default_collate
+
+    from sarkit.training.data import open_data, read_item
+
+    data = open_data(run_opts(tiles, tiles.parent / "unused"), get_model("gan-prior"))
+    batch = default_collate([read_item(data.train, i) for i in range(2)])
+    model = tiny_model(data.io, pl_weight="2", pl_every="2")
+    model.configure_optimizers(2e-4, (0.5, 0.999))
+    tools = StepTools(torch.device("cpu"))
+    seen = []
+    for step in range(3):
+        model.set_progress(step, 4)
+        seen.append("G_PL" in model.train_step(batch, tools))
+    assert seen == [True, False, True] and float(model.pl_mean) > 0
+    assert model.optimizers["G"].param_groups[0]["lr"] == pytest.approx(0.002 * 2 / 3)  # lazy: lr · r/(r + 1)
+
+
 def test_tile_sizes_the_prior_cannot_use_are_refused() -> None:
     from sarkit.raster.norm import optical_normalization, sar_normalization
 
