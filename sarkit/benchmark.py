@@ -37,11 +37,12 @@ OUTPUT_MODALITY = {"sar2opt": "optical", "opt2sar": "sar"}
 
 
 def translator_names() -> list[str]:
-    """Every registered model that translates (the benchmark's ``all``)."""
+    """Every registered model that translates from tiles alone (the benchmark's ``all``; models built on other
+    runs, ``standalone = False``, only when named)."""
     from sarkit.models.base import Task
     from sarkit.models.registry import get_model, model_names
 
-    return [m for m in model_names() if get_model(m).task is Task.TRANSLATOR]
+    return [m for m in model_names() if get_model(m).task is Task.TRANSLATOR and get_model(m).standalone]
 
 
 def model_directions(model: str) -> tuple[str, ...]:

@@ -115,6 +115,9 @@ class TrainableModel(nn.Module):
     task: ClassVar[Task] = Task.TRANSLATOR
     paired: ClassVar[bool] = True
     needs_labels: ClassVar[bool] = False
+    #: Trains from tiles alone; False for a model built on other runs given as model options (gan-prior's
+    #: ``x_r_from``), which ``sarkit benchmark --models all`` leaves out (name it to benchmark it).
+    standalone: ClassVar[bool] = True
     Options: ClassVar[type] = object
 
     def __init__(self, io: ModelIO, opts: Any) -> None:

@@ -233,6 +233,7 @@ class GanPrior(TrainableModel):
     task = Task.TRANSLATOR
     paired = True
     needs_labels = False
+    standalone = False  # built on the x_r_from run
     Options = GanPriorOptions
 
     def net_kwargs(self) -> dict[str, Any]:
