@@ -335,3 +335,23 @@ def test_the_export_chains_after_its_upstream_in_the_inference_engine(two_phase_
         load_predictor(work / "gp", tile=36)
     assert load_predictor(work / "gp", tile=40)(np.zeros((1, second.in_norm.channels, 40, 40), np.float32)).shape \
         == (1, second.out_norm.channels, 40, 40)
+
+
+def test_translate_runs_the_export_on_an_optical_x_r_raster(two_phase_run, work: Path, tmp_path: Path) -> None:
+    import numpy as np
+    import rasterio
+    from typer.testing import CliRunner
+
+    from rasters import write_rgb_dn
+    from sarkit.cli import app
+
+    dn = np.random.default_rng(3).integers(300, 3000, (3, 72, 80)).astype(np.uint16)
+    scene = write_rgb_dn(tmp_path / "x_r.tif", dn)
+    out = tmp_path / "x_g.tif"
+    res = CliRunner().invoke(app, ["translate", str(scene), "--checkpoint", str(work / "gp"), "--out", str(out),
+                                   "--overlap", "8", "--device", "cpu", "--quiet"])
+    assert res.exit_code == 0, res.output
+    with rasterio.open(out) as src:
+        x_g = src.read()
+        assert (src.count, src.height, src.width) == (3, 72, 80)
+    assert np.isfinite(x_g).all()
