@@ -224,13 +224,13 @@ INCEPTION = WeightKind(
     get="`torch.save(torchvision.models.inception_v3(weights='IMAGENET1K_V1').state_dict(), 'inception_v3.pt')`")
 LPIPS_HEADS = WeightKind(
     name="lpips-heads", what="LPIPS", option="--lpips-weights", env="SARKIT_LPIPS_WEIGHTS",
-    used_by="`sarkit eval --metrics lpips`",
+    used_by="`sarkit eval --metrics lpips`, `sarkit train --model fusion` (and `regression` with an LPIPS term)",
     file="the LPIPS v0.1 AlexNet linear heads (`lin0.model.1.weight` … `lin4.model.1.weight`)",
     get="`weights/v0.1/alex.pth` from the `lpips` wheel (`pip download --no-deps lpips`)",
     cache=(PackageFile("lpips", "weights/v0.1/alex.pth"),))
 LPIPS_BACKBONE = WeightKind(
     name="lpips-backbone", what="LPIPS backbone (AlexNet)", option="--lpips-backbone", env="SARKIT_LPIPS_BACKBONE",
-    used_by="`sarkit eval --metrics lpips`",
+    used_by="`sarkit eval --metrics lpips`, `sarkit train --model fusion` (and `regression` with an LPIPS term)",
     file="a torchvision `alexnet` state dict (only `features.*` is used)",
     get="`torchvision.models.alexnet(weights='IMAGENET1K_V1')` writes it to the torch hub cache",
     cache=(TorchHubFile("alexnet-owt-7be5be79.pth"),))

@@ -93,3 +93,24 @@ def test_translate_and_eval_run_the_chain_end_to_end(runs, tmp_path) -> None:
     assert r.exit_code == 0, r.output
     summary = json.loads((rep / "report.json").read_text())["summary"]
     assert np.isfinite(summary["psnr"]["mean"])
+
+
+def test_a_con_diffusion_x_g_samples_through_its_predictor(runs, tmp_path) -> None:
+    from models.fusionruns import train
+    from sarkit.infer.diffusion import DiffusionPredictor
+
+    diff, fus = tmp_path / "diff", tmp_path / "fus"
+    train("--model", "con-diffusion", "--data", str(runs.tiles), "--out", str(diff), "--steps", "2", "--val-every",
+          "0", "--model-opt", "size=tiny", "--model-opt", "channels=8", "--model-opt", "heads=2", "--model-opt",
+          "timesteps=40", "--model-opt", "sample_steps=3", "--model-opt", "val_steps=2")
+    train("--model", "fusion", "--data", str(runs.tiles), "--out", str(fus), "--steps", "1", "--val-every", "0",
+          "--x-r-from", str(runs.regression), "--x-g-from", str(diff), "--model-opt", "lambda_per=0",
+          "--model-opt", "lambda_fc=0", "--model-opt", "width=8", "--model-opt", "n_blocks=1",
+          "--model-opt", "g_steps=2")
+    pred = load_predictor(fus, "cpu")
+    assert isinstance(pred.branches.g, DiffusionPredictor) and pred.branches.g.plan.steps == 2
+    assert pred.steps == 1 + 2 + 1
+    x = np.random.default_rng(3).uniform(-1, 1, (2, 2, 32, 32)).astype(np.float32)
+    a, b = pred(x, seeds=[5, 6]), pred(x, seeds=[5, 6])
+    np.testing.assert_array_equal(a, b)  # the tile seeds key the sampler's noise
+    assert not np.array_equal(a, pred(x, seeds=[7, 8]))

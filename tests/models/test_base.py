@@ -11,7 +11,8 @@ from sarkit.raster.norm import optical_normalization, sar_normalization
 DECLARED = {"pix2pix": (Task.TRANSLATOR, True, False), "pix2pix-clip": (Task.TRANSLATOR, True, False),
             "cyclegan": (Task.TRANSLATOR, False, False), "cut": (Task.TRANSLATOR, False, False),
             "qs-attn": (Task.TRANSLATOR, False, False), "con-diffusion": (Task.TRANSLATOR, True, False),
-            "cyclegan-sc": (Task.TRANSLATOR, False, False), "segmenter": (Task.SEGMENTER, True, True)}
+            "cyclegan-sc": (Task.TRANSLATOR, False, False), "segmenter": (Task.SEGMENTER, True, True),
+            "regression": (Task.TRANSLATOR, True, False), "fusion": (Task.TRANSLATOR, True, False)}
 
 
 def test_every_registered_model_declares_task_pairing_and_labels() -> None:
