@@ -494,6 +494,8 @@ def load_predictor(checkpoint: str | Path | LoadedNetwork, device: str | torch.d
     dtype = amp if amp is None or isinstance(amp, torch.dtype) else resolve_amp_auto(amp, dev)
     net = checkpoint if isinstance(checkpoint, LoadedNetwork) else load_network(checkpoint, "generator", dev)
     if is_fusion(net):  # regression → generative branch → fusion head (sarkit.infer.fusion)
+        if compile:
+            reporter.warn("--compile is not used for fusion checkpoints: their three networks run eagerly")
         return FusionPredictor(net, dev, dtype, reporter, tile=tile, sampling=sampling)
     if is_diffusion(net):
         if compile:
