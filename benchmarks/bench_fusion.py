@@ -91,8 +91,8 @@ def evaluate(checkpoint: Path, tiles: Path, metrics: tuple[str, ...]) -> dict[st
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scene", type=int, default=256, help="generated scene side (px)")
-    ap.add_argument("--tile", type=int, default=32)
-    ap.add_argument("--steps", default="200,200,100", help="training steps of regression, pix2pix, fusion")
+    ap.add_argument("--tile", type=int, default=64)
+    ap.add_argument("--steps", default="60,60,30", help="training steps of regression, pix2pix, fusion")
     ap.add_argument("--preset", default="tiny", help="regression NAFNet preset")
     ap.add_argument("--ngf", type=int, default=16, help="pix2pix U-Net width")
     ap.add_argument("--width", type=int, default=16, help="fusion width")
