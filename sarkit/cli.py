@@ -296,7 +296,7 @@ def tile(
 def train_cmd(
     model: str = typer.Option(..., "--model",
                               help="pix2pix, pix2pix-clip, cyclegan, cut, qs-attn, cyclegan-sc, con-diffusion, "
-                                   "gan-prior, segmenter."),
+                                   "gan-prior, regression, fusion, segmenter."),
     data: List[Path] = typer.Option(..., "--data", help="Tile directory written by sarkit tile (repeat for "
                                     "several tile sets of the same bands and ranges)."),
     out: Path = typer.Option(..., "--out", help="Run directory (config.json, checkpoints/, metrics.jsonl)."),
@@ -328,6 +328,16 @@ def train_cmd(
     sar_segmenter: Optional[Path] = typer.Option(None, "--sar-segmenter", help="cyclegan-sc: SAR segmenter RUN."),
     optical_segmenter: Optional[Path] = typer.Option(None, "--optical-segmenter",
                                                      help="cyclegan-sc: optical segmenter RUN."),
+    x_r_from: Optional[Path] = typer.Option(None, "--x-r-from", help="fusion: the regression RUN (x_R)."),
+    x_g_from: Optional[Path] = typer.Option(None, "--x-g-from",
+                                            help="fusion: the generative RUN (x_G: gan-prior or a translator)."),
+    vgg19_weights: Optional[Path] = typer.Option(None, "--vgg19-weights",
+                                                 help="fusion: VGG19 weights file (or $SARKIT_VGG19_WEIGHTS)."),
+    lpips_weights: Optional[Path] = typer.Option(None, "--lpips-weights",
+                                                 help="regression, fusion: LPIPS heads (or $SARKIT_LPIPS_WEIGHTS)."),
+    lpips_backbone: Optional[Path] = typer.Option(None, "--lpips-backbone",
+                                                  help="regression, fusion: LPIPS AlexNet (or "
+                                                       "$SARKIT_LPIPS_BACKBONE)."),
     model_opt: Optional[List[str]] = typer.Option(None, "--model-opt", help="Model option key=value (repeatable)."),
     overwrite: bool = OverwriteOpt,
     skip_existing: bool = typer.Option(
@@ -345,7 +355,9 @@ def train_cmd(
     if _skip(out, skip_existing, reporter, run_finished):
         return
     named = {"lambda_clip": lambda_clip, "clip_model": clip_model, "clip_pretrained": clip_pretrained,
-             "clip_weights": clip_weights, "sar_segmenter": sar_segmenter, "optical_segmenter": optical_segmenter}
+             "clip_weights": clip_weights, "sar_segmenter": sar_segmenter, "optical_segmenter": optical_segmenter,
+             "x_r_from": x_r_from, "x_g_from": x_g_from, "vgg19_weights": vgg19_weights,
+             "lpips_weights": lpips_weights, "lpips_backbone": lpips_backbone}
     opts = TrainOptions(
         model=model, data=data, out=out, direction=direction, steps=steps, epochs=epochs, batch_size=batch_size,
         lr=lr, device=device, amp=amp, seed=seed, resume=resume, overwrite=overwrite, workers=workers,

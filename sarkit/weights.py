@@ -25,7 +25,7 @@ import torch
 from sarkit.errors import CheckpointError, WeightsNotFoundError
 
 __all__ = ["CacheQuery", "TorchHubFile", "PackageFile", "OpenClipCache", "WeightKind", "Source", "Found", "CLIP",
-           "INCEPTION", "LPIPS_HEADS", "LPIPS_BACKBONE", "SAM", "KINDS", "kind", "locate", "resolve",
+           "INCEPTION", "LPIPS_HEADS", "LPIPS_BACKBONE", "SAM", "VGG19", "KINDS", "kind", "locate", "resolve",
            "read_state_dict", "markdown_table"]
 
 
@@ -224,13 +224,13 @@ INCEPTION = WeightKind(
     get="`torch.save(torchvision.models.inception_v3(weights='IMAGENET1K_V1').state_dict(), 'inception_v3.pt')`")
 LPIPS_HEADS = WeightKind(
     name="lpips-heads", what="LPIPS", option="--lpips-weights", env="SARKIT_LPIPS_WEIGHTS",
-    used_by="`sarkit eval --metrics lpips`",
+    used_by="`sarkit eval --metrics lpips`, `sarkit train --model fusion` (and `regression` with an LPIPS term)",
     file="the LPIPS v0.1 AlexNet linear heads (`lin0.model.1.weight` … `lin4.model.1.weight`)",
     get="`weights/v0.1/alex.pth` from the `lpips` wheel (`pip download --no-deps lpips`)",
     cache=(PackageFile("lpips", "weights/v0.1/alex.pth"),))
 LPIPS_BACKBONE = WeightKind(
     name="lpips-backbone", what="LPIPS backbone (AlexNet)", option="--lpips-backbone", env="SARKIT_LPIPS_BACKBONE",
-    used_by="`sarkit eval --metrics lpips`",
+    used_by="`sarkit eval --metrics lpips`, `sarkit train --model fusion` (and `regression` with an LPIPS term)",
     file="a torchvision `alexnet` state dict (only `features.*` is used)",
     get="`torchvision.models.alexnet(weights='IMAGENET1K_V1')` writes it to the torch hub cache",
     cache=(TorchHubFile("alexnet-owt-7be5be79.pth"),))
@@ -240,9 +240,15 @@ SAM = WeightKind(
     file="an official Segment Anything checkpoint (`sam_vit_b_01ec64.pth`, `sam_vit_l_0b3195.pth`, "
          "`sam_vit_h_4b8939.pth`)",
     get="the checkpoint links in the segment-anything repository's README; plus `pip install 'sarkit[sam]'`")
+VGG19 = WeightKind(
+    name="vgg19", what="The contextual loss (VGG19)", option="--vgg19-weights", env="SARKIT_VGG19_WEIGHTS",
+    used_by="`sarkit train --model fusion` (the contextual loss on conv3_2 and conv4_2)",
+    file="a torchvision `vgg19` state dict (only `features.*` up to conv4_2 is used)",
+    get="`torchvision.models.vgg19(weights='IMAGENET1K_V1')` writes it to the torch hub cache",
+    cache=(TorchHubFile("vgg19-dcbb9e9d.pth"),))
 
 #: Every kind sarkit knows, by name.
-KINDS: dict[str, WeightKind] = {k.name: k for k in (CLIP, INCEPTION, LPIPS_HEADS, LPIPS_BACKBONE, SAM)}
+KINDS: dict[str, WeightKind] = {k.name: k for k in (CLIP, INCEPTION, LPIPS_HEADS, LPIPS_BACKBONE, SAM, VGG19)}
 
 
 def kind(name: str) -> WeightKind:

@@ -185,11 +185,11 @@ def load_lpips(weights: str | os.PathLike | None = None, backbone: str | os.Path
 
 
 
-def lpips_loss(net: LPIPS, x01: torch.Tensor, y01: torch.Tensor) -> torch.Tensor:
-    """Mean over the batch of ``Σ_l layer_distance`` with gradients (a training loss; ``LPIPS.forward`` is the
-    metric: no gradients, nodata handling, results on the CPU); 3-channel images in [0, 1] on ``net``'s device."""
+def lpips_distance(net: LPIPS, x01: torch.Tensor, y01: torch.Tensor) -> torch.Tensor:
+    """Differentiable LPIPS for training losses: ``Σ_l layer_distance`` of (N, 3, H, W) images in [0, 1], (N,);
+    no nodata handling (callers give images whose nodata pixels agree) and gradients through both images."""
     n = x01.shape[0]
     total = x01.new_zeros(n, dtype=torch.float32)
-    for f, head in zip(net.features(torch.cat([x01.float(), y01.float()])), net.heads):
+    for f, head in zip(net.features(torch.cat([x01, y01]).float()), net.heads):
         total = total + layer_distance(f[:n], f[n:], head)
-    return total.mean()
+    return total

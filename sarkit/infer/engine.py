@@ -487,12 +487,19 @@ def load_predictor(checkpoint: str | Path | LoadedNetwork, device: str | torch.d
     ``device``: ``amp`` a mode (resolved on the device, ``auto`` included) or an autocast dtype (None = fp32);
     ``tile`` None = the checkpoint's tile size. A diffusion checkpoint (a ``diffusion`` record in its metadata)
     becomes a ``DiffusionPredictor`` sampling with ``sampling`` (``sarkit.infer.diffusion.SamplingOptions``; None
-    = the checkpoint's defaults); ``sampling`` options given for a one-call generator are an ``InputError``."""
+    = the checkpoint's defaults); ``sampling`` options given for a one-call generator are an ``InputError``. A
+    fusion checkpoint (a ``fusion`` record) becomes a ``sarkit.infer.fusion.FusionPredictor`` (its upstream runs,
+    then its head; ``sampling`` for a diffusion x_G)."""
     from sarkit.infer.diffusion import DiffusionPredictor, SamplingOptions, check_sampling, is_diffusion
+    from sarkit.infer.fusion import FusionPredictor, is_fusion
 
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     dtype = amp if amp is None or isinstance(amp, torch.dtype) else resolve_amp_auto(amp, dev)
     net = checkpoint if isinstance(checkpoint, LoadedNetwork) else load_network(checkpoint, "generator", dev)
+    if is_fusion(net):  # regression → generative branch → fusion head (sarkit.infer.fusion)
+        if compile:
+            reporter.warn("--compile is not used for fusion checkpoints: their three networks run eagerly")
+        return FusionPredictor(net, dev, dtype, reporter, tile=tile, sampling=sampling)
     if is_diffusion(net):
         if compile:
             reporter.warn("--compile is not used for diffusion checkpoints: sampling runs the network eagerly")

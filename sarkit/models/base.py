@@ -119,6 +119,9 @@ class TrainableModel(nn.Module):
     #: ``x_r_from``), which ``sarkit benchmark --models all`` leaves out (name it to benchmark it).
     standalone: ClassVar[bool] = True
     Options: ClassVar[type] = object
+    #: A validation metric (higher is better, e.g. "psnr") whose best value's networks the trainer keeps in
+    #: RUN/checkpoints/best/ besides the last ones; None = only the last.
+    keep_best: ClassVar[str | None] = None
 
     def __init__(self, io: ModelIO, opts: Any) -> None:
         super().__init__()
@@ -163,6 +166,11 @@ class TrainableModel(nn.Module):
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         """Restore what ``extra_state`` returned."""
+
+    def lr_factor(self, step: int, total: int) -> float | None:
+        """The learning-rate multiplier at ``step`` of ``total`` when the model has its own schedule; None = the
+        trainer's (constant, then linear decay over the second half)."""
+        return None
 
     def validation_inputs(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(input, target) of a batch for validation metrics and sample grids."""

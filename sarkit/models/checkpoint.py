@@ -87,10 +87,13 @@ def save_network(path: str | Path, net: nn.Module, kind: str, arch: str, arch_kw
 
 
 def resolve_export(path: str | Path, kind: str) -> Path:
-    """The exported ``kind`` network file of ``path``: a RUN directory or the file itself."""
+    """The exported ``kind`` network file of ``path``: a RUN directory, a folder holding it (RUN/checkpoints/best)
+    or the file itself."""
     p = Path(path)
     if p.is_dir():
         cand = p / "checkpoints" / f"{kind}.safetensors"
+        if not cand.exists() and (p / f"{kind}.safetensors").is_file():
+            return p / f"{kind}.safetensors"
         if not cand.exists():
             raise CheckpointError(f"{p} has no {kind} checkpoint (expected {cand}); is it a sarkit training run?")
         return cand

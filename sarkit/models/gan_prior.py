@@ -404,10 +404,10 @@ class GanPrior(TrainableModel):
         total = o.lambda_l1 * l1 + o.lambda_adv * adv
         out.update({"E_L1": l1.detach(), "G": adv.detach()})
         if self._lpips is not None:
-            from sarkit.eval.lpips import lpips_loss
+            from sarkit.eval.lpips import lpips_distance
 
             bands = list(self.io.out_norm.get("bands", []))
-            per = lpips_loss(self._lpips.on(fake.device), rgb01(fake, bands), rgb01(y, bands))
+            per = lpips_distance(self._lpips.on(fake.device), rgb01(fake, bands), rgb01(y, bands)).mean()
             total = total + o.lambda_per * per
             out["E_LPIPS"] = per.detach()
         tools.backward(total)

@@ -55,6 +55,7 @@ class TrainingRun:
     log: MetricsLog | None = None
     events: TrainEvents | None = None
     val_items: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] | None = None  # {"metric", "value", "step"} of the networks in RUN/checkpoints/best/
 
     @property
     def spe(self) -> int:
@@ -244,7 +245,8 @@ def _loop(r: TrainingRun, start: int) -> TrainResult:
         try:
             for raw in batches(loader):
                 in_step = True
-                factor = lr_factor(step, total)
+                own = model.lr_factor(step, total)
+                factor = lr_factor(step, total) if own is None else own
                 _set_lr(model, opts.lr * factor)
                 model.set_progress(step, total)
                 losses = model.train_step(to_device(raw, r.device, r.channels_last), r.tools)
@@ -267,6 +269,7 @@ def _loop(r: TrainingRun, start: int) -> TrainResult:
                 if r.validates_at(step):
                     if r.val_items:
                         val = run_validation(r, step)
+                        st.keep_if_best(r, step, val)
                     barrier(d)
                 stopping = opts.stop_at is not None and step >= opts.stop_at
                 if r.saves_at(step, stopping):

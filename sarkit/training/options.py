@@ -17,7 +17,7 @@ from sarkit.raster.norm import RGB_BANDS
 DEFAULT_EPOCHS = 200
 #: Model options with a command-line option of their own (``--lambda-clip``…); the others are ``--model-opt``.
 NAMED_MODEL_OPTIONS = ("lambda_clip", "clip_model", "clip_pretrained", "clip_weights", "sar_segmenter",
-                       "optical_segmenter")
+                       "optical_segmenter", "x_r_from", "x_g_from", "vgg19_weights", "lpips_weights", "lpips_backbone")
 #: TrainOptions fields without a command-line option (library callers only).
 LIBRARY_ONLY = frozenset({"beta1", "beta2", "val_tiles", "channels_last"})
 

@@ -121,20 +121,43 @@ def save(r: TrainingRun, step: int) -> list[Path]:
         "data": {"seed": opts.seed, "steps_per_epoch": spe, "batch": opts.batch_size, "world": r.dist.world,
                  "n": len(r.data.train)},
         "ranks": per_rank,
+        "best": r.best,
     }
     exported = export(r, step)
     save_state(state_path(r.dir), state)
     return exported
 
 
-def export(r: TrainingRun, step: int) -> list[Path]:
-    """Exported networks per CKPT_API.md (generator / segmenter safetensors with the model's metadata)."""
+def export(r: TrainingRun, step: int, folder: Path | None = None, extra: dict[str, Any] | None = None
+           ) -> list[Path]:
+    """Exported networks per CKPT_API.md (generator / segmenter safetensors with the model's metadata) in
+    ``folder`` (default RUN/checkpoints), ``extra`` added to their metadata."""
     paths = []
+    folder = r.dir / "checkpoints" if folder is None else folder
     for kind, module, arch, kwargs in r.model.export():
         meta = dict(r.model.export_meta())
-        meta.update({"run": r.dir.name, "step": step})
-        paths.append(save_network(r.dir / "checkpoints" / f"{kind}.safetensors", module, kind, arch, kwargs, meta))
+        meta.update({"run": r.dir.name, "step": step, **(extra or {})})
+        paths.append(save_network(folder / f"{kind}.safetensors", module, kind, arch, kwargs, meta))
     return paths
+
+
+def best_dir(run: Path) -> Path:
+    """RUN/checkpoints/best: the networks of the best validation so far (``TrainableModel.keep_best``)."""
+    return run / "checkpoints" / "best"
+
+
+def keep_if_best(r: TrainingRun, step: int, metrics: dict[str, float]) -> bool:
+    """Export the networks to RUN/checkpoints/best/ when the model keeps its best ``keep_best`` metric (higher is
+    better) and this validation beats the best so far; True when it did. A non-finite value never counts."""
+    name = r.model.keep_best
+    value = metrics.get(name) if name else None
+    if value is None or not np.isfinite(value):
+        return False
+    if r.best is not None and r.best.get("metric") == name and not value > float(r.best["value"]):
+        return False
+    r.best = {"metric": name, "value": float(value), "step": int(step)}
+    export(r, step, best_dir(r.dir), {"best": dict(r.best)})
+    return True
 
 
 def restore(state: dict[str, Any], r: TrainingRun, path: Path) -> int:
@@ -146,6 +169,7 @@ def restore(state: dict[str, Any], r: TrainingRun, path: Path) -> int:
             o.load_state_dict(state["optimizers"][k])
         if state.get("scaler"):
             r.scaler.load_state_dict(state["scaler"])
+        r.best = state.get("best")
         ranks = state.get("ranks") or []
         mine = ranks[d.rank] if d.rank < len(ranks) else None
         if mine is not None:

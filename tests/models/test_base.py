@@ -12,7 +12,8 @@ DECLARED = {"pix2pix": (Task.TRANSLATOR, True, False), "pix2pix-clip": (Task.TRA
             "cyclegan": (Task.TRANSLATOR, False, False), "cut": (Task.TRANSLATOR, False, False),
             "qs-attn": (Task.TRANSLATOR, False, False), "con-diffusion": (Task.TRANSLATOR, True, False),
             "cyclegan-sc": (Task.TRANSLATOR, False, False), "segmenter": (Task.SEGMENTER, True, True),
-            "gan-prior": (Task.TRANSLATOR, True, False)}
+            "gan-prior": (Task.TRANSLATOR, True, False),
+            "regression": (Task.TRANSLATOR, True, False), "fusion": (Task.TRANSLATOR, True, False)}
 
 
 def test_every_registered_model_declares_task_pairing_and_labels() -> None:

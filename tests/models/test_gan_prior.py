@@ -305,13 +305,13 @@ def test_prior_only_run_exports_the_prior_and_samples_from_it(tiles: Path, work:
         sample_prior(work / "prior-only", 0)
 
 
-def test_lpips_loss_has_gradients_and_matches_the_metric(lpips_files: dict[str, str]) -> None:
-    from sarkit.eval.lpips import load_lpips, lpips_loss
+def test_lpips_distance_has_gradients_and_matches_the_metric(lpips_files: dict[str, str]) -> None:
+    from sarkit.eval.lpips import load_lpips, lpips_distance
 
     net, _ = load_lpips(lpips_files["lpips_weights"], lpips_files["lpips_backbone"])
     g = torch.Generator().manual_seed(2)
     x, y = torch.rand(2, 3, 40, 40, generator=g).requires_grad_(True), torch.rand(2, 3, 40, 40, generator=g)
-    loss = lpips_loss(net, x, y)
+    loss = lpips_distance(net, x, y).mean()
     assert torch.allclose(loss.detach(), net(x.detach(), y).mean(), atol=1e-6)
     loss.backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
