@@ -114,3 +114,34 @@ def test_a_con_diffusion_x_g_samples_through_its_predictor(runs, tmp_path) -> No
     a, b = pred(x, seeds=[5, 6]), pred(x, seeds=[5, 6])
     np.testing.assert_array_equal(a, b)  # the tile seeds key the sampler's noise
     assert not np.array_equal(a, pred(x, seeds=[7, 8]))
+
+
+def test_a_gan_prior_run_as_x_g_is_applied_to_x_r(runs, tmp_path) -> None:
+    """The whole seed-003 chain: regression → gan-prior (E∘G inverting x_R) → fusion, trained through the CLI; the
+    predictor applies the gan-prior run to x_R (its input is the regression's output), not to the SAR."""
+    from models.fusionruns import train, weight_args
+
+    gp, fus = tmp_path / "gp", tmp_path / "fus"
+    train("--model", "gan-prior", "--data", str(runs.tiles), "--out", str(gp), "--steps", "2", "--val-every", "0",
+          "--x-r-from", str(runs.regression), "--model-opt", "size=tiny", "--model-opt", "prior_fraction=0.5",
+          "--lpips-weights", str(runs.heads), "--lpips-backbone", str(runs.alexnet))
+    train("--model", "fusion", "--data", str(runs.tiles), "--out", str(fus), "--steps", "2", "--val-every", "0",
+          "--lr", "1e-3", "--x-r-from", str(runs.regression), "--x-g-from", str(gp), *weight_args(runs),
+          "--model-opt", "width=8", "--model-opt", "n_blocks=2")
+    pred = load_predictor(fus, "cpu")
+    assert isinstance(pred, FusionPredictor)
+    r, g = load_predictor(runs.regression, "cpu"), load_predictor(gp, "cpu")
+    x = np.random.default_rng(3).uniform(-1, 1, (1, 2, 32, 32)).astype(np.float32)
+    head = load_network(fus).module
+    x_r = r(x)
+    with torch.no_grad():
+        want = head(torch.from_numpy(x_r), torch.from_numpy(g(x_r))).numpy()
+    np.testing.assert_allclose(pred(x), want, atol=1e-5)
+    assert pred.provenance()["x_g_model"] == "gan-prior"
+    data = np.random.default_rng(4).uniform(-24, -1, (2, 48, 48)).astype(np.float32)
+    scene, out = write_sar_db(tmp_path / "s1.tif", data), tmp_path / "o.tif"
+    res = runner.invoke(app, ["translate", str(scene), "--checkpoint", str(fus), "--out", str(out), "--device", "cpu",
+                              "--overlap", "8"])
+    assert res.exit_code == 0, res.output
+    with rasterio.open(out) as ds:
+        assert ds.count == 3 and ds.width == 48
