@@ -45,23 +45,26 @@ from sarkit.raster.norm import optical_normalization, sar_normalization  # noqa:
 from sarkit.training import model_option_values  # noqa: E402
 
 
-def make_batch(n: int, size: int, channels_last: bool, seed: int = 0) -> dict[str, torch.Tensor]:
-    """A fixed random SAR/optical batch in [-1, 1] with every pixel valid."""
+def make_batch(n: int, size: int, channels_last: bool, seed: int = 0,
+               channels: tuple[int, int] = (2, 3)) -> dict[str, torch.Tensor]:
+    """A fixed random SAR/optical batch in [-1, 1] with every pixel valid (``channels``: SAR, optical bands)."""
     g = torch.Generator().manual_seed(seed)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    sar = (torch.rand(n, 2, size, size, generator=g) * 2 - 1).contiguous(memory_format=fmt)
-    opt = (torch.rand(n, 3, size, size, generator=g) * 2 - 1).contiguous(memory_format=fmt)
+    sar = (torch.rand(n, channels[0], size, size, generator=g) * 2 - 1).contiguous(memory_format=fmt)
+    opt = (torch.rand(n, channels[1], size, size, generator=g) * 2 - 1).contiguous(memory_format=fmt)
     return {"sar": sar, "optical": opt, "valid": torch.ones(n, size, size, dtype=torch.bool)}
 
 
-def bench_model(name: str, batch: int, size: int, repeats: int, warmup: int, channels_last: bool,
-                device: torch.device, unfused_adam: bool = False, amp: str = "off",
-                model_opts: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Median/min seconds of one training step of ``name`` at ``batch`` tiles of ``size``² (``model_opts``: option
-    values as ``sarkit train --model-opt`` takes them; the paper defaults otherwise)."""
+def build_model(name: str, batch: int, size: int, channels_last: bool, device: torch.device,
+                unfused_adam: bool = False, amp: str = "off", model_opts: dict[str, Any] | None = None,
+                channels: tuple[int, int] = (2, 3), seed: int = 0) -> tuple[Any, StepTools, dict[str, torch.Tensor]]:
+    """``name`` built as the trainer builds it (paper options unless ``model_opts``), its step tools and a fixed
+    batch: ``channels`` = (input, output) bands (SAR VV, VH → B4, B3, B2 by default; (3, 3) for the reference
+    implementations' RGB → RGB)."""
     cls = get_model(name)
-    io = ModelIO(2, 3, "sar2opt", size, sar_normalization().to_dict(), optical_normalization().to_dict())
-    torch.manual_seed(0)
+    io = ModelIO(channels[0], channels[1], "sar2opt", size, sar_normalization().to_dict(),
+                 optical_normalization().to_dict())
+    torch.manual_seed(seed)
     known = {f for f in getattr(cls.Options, "__dataclass_fields__", {})}
     model = cls(io, parse_options(cls.Options, {k: v for k, v in (model_opts or {}).items() if k in known})).to(device)
     if channels_last:
@@ -72,9 +75,19 @@ def bench_model(name: str, batch: int, size: int, repeats: int, warmup: int, cha
         for opt in model.optimizers.values():
             for g in opt.param_groups:
                 g["fused"] = None
+                g["foreach"] = False
     amp_dtype = resolve_amp(amp, device)
     tools = StepTools(device=device, amp_dtype=amp_dtype, scaler=make_scaler(amp_dtype, device))
-    data = {k: v.to(device) for k, v in make_batch(batch, size, channels_last).items()}
+    data = {k: v.to(device) for k, v in make_batch(batch, size, channels_last, seed, channels).items()}
+    return model, tools, data
+
+
+def bench_model(name: str, batch: int, size: int, repeats: int, warmup: int, channels_last: bool,
+                device: torch.device, unfused_adam: bool = False, amp: str = "off",
+                model_opts: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Median/min seconds of one training step of ``name`` at ``batch`` tiles of ``size``² (``model_opts``: option
+    values as ``sarkit train --model-opt`` takes them; the paper defaults otherwise)."""
+    model, tools, data = build_model(name, batch, size, channels_last, device, unfused_adam, amp, model_opts)
 
     def step() -> tuple[float, float]:
         t, c = time.perf_counter(), time.process_time()
