@@ -106,6 +106,29 @@ def bench_model(name: str, batch: int, size: int, repeats: int, warmup: int, cha
             "warmup": warmup, "times_s": times, "cpu_s": cpu, "median_cpu_s": statistics.median(cpu)}
 
 
+def loss_curve(name: str, steps: int, size: int, amp: str, batch: int = 1,
+               channels: tuple[int, int] = (3, 3), seed: int = 0) -> list[dict[str, float]]:
+    """The logged losses of ``steps`` training steps of ``name`` from a fixed initialisation on a fixed sequence of
+    random batches (one per step, seeded by the step number), with autocast ``amp``."""
+    model, tools, _ = build_model(name, batch, size, False, torch.device("cpu"), False, amp, None, channels, seed)
+    torch.manual_seed(seed + 1)
+    return [model.train_step(make_batch(batch, size, False, 1000 + i, channels), tools) for i in range(steps)]
+
+
+def curve_band(ref: list[dict[str, float]], other: list[dict[str, float]], window: int) -> dict[str, dict[str, float]]:
+    """Per loss: the largest |moving mean of ``other`` − moving mean of ``ref``| over ``window`` steps, relative to
+    the mean |ref| over the run, and the means of the last ``window`` steps of both."""
+    out = {}
+    for k in ref[0]:
+        a, b = [r[k] for r in ref], [r[k] for r in other]
+        scale = max(statistics.fmean(abs(x) for x in a), 1e-8)
+        ma = [statistics.fmean(a[i:i + window]) for i in range(len(a) - window + 1)]
+        mb = [statistics.fmean(b[i:i + window]) for i in range(len(b) - window + 1)]
+        out[k] = {"max_rel_dev": max(abs(x - y) for x, y in zip(ma, mb)) / scale,
+                  "last_ref": ma[-1], "last_other": mb[-1]}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="pix2pix,cyclegan,cut", help="comma-separated registered model names")
@@ -122,8 +145,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--amp", default="off", help="autocast as the trainer's --amp: off, bf16 (or fp16 on CUDA)")
     ap.add_argument("--model-opt", action="append", default=[],
                     help="key=value model option (repeatable), applied to the models that have it")
+    ap.add_argument("--curve-steps", type=int, default=0,
+                    help="instead of timing: N fixed-seed steps in fp32 and with --amp (3 → 3 channels, as "
+                         "bench_vs_reference.py), and how far the --amp loss curve strays from fp32's")
+    ap.add_argument("--curve-window", type=int, default=10, help="moving-mean window of --curve-steps")
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
     args = ap.parse_args(argv)
+    if args.curve_steps:
+        configure_backends(torch.device(args.device))
+        record: dict[str, Any] = {"torch": torch.__version__, "steps": args.curve_steps, "amp": args.amp,
+                                  "size": args.size, "window": args.curve_window, "models": {}}
+        for name in [m.strip() for m in args.models.split(",") if m.strip()]:
+            t = time.perf_counter()
+            ref = loss_curve(name, args.curve_steps, args.size, "off")
+            other = loss_curve(name, args.curve_steps, args.size, args.amp)
+            band = curve_band(ref, other, args.curve_window)
+            record["models"][name] = {"fp32": ref, args.amp: other, "band": band}
+            print(f"{name}: {args.curve_steps} steps fp32 vs {args.amp} ({time.perf_counter() - t:.0f} s, load "
+                  f"{os.getloadavg()[0]:.1f}): " + "; ".join(
+                      f"{k} max dev {100 * v['max_rel_dev']:.1f} % (last {args.curve_window}: {v['last_ref']:.4g} vs "
+                      f"{v['last_other']:.4g})" for k, v in band.items()), flush=True)
+            if args.json:
+                args.json.write_text(json.dumps(record, indent=2) + "\n")
+        return 0
     model_opts = model_option_values(args.model_opt)
 
     device = torch.device(args.device)

@@ -143,12 +143,13 @@ def build_reference(case: Case, tree: Path, size: int, checkpoints: str) -> tupl
     """The original model built by its own option parser and ``create_model``, data-dependently initialised as its
     train.py does; returns (model, one optimisation step)."""
     with reference_tree(tree):
+        import importlib
+
         import models  # noqa: F401  (the tree's package)
-        import models.networks as networks  # noqa: F401
         from options.train_options import TrainOptions
 
         if case.model == "pix2pix":
-            adapt_define_d(networks)
+            adapt_define_d(importlib.import_module("models.networks"))
         known = set()
         probe = TrainOptions()
         try:
