@@ -10,7 +10,9 @@ matrix products, forward and backward) and printed, so equal work is shown rathe
 warm-up. Then ``--rounds`` rounds: in each round every side (the original, sarkit fp32, and each ``--variants``
 entry) runs ``--steps`` steps, in an order that rotates from round to round; a round's ratio is sarkit's mean step
 time over the original's in that round. Reported: the median and range of the round ratios, the medians of the
-step times, and the 1-minute load average before and after each case.
+step times, the same for the process CPU time of the steps, and the 1-minute load average before and after each
+case. On a loaded machine run it with ``OMP_NUM_THREADS=1`` and read the CPU ratios (two spinning threads on two
+shared cores were 20× slower than one in this work's runs).
 
 The original code is not part of sarkit. Get it and pass the work trees:
 
@@ -220,13 +222,15 @@ def count_gflop(step: Callable[[], None]) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def timed(step: Callable[[], None], steps: int, flush_denormal: bool) -> float:
-    """Mean wall seconds of ``steps`` calls of ``step`` with denormal flushing as that side runs it."""
+def timed(step: Callable[[], None], steps: int, flush_denormal: bool) -> tuple[float, float]:
+    """Mean wall and process CPU seconds of ``steps`` calls of ``step``, with denormal flushing as that side runs
+    it. (With one thread, ``OMP_NUM_THREADS=1``, the CPU seconds are the step's own work, which a loaded machine
+    changes far less than the wall time.)"""
     torch.set_flush_denormal(flush_denormal)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     for _ in range(steps):
         step()
-    return (time.perf_counter() - t) / steps
+    return (time.perf_counter() - t) / steps, (time.process_time() - c) / steps
 
 
 def run_case(name: str, case: Case, tree: Path, size: int, rounds: int, steps: int, variants: list[str],
@@ -248,19 +252,26 @@ def run_case(name: str, case: Case, tree: Path, size: int, rounds: int, steps: i
             torch.set_flush_denormal(flush)
             gflop[side] = count_gflop(fn)
         times: dict[str, list[float]] = {s: [] for s in sides}
+        cpu: dict[str, list[float]] = {s: [] for s in sides}
         order = list(sides)
         for r in range(rounds):
             rot = order[r % len(order):] + order[: r % len(order)]
             for side in rot:
                 fn, flush = sides[side]
-                times[side].append(timed(fn, steps, flush))
+                w, c = timed(fn, steps, flush)
+                times[side].append(w)
+                cpu[side].append(c)
         torch.set_flush_denormal(sarkit_flush)
     ratios = {s: [a / b for a, b in zip(times[s], times["original"])] for s in sides if s != "original"}
+    cpu_ratios = {s: [a / b for a, b in zip(cpu[s], cpu["original"])] for s in sides if s != "original"}
     out = {"case": name, "batch": case.batch, "tree": str(tree), "reference": REFERENCES[case.tree][:2],
            "ref_argv": list(case.ref_argv), "sarkit_model": case.model, "model_opts": case.model_opts,
            "gflop": gflop, "times_s": times, "median_s": {s: statistics.median(v) for s, v in times.items()},
            "ratio_median": {s: statistics.median(v) for s, v in ratios.items()},
            "ratio_range": {s: (min(v), max(v)) for s, v in ratios.items()}, "ratios": ratios,
+           "cpu_s": cpu, "median_cpu_s": {s: statistics.median(v) for s, v in cpu.items()},
+           "cpu_ratio_median": {s: statistics.median(v) for s, v in cpu_ratios.items()},
+           "cpu_ratio_range": {s: (min(v), max(v)) for s, v in cpu_ratios.items()}, "cpu_ratios": cpu_ratios,
            "compile_s": compile_s, "load_before": load_before, "load_after": os.getloadavg()[0],
            "wall_s": time.perf_counter() - t}
     return out
@@ -273,9 +284,12 @@ def print_case(r: dict[str, Any]) -> None:
     for side, med in r["median_s"].items():
         g = r["gflop"][side]
         extra = ""
+        extra = f"  CPU {r['median_cpu_s'][side]:7.3f} s"
         if side in r["ratio_median"]:
             lo, hi = r["ratio_range"][side]
-            extra = f"  ratio {r['ratio_median'][side]:.3f} ({lo:.3f}–{hi:.3f})"
+            clo, chi = r["cpu_ratio_range"][side]
+            extra += (f"  ratio {r['ratio_median'][side]:.3f} ({lo:.3f}–{hi:.3f}); CPU ratio "
+                      f"{r['cpu_ratio_median'][side]:.3f} ({clo:.3f}–{chi:.3f})")
         if side.removeprefix("sarkit-") in r["compile_s"]:
             extra += f"  first step incl. compilation {r['compile_s'][side.removeprefix('sarkit-')]:.1f} s"
         print(f"  {side:22s} {g:8.1f} GFLOP  {med:7.3f} s/step  {g / med:6.1f} GFLOP/s{extra}", flush=True)
