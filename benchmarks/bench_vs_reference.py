@@ -30,7 +30,8 @@ and the originals), ``compile`` (``torch.compile`` of every network, inductor; i
 included, is reported separately as ``compile_s``). The originals need three adaptations to run on a CPU, none
 of which changes the work: ``--gpu_ids -1``; QS-Attn's ``PatchSampleF.create_mlp`` calls ``.cuda()`` (made a
 no-op while the model is built) and its ``data_dependent_initialize`` divides by the number of GPUs (given one
-while it runs); CUT-derived trees' ``define_D`` takes ``no_antialias`` before ``gpu_ids``, so junyanz's
+while it runs); CUT's ``cycle_gan_model.py`` reads ``opt.amp`` (apex), which its parser no longer defines (set
+False); CUT-derived trees' ``define_D`` takes ``no_antialias`` before ``gpu_ids``, so junyanz's
 positional call is adapted when the tree is CUT-derived (see the tree's PROVENANCE.md where there is one).
 """
 
@@ -167,6 +168,8 @@ def build_reference(case: Case, tree: Path, size: int, checkpoints: str) -> tupl
         nn.Module.cuda = lambda self, device=None: self  # QS-Attn's create_mlp calls .cuda() unconditionally
         try:
             opt = TrainOptions().parse()
+            if case.model == "cyclegan" and not hasattr(opt, "amp"):
+                opt.amp = False  # CUT's cycle_gan_model.py reads apex's opt.amp, which its parser no longer defines
             torch.manual_seed(0)
             model = models.create_model(opt)
             data = reference_data(opt.batch_size, size)
