@@ -14,7 +14,9 @@ step's time is split by the operators' own (self) CPU time into
   profiler's own overhead),
 
 and the achieved GFLOP/s of the bare step is set against ``--peak`` (fp32 peak of the CPU; 380 GFLOP/s for the 2
-AVX-512 cores these figures were taken on: 2 cores × 2 FMA units × 16 fp32 lanes × 2 FLOP × ≈ 3 GHz).
+AVX-512 cores these figures were taken on: 2 cores × 2 FMA units × 16 fp32 lanes × 2 FLOP × ≈ 3 GHz), both per
+wall second (against the peak of the threads used) and per process CPU second (against one core's peak: on a
+loaded machine the wall time includes the time other programs held the core).
 
     python benchmarks/profile_step.py --models pix2pix,cyclegan,cut,qs-attn --json profile.json
     python benchmarks/profile_step.py --models cut --model-opt antialias=false --model-opt antialias_up=false
@@ -111,17 +113,21 @@ def profile_model(name: str, batch: int, size: int, amp: str, model_opts: dict[s
     with FlopCounterMode(display=False) as counter:
         model.train_step(data, tools)
     gflop = counter.get_total_flops() / 1e9
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     model.train_step(data, tools)
-    bare = time.perf_counter() - t
+    bare, bare_cpu = time.perf_counter() - t, time.process_time() - c
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         t = time.perf_counter()
         model.train_step(data, tools)
         wall = time.perf_counter() - t
     events = list(prof.events())
     split = split_profile(events, wall * 1e6)
+    threads = torch.get_num_threads()
+    core_peak = peak / max(os.cpu_count() or 1, 1)
     return {"model": name, "batch": batch, "amp": amp, "model_opts": model_opts, "gflop": gflop, "bare_s": bare,
-            "profiled_s": wall, "gflop_per_s": gflop / bare, "peak_fraction": gflop / bare / peak,
+            "bare_cpu_s": bare_cpu, "threads": threads, "profiled_s": wall, "gflop_per_s": gflop / bare,
+            "peak_fraction": gflop / bare / (core_peak * threads), "gflop_per_cpu_s": gflop / bare_cpu,
+            "core_peak_fraction": gflop / bare_cpu / core_peak,
             "split_s": split, "top_ops": top_ops(events), "load": os.getloadavg()[0]}
 
 
@@ -143,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         results.append(r)
         parts = "  ".join(f"{k} {v:.2f} s ({100 * v / r['profiled_s']:.0f} %)" for k, v in r["split_s"].items())
         print(f"{name} batch {args.batch} {args.amp}: {r['gflop']:.1f} GFLOP, bare {r['bare_s']:.3f} s "
-              f"= {r['gflop_per_s']:.0f} GFLOP/s ({100 * r['peak_fraction']:.0f} % of {args.peak:.0f}); profiled "
+              f"= {r['gflop_per_s']:.0f} GFLOP/s ({100 * r['peak_fraction']:.0f} % of the peak of "
+              f"{r['threads']} thread(s)); {r['gflop_per_cpu_s']:.0f} GFLOP per CPU second "
+              f"({100 * r['core_peak_fraction']:.0f} % of one core's peak); profiled "
               f"{r['profiled_s']:.3f} s: {parts}; load {r['load']:.1f}", flush=True)
         print("   top: " + ", ".join(f"{k} {v:.2f}" for k, v in r["top_ops"]), flush=True)
         if args.json:

@@ -75,3 +75,17 @@ def test_fused_adam_updates_as_the_per_op_adam():
     moved = max(float((p - q0).detach().abs().max()) for p, q0 in zip(a, net.parameters()))
     assert moved > 5e-4
     assert max(float((p - q).detach().abs().max()) for p, q in zip(a, b)) < 1e-7
+
+
+@pytest.mark.parametrize("blur", [BlurDown, BlurUp])
+def test_blurs_under_bf16_autocast_run_in_float32_and_return_bf16(blur):
+    """On the CPU a bf16 input is blurred in float32 (faster there) and comes back as bf16: the float32 blur of
+    the same values rounded to bf16, and its gradient reaches the input."""
+    torch.manual_seed(0)
+    x = (torch.rand(1, 4, 8, 8) * 2 - 1).to(torch.bfloat16).requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = blur(4)(x)
+    assert y.dtype == torch.bfloat16
+    assert torch.equal(y, blur(4)(x.detach().float()).to(torch.bfloat16))
+    y.float().sum().backward()
+    assert x.grad is not None and x.grad.dtype == torch.bfloat16 and bool(x.grad.abs().sum() > 0)
