@@ -147,11 +147,12 @@ def build_reference(case: Case, tree: Path, size: int, checkpoints: str) -> tupl
     train.py does; returns (model, one optimisation step)."""
     with reference_tree(tree):
         import importlib
+        import importlib.util
 
         import models  # noqa: F401  (the tree's package)
         from options.train_options import TrainOptions
 
-        if case.model == "pix2pix":
+        if case.model == "pix2pix" and importlib.util.find_spec("models.networks") is not None:
             adapt_define_d(importlib.import_module("models.networks"))
         known = set()
         probe = TrainOptions()
