@@ -9,6 +9,10 @@ median and minimum seconds per step (and per image).
     python benchmarks/bench_train.py --models pix2pix,cyclegan,cut --batch-sizes 1 --layout contiguous
     python benchmarks/bench_train.py --models pix2pix --amp bf16     # as ``sarkit train --amp bf16``
     python benchmarks/bench_train.py --models cyclegan --model-opt lambda_identity=0   # as sarkit train --model-opt
+    python benchmarks/bench_train.py --models pix2pix --amp bf16 --curve-steps 40   # bf16 loss curve against fp32's
+
+``build_model`` is what ``bench_vs_reference.py`` (sarkit against the original implementations, side by side) and
+``profile_step.py`` (where a step's time goes) build their sarkit side with.
 
 The reference implementations cannot run their identity terms on SAR (2 bands) → RGB (3 bands): the original
 CycleGAN asserts equal channel counts when ``lambda_identity > 0`` and CUT's ``nce_idt`` feeds real B into a
