@@ -9,6 +9,10 @@ median and minimum seconds per step (and per image).
     python benchmarks/bench_train.py --models pix2pix,cyclegan,cut --batch-sizes 1 --layout contiguous
     python benchmarks/bench_train.py --models pix2pix --amp bf16     # as ``sarkit train --amp bf16``
     python benchmarks/bench_train.py --models cyclegan --model-opt lambda_identity=0   # as sarkit train --model-opt
+    python benchmarks/bench_train.py --models pix2pix --amp bf16 --curve-steps 40   # bf16 loss curve against fp32's
+
+``build_model`` is what ``bench_vs_reference.py`` (sarkit against the original implementations, side by side) and
+``profile_step.py`` (where a step's time goes) build their sarkit side with.
 
 The reference implementations cannot run their identity terms on SAR (2 bands) → RGB (3 bands): the original
 CycleGAN asserts equal channel counts when ``lambda_identity > 0`` and CUT's ``nce_idt`` feeds real B into a
@@ -45,23 +49,26 @@ from sarkit.raster.norm import optical_normalization, sar_normalization  # noqa:
 from sarkit.training import model_option_values  # noqa: E402
 
 
-def make_batch(n: int, size: int, channels_last: bool, seed: int = 0) -> dict[str, torch.Tensor]:
-    """A fixed random SAR/optical batch in [-1, 1] with every pixel valid."""
+def make_batch(n: int, size: int, channels_last: bool, seed: int = 0,
+               channels: tuple[int, int] = (2, 3)) -> dict[str, torch.Tensor]:
+    """A fixed random SAR/optical batch in [-1, 1] with every pixel valid (``channels``: SAR, optical bands)."""
     g = torch.Generator().manual_seed(seed)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    sar = (torch.rand(n, 2, size, size, generator=g) * 2 - 1).contiguous(memory_format=fmt)
-    opt = (torch.rand(n, 3, size, size, generator=g) * 2 - 1).contiguous(memory_format=fmt)
+    sar = (torch.rand(n, channels[0], size, size, generator=g) * 2 - 1).contiguous(memory_format=fmt)
+    opt = (torch.rand(n, channels[1], size, size, generator=g) * 2 - 1).contiguous(memory_format=fmt)
     return {"sar": sar, "optical": opt, "valid": torch.ones(n, size, size, dtype=torch.bool)}
 
 
-def bench_model(name: str, batch: int, size: int, repeats: int, warmup: int, channels_last: bool,
-                device: torch.device, unfused_adam: bool = False, amp: str = "off",
-                model_opts: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Median/min seconds of one training step of ``name`` at ``batch`` tiles of ``size``² (``model_opts``: option
-    values as ``sarkit train --model-opt`` takes them; the paper defaults otherwise)."""
+def build_model(name: str, batch: int, size: int, channels_last: bool, device: torch.device,
+                unfused_adam: bool = False, amp: str = "off", model_opts: dict[str, Any] | None = None,
+                channels: tuple[int, int] = (2, 3), seed: int = 0) -> tuple[Any, StepTools, dict[str, torch.Tensor]]:
+    """``name`` built as the trainer builds it (paper options unless ``model_opts``), its step tools and a fixed
+    batch: ``channels`` = (input, output) bands (SAR VV, VH → B4, B3, B2 by default; (3, 3) for the reference
+    implementations' RGB → RGB)."""
     cls = get_model(name)
-    io = ModelIO(2, 3, "sar2opt", size, sar_normalization().to_dict(), optical_normalization().to_dict())
-    torch.manual_seed(0)
+    io = ModelIO(channels[0], channels[1], "sar2opt", size, sar_normalization().to_dict(),
+                 optical_normalization().to_dict())
+    torch.manual_seed(seed)
     known = {f for f in getattr(cls.Options, "__dataclass_fields__", {})}
     model = cls(io, parse_options(cls.Options, {k: v for k, v in (model_opts or {}).items() if k in known})).to(device)
     if channels_last:
@@ -72,9 +79,19 @@ def bench_model(name: str, batch: int, size: int, repeats: int, warmup: int, cha
         for opt in model.optimizers.values():
             for g in opt.param_groups:
                 g["fused"] = None
+                g["foreach"] = False
     amp_dtype = resolve_amp(amp, device)
     tools = StepTools(device=device, amp_dtype=amp_dtype, scaler=make_scaler(amp_dtype, device))
-    data = {k: v.to(device) for k, v in make_batch(batch, size, channels_last).items()}
+    data = {k: v.to(device) for k, v in make_batch(batch, size, channels_last, seed, channels).items()}
+    return model, tools, data
+
+
+def bench_model(name: str, batch: int, size: int, repeats: int, warmup: int, channels_last: bool,
+                device: torch.device, unfused_adam: bool = False, amp: str = "off",
+                model_opts: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Median/min seconds of one training step of ``name`` at ``batch`` tiles of ``size``² (``model_opts``: option
+    values as ``sarkit train --model-opt`` takes them; the paper defaults otherwise)."""
+    model, tools, data = build_model(name, batch, size, channels_last, device, unfused_adam, amp, model_opts)
 
     def step() -> tuple[float, float]:
         t, c = time.perf_counter(), time.process_time()
@@ -93,6 +110,29 @@ def bench_model(name: str, batch: int, size: int, repeats: int, warmup: int, cha
             "warmup": warmup, "times_s": times, "cpu_s": cpu, "median_cpu_s": statistics.median(cpu)}
 
 
+def loss_curve(name: str, steps: int, size: int, amp: str, batch: int = 1,
+               channels: tuple[int, int] = (3, 3), seed: int = 0) -> list[dict[str, float]]:
+    """The logged losses of ``steps`` training steps of ``name`` from a fixed initialisation on a fixed sequence of
+    random batches (one per step, seeded by the step number), with autocast ``amp``."""
+    model, tools, _ = build_model(name, batch, size, False, torch.device("cpu"), False, amp, None, channels, seed)
+    torch.manual_seed(seed + 1)
+    return [model.train_step(make_batch(batch, size, False, 1000 + i, channels), tools) for i in range(steps)]
+
+
+def curve_band(ref: list[dict[str, float]], other: list[dict[str, float]], window: int) -> dict[str, dict[str, float]]:
+    """Per loss: the largest |moving mean of ``other`` − moving mean of ``ref``| over ``window`` steps, relative to
+    the mean |ref| over the run, and the means of the last ``window`` steps of both."""
+    out = {}
+    for k in ref[0]:
+        a, b = [r[k] for r in ref], [r[k] for r in other]
+        scale = max(statistics.fmean(abs(x) for x in a), 1e-8)
+        ma = [statistics.fmean(a[i:i + window]) for i in range(len(a) - window + 1)]
+        mb = [statistics.fmean(b[i:i + window]) for i in range(len(b) - window + 1)]
+        out[k] = {"max_rel_dev": max(abs(x - y) for x, y in zip(ma, mb)) / scale,
+                  "last_ref": ma[-1], "last_other": mb[-1]}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="pix2pix,cyclegan,cut", help="comma-separated registered model names")
@@ -109,8 +149,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--amp", default="off", help="autocast as the trainer's --amp: off, bf16 (or fp16 on CUDA)")
     ap.add_argument("--model-opt", action="append", default=[],
                     help="key=value model option (repeatable), applied to the models that have it")
+    ap.add_argument("--curve-steps", type=int, default=0,
+                    help="instead of timing: N fixed-seed steps in fp32 and with --amp (3 → 3 channels, as "
+                         "bench_vs_reference.py), and how far the --amp loss curve strays from fp32's")
+    ap.add_argument("--curve-window", type=int, default=10, help="moving-mean window of --curve-steps")
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
     args = ap.parse_args(argv)
+    if args.curve_steps:
+        configure_backends(torch.device(args.device))
+        record: dict[str, Any] = {"torch": torch.__version__, "steps": args.curve_steps, "amp": args.amp,
+                                  "size": args.size, "window": args.curve_window, "models": {}}
+        for name in [m.strip() for m in args.models.split(",") if m.strip()]:
+            t = time.perf_counter()
+            ref = loss_curve(name, args.curve_steps, args.size, "off")
+            other = loss_curve(name, args.curve_steps, args.size, args.amp)
+            band = curve_band(ref, other, args.curve_window)
+            record["models"][name] = {"fp32": ref, args.amp: other, "band": band}
+            print(f"{name}: {args.curve_steps} steps fp32 vs {args.amp} ({time.perf_counter() - t:.0f} s, load "
+                  f"{os.getloadavg()[0]:.1f}): " + "; ".join(
+                      f"{k} max dev {100 * v['max_rel_dev']:.1f} % (last {args.curve_window}: {v['last_ref']:.4g} vs "
+                      f"{v['last_other']:.4g})" for k, v in band.items()), flush=True)
+            if args.json:
+                args.json.write_text(json.dumps(record, indent=2) + "\n")
+        return 0
     model_opts = model_option_values(args.model_opt)
 
     device = torch.device(args.device)

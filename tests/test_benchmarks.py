@@ -119,3 +119,121 @@ def test_qsattn_bench_counts_what_autograd_saves_but_not_parameters():
     y = torch.randn(256, 1024, requires_grad=True)
     # the product saves both factors; the parameter does not count
     assert qs.saved_peak_mib(lambda: (net.weight * y).sum().backward(), net) == pytest.approx(1.0)
+
+
+# ------------------------------------------------------------------ bench_vs_reference, profile_step, bench_train
+FAKE_OPTIONS = '''
+import argparse, sys
+class TrainOptions:
+    def initialize(self, parser):
+        for a in ("--model", "--dataset_mode", "--gpu_ids", "--checkpoints_dir", "--name"):
+            parser.add_argument(a, default="")
+        for a in ("--crop_size", "--load_size", "--batch_size"):
+            parser.add_argument(a, type=int, default=1)
+        parser.add_argument("--no_antialias", action="store_true")
+        return parser
+    def parse(self):
+        opt = self.initialize(argparse.ArgumentParser()).parse_args(sys.argv[1:])
+        opt.gpu_ids = [int(i) for i in opt.gpu_ids.split(",") if int(i) >= 0]
+        return opt
+'''
+
+FAKE_MODELS = '''
+import torch
+calls = []
+class Model:
+    """A stand-in original: one convolution trained by Adam on A → B."""
+    def __init__(self, opt):
+        self.opt = opt
+        self.net = torch.nn.Conv2d(3, 3, 3, padding=1)
+        self.optimizer = torch.optim.Adam(self.net.parameters())
+    def setup(self, opt):
+        calls.append(("setup", opt.no_antialias, tuple(opt.gpu_ids)))
+    def set_input(self, data):
+        self.a, self.b = data["A"], data["B"]
+    def optimize_parameters(self):
+        self.optimizer.zero_grad()
+        (self.net(self.a) - self.b).abs().mean().backward()
+        self.optimizer.step()
+def create_model(opt):
+    calls.append(("create", opt.model, opt.batch_size))
+    return Model(opt)
+'''
+
+
+def _fake_reference_tree(root: Path) -> Path:
+    """A minimal tree with the originals' entry points (options.train_options.TrainOptions, models.create_model)."""
+    (root / "options").mkdir(parents=True)
+    (root / "models").mkdir()
+    (root / "options" / "__init__.py").write_text("")
+    (root / "options" / "train_options.py").write_text(FAKE_OPTIONS)
+    (root / "models" / "__init__.py").write_text(FAKE_MODELS)
+    return root
+
+
+def test_vs_reference_drives_the_original_through_its_parser_and_counts_both_sides(tmp_path, monkeypatch):
+    """run_case builds the original through TrainOptions().parse() and create_model (CPU, optional flags only when
+    its parser knows them), counts one step per side, and times every side in each round."""
+    vs = _load("bench_vs_reference")
+    tree = _fake_reference_tree(tmp_path / "tree")
+    case = vs.Case("cut", ("--model", "x", "--batch_size", "2"), "pix2pix", 2,
+                   optional_argv=("--no_antialias", "--not_known_here"))
+    r = vs.run_case("fake", case, tree, 32, rounds=2, steps=1, variants=["unfused_adam"], sarkit_flush=True)
+    import models  # the fake tree's package, imported by run_case
+    assert ("create", "x", 2) in models.calls and ("setup", True, ()) in models.calls
+    conv = 2 * 2 * 3 * 3 * 9 * 32 * 32  # one 3→3 3×3 convolution at 32², batch 2: forward + input-free backward
+    assert r["gflop"]["original"] * 1e9 == pytest.approx(2 * conv)
+    assert r["gflop"]["sarkit-fp32"] == r["gflop"]["sarkit-unfused_adam"] > r["gflop"]["original"]
+    assert set(r["times_s"]) == {"original", "sarkit-fp32", "sarkit-unfused_adam"}
+    assert all(len(v) == 2 and min(v) > 0 for v in r["cpu_s"].values())
+    assert len(r["ratios"]["sarkit-fp32"]) == 2
+    vs.purge_reference_modules()
+
+
+def test_vs_reference_adapts_junyanz_define_d_calls_to_cut_signature():
+    """In a CUT-derived tree junyanz's positional gpu_ids lands after a plain (no_antialias=True) PatchGAN."""
+    vs = _load("bench_vs_reference")
+    seen = {}
+
+    class Networks:
+        @staticmethod
+        def define_D(input_nc, ndf, netD, n_layers_D=3, norm="batch", init_type="normal", init_gain=0.02,
+                     no_antialias=False, gpu_ids=(), opt=None):
+            seen.update(no_antialias=no_antialias, gpu_ids=gpu_ids)
+
+    vs.adapt_define_d(Networks)
+    Networks.define_D(6, 64, "basic", 3, "batch", "normal", 0.02, [])
+    assert seen == {"no_antialias": True, "gpu_ids": []}
+
+
+def test_profile_split_puts_convolution_padding_norm_and_optimizer_in_their_places():
+    prof_step = _load("profile_step")
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.ReflectionPad2d(1), torch.nn.Conv2d(3, 8, 3), torch.nn.InstanceNorm2d(8),
+                              torch.nn.ReLU())
+    opt = torch.optim.Adam(net.parameters())
+    x = torch.randn(1, 3, 32, 32)
+    import time
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        t = time.perf_counter()
+        net(x).square().mean().backward()
+        opt.step()
+        wall = time.perf_counter() - t
+    split = prof_step.split_profile(list(prof.events()), wall * 1e6)
+    assert set(split) == {"convolution", "normalisation", "padding", "other operators", "optimizer",
+                          "outside operators"}
+    assert all(split[k] > 0 for k in ("convolution", "normalisation", "padding", "optimizer"))
+    assert split["convolution"] + split["optimizer"] < wall
+
+
+def test_curve_band_is_zero_for_equal_runs_and_the_relative_moving_mean_gap_otherwise():
+    tr = _load("bench_train")
+    ref = [{"L": 1.0 + 0.1 * (i % 2)} for i in range(10)]
+    assert tr.curve_band(ref, ref, 2)["L"]["max_rel_dev"] == 0.0
+    other = [{"L": r["L"] + 0.05} for r in ref]
+    band = tr.curve_band(ref, other, 2)["L"]
+    assert band["max_rel_dev"] == pytest.approx(0.05 / 1.05)
+    assert band["last_other"] - band["last_ref"] == pytest.approx(0.05)

@@ -94,6 +94,13 @@ class StepTools:
         optimizer.zero_grad(set_to_none=True)
 
 
+def read_losses(losses: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Scalar loss tensors as floats, read from the device in one transfer (one host sync per step, not one per
+    loss)."""
+    values = torch.stack([v.detach().float().reshape(()) for v in losses.values()]).tolist()
+    return dict(zip(losses.keys(), values))
+
+
 def set_requires_grad(nets: nn.Module | list[nn.Module], flag: bool) -> None:
     """Switch gradient tracking of every parameter of ``nets`` on or off."""
     for net in nets if isinstance(nets, list) else [nets]:
@@ -237,4 +244,4 @@ def options_dict(opts: Any) -> dict[str, Any]:
 
 
 OptionsFactory = Callable[[dict[str, Any]], Any]
-__all__ = ["ModelIO", "StepTools", "Task", "TrainableModel", "set_requires_grad", "parse_options", "options_dict", "field"]
+__all__ = ["ModelIO", "StepTools", "Task", "TrainableModel", "read_losses", "set_requires_grad", "parse_options", "options_dict", "field"]

@@ -27,9 +27,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from sarkit.models.base import StepTools, Task, TrainableModel, set_requires_grad
-from sarkit.models.blocks import (GANLoss, PatchGAN, PatchSampler, ResnetGenerator, channel_map, init_weights,
-                                  patch_nce_loss)
+from sarkit.models.base import StepTools, Task, TrainableModel, read_losses, set_requires_grad
+from sarkit.models.blocks import (GANLoss, PatchGAN, PatchSampler, ResnetGenerator, adam, channel_map,
+                                  init_weights, patch_nce_loss)
 from sarkit.models.cyclegan import domains
 from sarkit.models.registry import register_model
 
@@ -75,9 +75,9 @@ class CUT(TrainableModel):
         self.gan_loss = GANLoss("lsgan")
 
     def configure_optimizers(self, lr: float, betas: tuple[float, float]) -> dict[str, torch.optim.Optimizer]:
-        """Adam for G, D and the MLP heads F (as in the reference)."""
-        self.optimizers = {name: torch.optim.Adam(self.nets[name].parameters(), lr=lr, betas=betas)
-                           for name in ("G", "D", "F")}
+        """Adam for G, D and the MLP heads F (as in the reference; fused update kernel, call after the model is on
+        its device)."""
+        self.optimizers = {name: adam(self.nets[name].parameters(), lr, betas) for name in ("G", "D", "F")}
         return self.optimizers
 
     def nce_loss(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
@@ -122,11 +122,10 @@ class CUT(TrainableModel):
         tools.step(self.optimizers["G"])
         tools.step(self.optimizers["F"])
         set_requires_grad(d, True)
-        logs = {"G": float(loss_g.detach()), "G_gan": float(loss_gan.detach()), "NCE": float(nce.detach()),
-                "D": float(loss_d.detach())}
+        logs = {"G": loss_g, "G_gan": loss_gan, "NCE": nce, "D": loss_d}
         if nce_y is not None:
-            logs["NCE_Y"] = float(nce_y.detach())
-        return logs
+            logs["NCE_Y"] = nce_y
+        return read_losses(logs)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """G(x)."""

@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sarkit.models.base import ModelIO, StepTools, Task, TrainableModel, set_requires_grad
-from sarkit.models.blocks import GANLoss, ImagePool, PatchGAN, ResnetGenerator, channel_map, init_weights
+from sarkit.models.base import ModelIO, StepTools, Task, TrainableModel, read_losses, set_requires_grad
+from sarkit.models.blocks import GANLoss, ImagePool, PatchGAN, ResnetGenerator, adam, channel_map, init_weights
 from sarkit.models.registry import register_model
 
 
@@ -82,10 +82,10 @@ class CycleGAN(TrainableModel):
         return list(self.nets["G_AB"].parameters()) + list(self.nets["G_BA"].parameters())
 
     def configure_optimizers(self, lr: float, betas: tuple[float, float]) -> dict[str, torch.optim.Optimizer]:
-        """Adam for both generators ("G") and both discriminators ("D")."""
+        """Adam for both generators ("G") and both discriminators ("D") (fused update kernel; call after the model
+        is on its device)."""
         d_params = list(self.nets["D_A"].parameters()) + list(self.nets["D_B"].parameters())
-        self.optimizers = {"G": torch.optim.Adam(self.generator_parameters(), lr=lr, betas=betas),
-                           "D": torch.optim.Adam(d_params, lr=lr, betas=betas)}
+        self.optimizers = {"G": adam(self.generator_parameters(), lr, betas), "D": adam(d_params, lr, betas)}
         return self.optimizers
 
     # -- training -------------------------------------------------------------------------------------
@@ -144,9 +144,9 @@ class CycleGAN(TrainableModel):
             loss_d_b = self.discriminator_loss(self.nets["D_B"], real_b, fake_b)
         tools.backward(loss_d_a + loss_d_b)
         tools.step(self.optimizers["D"])
-        logs = {f"G_{k}": float(v.detach()) for k, v in terms.items()}
-        logs.update(G=float(loss_g.detach()), D_A=float(loss_d_a.detach()), D_B=float(loss_d_b.detach()))
-        return logs
+        logs = {f"G_{k}": v for k, v in terms.items()}
+        logs.update(G=loss_g, D_A=loss_d_a, D_B=loss_d_b)
+        return read_losses(logs)
 
     # -- inference / export ---------------------------------------------------------------------------
     def predict(self, x: torch.Tensor) -> torch.Tensor:

@@ -37,6 +37,43 @@ def step_gflop(model: TrainableModel) -> float:
     model.configure_optimizers(2e-4, (0.5, 0.999))
     batch = {k: torch.empty(1, 3, 256, 256, device="meta") for k in ("sar", "optical")}
     with FlopCounterMode(display=False) as counter:
-        with pytest.raises(RuntimeError, match="meta tensors"):
+        with pytest.raises(RuntimeError, match="meta tensor"):
             model.train_step(batch, StepTools(device=torch.device("meta")))
     return counter.get_total_flops() / 1e9
+
+
+
+def steps_and_params(model: TrainableModel, batch: dict[str, torch.Tensor], steps: int = 3, seed: int = 0,
+                     unfused_adam: bool = False,
+                     channels_last: bool = False) -> tuple[list[dict[str, float]], dict[str, torch.Tensor]]:
+    """The logged losses of ``steps`` fp32 CPU training steps of ``model`` on ``batch`` (torch's RNG seeded first,
+    so dropout and sampled locations repeat) and every trained parameter after the first step; optionally with
+    torch's per-op Adam update instead of the model's own optimizer settings, or with the model and batch in
+    channels-last layout. (After the first step, parameters are compared no further: a gradient within rounding of
+    zero can take either sign, and Adam turns that into a full step of ±lr either way.)"""
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+        batch = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v for k, v in batch.items()}
+    model.configure_optimizers(2e-4, (0.5, 0.999))
+    if unfused_adam:
+        for opt in model.optimizers.values():
+            for g in opt.param_groups:
+                g["fused"], g["foreach"] = None, False
+    torch.manual_seed(seed)
+    losses, first = [], {}
+    for i in range(steps):
+        losses.append(model.train_step(batch, tools()))
+        if i == 0:
+            first = {k: v.detach().clone().contiguous() for k, v in model.nets.state_dict().items()}
+    return losses, first
+
+
+def max_param_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    """Largest |a − b| over every entry of two state dicts with the same keys."""
+    assert a.keys() == b.keys()
+    return max(float((a[k].double() - b[k].double()).abs().max()) if a[k].numel() else 0.0 for k in a)
+
+
+def max_loss_difference(a: list[dict[str, float]], b: list[dict[str, float]]) -> float:
+    """Largest relative difference |a − b| / max(|a|, 1e-3) between two runs' logged losses, step by step."""
+    return max(abs(x[k] - y[k]) / max(abs(x[k]), 1e-3) for x, y in zip(a, b, strict=True) for k in x)

@@ -53,3 +53,14 @@ def test_base_defaults_export_a_translators_metadata_and_no_helpers() -> None:
     assert x is b["optical"] and y is b["sar"]
     with pytest.raises(NotImplementedError):
         m.predict(x)
+
+
+def test_read_losses_returns_floats_in_order_from_one_stack():
+    import torch
+
+    from sarkit.models.base import read_losses
+
+    out = read_losses({"G": torch.tensor(1.5, requires_grad=True) * 2, "D": torch.tensor(0.25, dtype=torch.bfloat16),
+                       "one": torch.ones(1)})
+    assert out == {"G": 3.0, "D": 0.25, "one": 1.0} and list(out) == ["G", "D", "one"]
+    assert all(type(v) is float for v in out.values())

@@ -51,3 +51,41 @@ def test_antialiased_generator_and_discriminator_keep_the_plain_ones_shapes():
     assert not any(isinstance(m, torch.nn.ConvTranspose2d)
                    for m in ResnetGenerator(2, 3, 8, 2, antialias_up=True).modules())
     assert "kernel" not in ResnetGenerator(2, 3, 8, 2, antialias=True).state_dict()  # fixed, not a weight
+
+
+def test_fused_adam_updates_as_the_per_op_adam():
+    """``adam`` picks the fused kernel on the CPU; given the same gradients, five of its steps move the parameters
+    as five steps of torch's per-op Adam do, to float rounding (1e-7; the steps move them by up to 1e-3)."""
+    from sarkit.models.blocks import adam
+
+    torch.manual_seed(0)
+    net = PatchGAN(3, 8, 2, "batch")
+    grads = [[torch.randn_like(p) * 10 ** torch.randint(-6, 1, ()).item() for p in net.parameters()]
+             for _ in range(5)]
+    a = [p.detach().clone().requires_grad_() for p in net.parameters()]
+    b = [p.detach().clone().requires_grad_() for p in net.parameters()]
+    fused = adam(a, 2e-4, (0.5, 0.999))
+    plain = torch.optim.Adam(b, lr=2e-4, betas=(0.5, 0.999), foreach=False)
+    assert fused.param_groups[0]["fused"] and not plain.param_groups[0]["fused"]
+    for step in grads:
+        for p, q, g in zip(a, b, step):
+            p.grad, q.grad = g.clone(), g.clone()
+        fused.step()
+        plain.step()
+    moved = max(float((p - q0).detach().abs().max()) for p, q0 in zip(a, net.parameters()))
+    assert moved > 5e-4
+    assert max(float((p - q).detach().abs().max()) for p, q in zip(a, b)) < 1e-7
+
+
+@pytest.mark.parametrize("blur", [BlurDown, BlurUp])
+def test_blurs_under_bf16_autocast_run_in_float32_and_return_bf16(blur):
+    """On the CPU a bf16 input is blurred in float32 (faster there) and comes back as bf16: the float32 blur of
+    the same values rounded to bf16, and its gradient reaches the input."""
+    torch.manual_seed(0)
+    x = (torch.rand(1, 4, 8, 8) * 2 - 1).to(torch.bfloat16).requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = blur(4)(x)
+    assert y.dtype == torch.bfloat16
+    assert torch.equal(y, blur(4)(x.detach().float()).to(torch.bfloat16))
+    y.float().sum().backward()
+    assert x.grad is not None and x.grad.dtype == torch.bfloat16 and bool(x.grad.abs().sum() > 0)

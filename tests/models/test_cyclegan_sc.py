@@ -147,7 +147,7 @@ def test_few_steps_lower_the_cycle_loss_with_semantic_terms_active(segmenters):
     assert 0 < int(y.sum()) < y.numel()                       # the frozen segmenter sees two classes
     model.configure_optimizers(1e-3, (0.5, 0.999))
     first = model.train_step(smooth_batch(), tools())
-    for _ in range(20):
+    for _ in range(30):  # 30, not 20: by step 20 rounding-level changes (fused Adam, threads) move G_cycle 0.68–0.83×
         last = model.train_step(smooth_batch(), tools())
     assert first["G_sc"] > 0 and first["G_seg"] > 0 and math.isfinite(last["G_sc"])
     assert last["G_sc"] < first["G_sc"]
