@@ -485,7 +485,7 @@ def load_predictor(checkpoint: str | Path | LoadedNetwork, device: str | torch.d
     ``tile`` None = the checkpoint's tile size. A diffusion checkpoint (a ``diffusion`` record in its metadata)
     becomes a ``DiffusionPredictor`` sampling with ``sampling`` (``sarkit.infer.diffusion.SamplingOptions``; None
     = the checkpoint's defaults); ``sampling`` options given for a one-call generator are an ``InputError``."""
-    from sarkit.infer.diffusion import DiffusionPredictor, SamplingOptions, check_sampling, is_diffusion
+    from sarkit.infer.diffusion import SamplingOptions, check_sampling, diffusion_predictor, is_diffusion
 
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     dtype = amp if amp is None or isinstance(amp, torch.dtype) else resolve_amp_auto(amp, dev)
@@ -493,6 +493,6 @@ def load_predictor(checkpoint: str | Path | LoadedNetwork, device: str | torch.d
     if is_diffusion(net):
         if compile:
             reporter.warn("--compile is not used for diffusion checkpoints: sampling runs the network eagerly")
-        return DiffusionPredictor(net, dev, dtype, reporter, tile=tile, sampling=sampling or SamplingOptions())
+        return diffusion_predictor(net, dev, dtype, reporter, tile=tile, sampling=sampling or SamplingOptions())
     check_sampling(net, sampling)
     return NetworkPredictor(net, dev, dtype, reporter, tile=tile, compile=compile)

@@ -113,9 +113,11 @@ class ResBlock(nn.Module):
 
 
 class AttentionBlock(nn.Module):
-    """Multi-head self-attention over all positions of a feature map (GN, qkv 1×1, softmax(QKᵀ/√d)V, zero proj)."""
+    """Multi-head self-attention over all positions of a feature map (GN, qkv 1×1, softmax(QKᵀ/√d)V, zero proj),
+    followed, when ``context_dim`` > 0, by cross-attention to context tokens (``cross``; skipped without a
+    context). The cross-attention is a submodule so that the U-Net's other parameter names do not change."""
 
-    def __init__(self, channels: int, heads: int) -> None:
+    def __init__(self, channels: int, heads: int, context_dim: int = 0) -> None:
         super().__init__()
         if channels % heads:
             raise InputError(f"attention width {channels} is not a multiple of {heads} heads")
@@ -123,13 +125,16 @@ class AttentionBlock(nn.Module):
         self.norm = group_norm(channels)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
         self.proj = zero_module(nn.Conv2d(channels, channels, 1))
+        self.cross = CrossAttentionBlock(channels, heads, context_dim) if context_dim else None
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None,
+                context: torch.Tensor | None = None) -> torch.Tensor:
         n, c, h, w = x.shape
         qkv = self.qkv(self.norm(x)).reshape(n, 3, self.heads, c // self.heads, h * w)
         q, k, v = (qkv[:, i].transpose(-1, -2) for i in range(3))  # (N, heads, HW, d)
         a = F.scaled_dot_product_attention(q, k, v)
-        return x + self.proj(a.transpose(-1, -2).reshape(n, c, h, w))
+        x = x + self.proj(a.transpose(-1, -2).reshape(n, c, h, w))
+        return x if self.cross is None else self.cross(x, emb, context)
 
 
 class CrossAttentionBlock(nn.Module):
@@ -189,7 +194,7 @@ class Stage(nn.Sequential):
     def forward(self, x: torch.Tensor, emb: torch.Tensor,  # type: ignore[override]
                 context: torch.Tensor | None = None) -> torch.Tensor:
         for layer in self:
-            x = layer(x, emb, context) if isinstance(layer, CrossAttentionBlock) else layer(x, emb)
+            x = layer(x, emb, context) if isinstance(layer, AttentionBlock) else layer(x, emb)
         return x
 
 
@@ -208,11 +213,8 @@ class DiffusionUNet(nn.Module):
         self.context_dim = int(context_dim)
 
         def attend(ch: int) -> list[nn.Module]:
-            """Self-attention, and cross-attention when there is a context."""
-            blocks: list[nn.Module] = [AttentionBlock(ch, heads)]
-            if context_dim:
-                blocks.append(CrossAttentionBlock(ch, heads, context_dim))
-            return blocks
+            """Self-attention, with cross-attention when there is a context."""
+            return [AttentionBlock(ch, heads, context_dim)]
 
         emb_dim = 4 * channels
         self.model_channels = channels
