@@ -28,6 +28,7 @@ it is.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 import warnings
@@ -666,6 +667,37 @@ def translate_scene(scene: str | Path, checkpoint: str | Path | LoadedNetwork | 
             src.close()
     summary = TranslateSummary(scene, out, grid.n_tiles, time.perf_counter() - t0)
     return summary
+
+
+def load_chain(checkpoints: Sequence[str | Path | LoadedNetwork], opts: TranslateOptions = TranslateOptions(),
+               reporter: Reporter = NULL_REPORTER) -> Predictor:
+    """Checkpoints run one after the other (``--checkpoint A --then B …``) as one ``ChainPredictor`` on
+    ``opts``' device and precision: ``opts.tile`` applies to the first, the sampling options to every diffusion
+    checkpoint of the chain (``InputError`` when none is one); one checkpoint gives its own predictor."""
+    from sarkit.infer.diffusion import is_diffusion
+    from sarkit.infer.engine import ChainPredictor
+
+    device = resolve_device(opts.device)
+    amp = resolve_amp_auto(opts.amp, device)
+    nets = [c if isinstance(c, LoadedNetwork) else load_network(c, "generator", device) for c in checkpoints]
+    if not nets:
+        raise InputError("give at least one --checkpoint")
+    if not any(is_diffusion(n) for n in nets):
+        check_sampling(nets[0], opts.sampling)
+    stages = [load_predictor(n, device, amp, reporter, tile=opts.tile if k == 0 else None, compile=opts.compile,
+                             sampling=opts.sampling if is_diffusion(n) else None) for k, n in enumerate(nets)]
+    return stages[0] if len(stages) == 1 else ChainPredictor(stages)
+
+
+def translate_chain(scene: str | Path, checkpoints: Sequence[str | Path | LoadedNetwork], out: str | Path,
+                    opts: TranslateOptions = TranslateOptions(), reporter: Reporter = NULL_REPORTER
+                    ) -> TranslateSummary:
+    """``translate_scene`` with the checkpoints run one after the other (``load_chain``), e.g. a SAR→optical
+    generator then an sr-diffusion checkpoint: a super-resolved optical rendering of a Sentinel-1 scene. The
+    output is checked before any checkpoint is loaded."""
+    _check_out(Path(scene), Path(out), opts.overwrite)
+    chain = load_chain(checkpoints, opts, reporter)
+    return translate_scene(scene, chain, out, dataclasses.replace(opts, tile=None), reporter)
 
 
 def _io_in_threads(device: torch.device) -> bool:

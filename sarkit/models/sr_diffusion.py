@@ -366,8 +366,8 @@ class SRDiffusion(TrainableModel):
                                             "weights": o.clip_weights or os.environ.get(CLIP_WEIGHTS_ENV) or None,
                                             "file": str(clip.path)}}
         self.schedule = NoiseSchedule.linear(int(o.timesteps))
-        self.nets["train"] = build_sr_diffusion(**self.net_kwargs())
-        ema = copy.deepcopy(self.nets["train"])
+        self.nets["sr"] = build_sr_diffusion(**self.net_kwargs())
+        ema = copy.deepcopy(self.nets["sr"])
         for p in ema.parameters():
             p.requires_grad_(False)
         self.nets["ema"] = ema
@@ -375,7 +375,7 @@ class SRDiffusion(TrainableModel):
 
     def configure_optimizers(self, lr: float, betas: tuple[float, float]) -> dict[str, torch.optim.Optimizer]:
         """AdamW (β = 0.9, 0.999, no weight decay, as SR3 / guided-diffusion) on both stages."""
-        params = list(self.nets["train"].parameters())
+        params = list(self.nets["sr"].parameters())
         self.optimizers = {"sr": torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), weight_decay=0.0)}
         return self.optimizers
 
@@ -409,7 +409,7 @@ class SRDiffusion(TrainableModel):
     def train_step(self, batch: dict[str, torch.Tensor], tools: StepTools) -> dict[str, float]:
         """Stage 1: MSE(ε, ε_θ(x_t, t, bicubic(LR))) (or L1(x₁, HR) for regression); stage 2: MSE(ε, ε_θ(x_t', t',
         Guidance(x₁', edges(x₁'), caption tokens of x₁'))) with x₁' the stand-in (module docstring); their sum."""
-        net = self.nets["train"]
+        net = self.nets["sr"]
         up, hr, valid = self.pair(batch)
         n = hr.shape[0]
         losses: dict[str, torch.Tensor] = {}

@@ -150,8 +150,8 @@ def train_run(tmp: Path, tiny_clip, **extra: str) -> Path:
     tiles = make_tiles(tmp / "tiles", n_train=3, n_val=1, size=32)
     mo = {**TINY, "clip_model": str(cfg), "clip_pretrained": "", "clip_weights": str(weights), **extra}
     out = tmp / "run"
-    train(TrainOptions(model="sr-diffusion", data=tiles, out=out, steps=6, batch_size=2, device="cpu",
-                       val_every=6, save_every=0, log_every=1, lr=1e-3, model_options=mo))
+    train(TrainOptions(model="sr-diffusion", data=tiles, out=out, steps=4, batch_size=2, device="cpu",
+                       val_every=4, save_every=0, log_every=1, lr=1e-3, model_options=mo))
     return out
 
 
@@ -173,7 +173,7 @@ def test_a_tiny_run_trains_on_cpu_and_exports_both_stages(sr_run, tiny_clip):
     rows = [json.loads(line) for line in (sr_run / "metrics.jsonl").read_text().splitlines()]
     train_rows = [r for r in rows if r.get("kind") == "train"]
     assert train_rows and all(np.isfinite(r["MSE1"]) and np.isfinite(r["MSE2"]) for r in train_rows)
-    assert any(r.get("kind") == "val" and "PSNR" in r for r in rows)
+    assert any(r.get("kind") == "val" and np.isfinite(r["psnr"]) for r in rows)
     net = load_network(sr_run)
     assert net.arch == "sr_diffusion" and net.meta["sr"]["scale"] == 2 and net.meta["tile_size"] == 16
     assert net.meta["sr"]["semantic"]["tokens"] == 4 and net.meta["sr"]["lr_protocol"] == "area"
