@@ -272,6 +272,6 @@ def test_eval_compares_a_x2_output_with_an_hr_target(tmp_path, sr_run, tiny_clip
                     TranslateOptions(overlap=4, device="cpu", amp="off",
                                      sampling=SamplingOptions(steps=2, base_steps=2)))
     res = runner.invoke(app, ["eval", "--pred", str(tmp_path / "sr.tif"), "--target", str(hr), "--metrics",
-                              "psnr,ssim", "--quiet"])
+                              "psnr,ssim"])
     assert res.exit_code == 0, res.output
     assert "psnr" in res.output.lower()
