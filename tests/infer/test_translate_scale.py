@@ -155,3 +155,24 @@ def test_a_chain_into_a_scale_two_stage_writes_the_finer_grid(tmp_path):
     b, tb = read(tmp_path / "u.tif")
     np.testing.assert_array_equal(a, b)
     assert ta["transform"] == tb["transform"] and ta["tags"]["model"] == "upsample1 + upsample2"
+
+
+def test_resampled_scenes_come_back_on_the_scene_grid_made_finer(tmp_path):
+    """A stage that records a 20 m training pixel size on a 10 m scene (--resolution resample): translated at
+    20 m, ×2 there (10 m), and the output resampled back onto the scene's grid ×2 (5 m), nodata where the scene's."""
+    from sarkit.raster.grid import PixelSize
+
+    scene = optical_scene(tmp_path / "s.tif", 40, 48)
+    norm = optical_normalization()
+    up = Upsample(norm, tile=16, scale=2)
+    up.contract = Contract(norm, norm, 16, scale=2, pixel_size=PixelSize(20.0, 20.0, "metre", 20.0, 20.0))
+    translate_scene(scene, up, tmp_path / "o.tif", TranslateOptions(overlap=4, device="cpu", amp="off"))
+    out, o = read(tmp_path / "o.tif")
+    with rasterio.open(scene) as s:
+        assert o["shape"] == (80, 96) and o["transform"] == s.transform * Affine.scale(0.5)
+        src = s.read()
+    assert (out[:, 6:14, 20:30] == 0).all()                        # the scene's nodata block, ×2
+    ok = out[0] > 0
+    assert ok.mean() > 0.9
+    big = src.astype(np.float64).repeat(2, 1).repeat(2, 2)
+    assert np.abs(out.astype(np.float64) - big)[:, ok].mean() < 600  # the same picture, through 20 m and back
