@@ -584,6 +584,7 @@ def eval_cmd(
     eta: Optional[float] = EtaOpt,
     seed: Optional[int] = SeedOpt,
     cache_threshold: Optional[float] = CacheThresholdOpt,
+    base_steps: Optional[int] = BaseStepsOpt,
     overwrite: bool = OverwriteOpt,
     skip_existing: bool = typer.Option(
         False, "--skip-existing", help="Do nothing (exit 0) when the --report directory already exists."),
@@ -633,7 +634,7 @@ def eval_cmd(
         batch_size=batch_size, device=str(resolve_device(device)),
         input_scene=input_scene, bands=bands, allow_ungeoreferenced=allow_ungeoreferenced,
         sampling=SamplingOptions(sampler=sampler, steps=sampling_steps, eta=eta, seed=seed,
-                                 cache_threshold=cache_threshold),
+                                 cache_threshold=cache_threshold, base_steps=base_steps),
     )
     if checkpoint is None and opts.sampling.given():
         raise InputError(f"{', '.join(opts.sampling.given())} apply to eval --checkpoint of a diffusion model only")

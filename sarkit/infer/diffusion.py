@@ -237,6 +237,29 @@ def diffusion_predictor(net: LoadedNetwork, device: torch.device, amp: torch.dty
     return DiffusionPredictor(net, device, amp, reporter, tile=tile, sampling=sampling)
 
 
+def sr_contract(net: LoadedNetwork, tile: int | None = None) -> Contract:
+    """The contract an sr-diffusion checkpoint records: optical in and out, its LR tile (``tile`` overrides it;
+    ``InputError`` when its ×scale is not a multiple of what the U-Net needs), scale, one call (the predictor fills
+    in its steps)."""
+    meta = net.meta
+    try:
+        scale = int(meta["sr"]["scale"])
+        in_norm, out_norm = Normalization.from_dict(meta["in_norm"]), Normalization.from_dict(meta["out_norm"])
+        own = int(meta["tile_size"])
+        hr_multiple = 2 ** (len(net.arch_kwargs["unet"]["channel_mult"]) - 1)
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"{net.path} has an unreadable sr-diffusion record; re-export it with "
+                              f"sarkit train") from None
+    multiple = hr_multiple // math.gcd(hr_multiple, scale)
+    check_tile(tile, own, multiple, net.path.name)
+    return Contract(in_norm, out_norm, int(tile or own), scale=scale, tile_multiple=multiple)
+
+
+def predictor_contract(net: LoadedNetwork, tile: int | None = None) -> Contract:
+    """The contract of a checkpoint before its predictor is built: ``sr_contract`` or ``checkpoint_contract``."""
+    return sr_contract(net, tile) if is_super_resolution(net) else checkpoint_contract(net, tile)
+
+
 #: Salt of stage 2's noise keys (stage 1 uses the keys as they are): the stages never share draws.
 STAGE2_SALT = 0x5EED2 << 40
 
@@ -297,9 +320,7 @@ class SRDiffusionPredictor(Predictor):
             stage1 = str(sr["stage1"])
             kind1 = SamplerKind.parse(sr.get("sampler1", "ddpm")).value
             steps1 = sampling.base_steps or int(sr.get("steps1", DEFAULT_STEPS[kind1]))
-            in_norm, out_norm = Normalization.from_dict(meta["in_norm"]), Normalization.from_dict(meta["out_norm"])
-            own = int(meta["tile_size"])
-            mult = net.arch_kwargs["unet"]["channel_mult"]
+            out_norm = Normalization.from_dict(meta["out_norm"])
         except (KeyError, TypeError, ValueError, InputError):
             raise CheckpointError(f"{net.path} has an unreadable sr-diffusion record; re-export it with "
                                   f"sarkit train") from None
@@ -317,15 +338,11 @@ class SRDiffusionPredictor(Predictor):
         self.reporter = reporter
         if amp is not None:
             reporter.info(f"{net.path.name}: sr-diffusion samples in fp32 (mixed precision is not used)")
-        hr_multiple = 2 ** (len(mult) - 1)
-        multiple = hr_multiple // math.gcd(hr_multiple, scale)
-        check_tile(tile, own, multiple, net.path.name)
         c = out_norm.channels
         state = 4 * (6 * c + 2) + (4 * 4 * int(self.module.model_channels) if self.threshold > 0 else 0)
         steps = self.plan2.steps + (self.plan1.steps if self.plan1 is not None else 1)
-        self.contract = Contract(in_norm, out_norm, int(tile or own), scale=scale, steps=steps,
-                                 tile_multiple=multiple,
-                                 act_bytes=int(self.module.activation_bytes_per_pixel()) + state)
+        self.contract = dataclasses.replace(sr_contract(net, tile), steps=steps,
+                                            act_bytes=int(self.module.activation_bytes_per_pixel()) + state)
         sem = sr.get("semantic")
         self.fixed_caption = read_caption(sampling.caption) if sampling.caption else None
         self.captioner = None

@@ -63,7 +63,7 @@ from sarkit.reporting import NULL_REPORTER, Reporter
 from sarkit.devices import AmpMode
 from sarkit.infer.engine import (Contract, Predictor, check_batch_memory, checkpoint_contract, load_predictor,
                                  resolve_amp_auto)
-from sarkit.infer.diffusion import SamplingOptions, check_sampling
+from sarkit.infer.diffusion import SamplingOptions, check_sampling, predictor_contract
 
 #: GDAL block cache while translating (bytes): bounds the memory GDAL may keep for dirty output blocks.
 GDAL_CACHE_BYTES = 16 << 20
@@ -809,7 +809,7 @@ def _check_contract(scenes: Sequence[Path], net: LoadedNetwork, opts: TranslateO
     """Before starting several scenes: the tile suits the network, a batch fits in memory, and with
     ``resolution`` strict every scene has the training pixel size (``InputError`` otherwise)."""
     check_sampling(net, opts.sampling)
-    contract = checkpoint_contract(net, opts.tile)
+    contract = predictor_contract(net, opts.tile)
     check_batch_memory(contract, opts.batch_size, device)
     if opts.resolution is ResolutionMode.STRICT:
         for s in scenes:

@@ -275,3 +275,40 @@ def test_eval_compares_a_x2_output_with_an_hr_target(tmp_path, sr_run, tiny_clip
                               "psnr,ssim"])
     assert res.exit_code == 0, res.output
     assert "psnr" in res.output.lower()
+
+
+@pytest.mark.slow
+def test_eval_checkpoint_feeds_the_area_downsampled_tiles_and_scores_on_the_hr_tiles(tmp_path, sr_run, tiny_clip,
+                                                                                    monkeypatch):
+    monkeypatch.setenv("SARKIT_CLIP_WEIGHTS", str(tiny_clip[1]))
+    tiles = sr_run.parent / "tiles"
+    report = tmp_path / "report"
+    res = runner.invoke(app, ["eval", "--checkpoint", str(sr_run), "--data", str(tiles), "--split", "val",
+                              "--metrics", "psnr,ssim", "--steps", "2", "--base-steps", "2", "--report",
+                              str(report), "--quiet"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((report / "report.json").read_text())["summary"]
+    assert np.isfinite(summary["psnr"]["value"]) and np.isfinite(summary["ssim"]["value"])
+
+
+@pytest.mark.slow
+def test_several_scenes_with_out_dir_are_written_at_x2(tmp_path, sr_run, tiny_clip, monkeypatch):
+    monkeypatch.setenv("SARKIT_CLIP_WEIGHTS", str(tiny_clip[1]))
+    a, b = rgb_scene(tmp_path / "a.tif", 16, 24), rgb_scene(tmp_path / "b.tif", 24, 16, seed=1)
+    res = runner.invoke(app, ["translate", str(a), str(b), "--checkpoint", str(sr_run), "--out-dir",
+                              str(tmp_path / "out"), "--overlap", "4", "--steps", "2", "--base-steps", "2",
+                              "--device", "cpu", "--amp", "off", "--quiet"])
+    assert res.exit_code == 0, res.output
+    with rasterio.open(tmp_path / "out" / "a_translated.tif") as o:
+        assert (o.height, o.width) == (32, 48)
+    res = runner.invoke(app, ["translate", str(a), "--checkpoint", str(sr_run), "--then", str(sr_run), "--out-dir",
+                              str(tmp_path / "o2"), "--quiet"])
+    assert res.exit_code == 2 and "--then" in res.output
+
+
+def test_train_scale_option_reaches_the_model_and_is_checked(tmp_path):
+    tiles = make_tiles(tmp_path / "tiles", n_train=1, n_val=1, size=16)
+    res = runner.invoke(app, ["train", "--model", "sr-diffusion", "--scale", "3", "--data", str(tiles), "--out",
+                              str(tmp_path / "run"), "--steps", "1", "--device", "cpu", "--quiet",
+                              "--model-opt", "semantic=off"])
+    assert res.exit_code == 2 and "--scale must be 2 or 4" in res.output
