@@ -436,8 +436,9 @@ def translate_cmd(
     The output has the input's grid, CRS and nodata mask (a super-resolution checkpoint: the input's bounds with
     pixels --scale times smaller); scenes without a CRS are refused unless --allow-ungeoreferenced is given.
 
+    A chain (--then runs/sr after runs/pix2pix) gives a super-resolved optical rendering of a Sentinel-1 scene.
+
     Example: sarkit translate scene/s1.tif --checkpoint runs/pix2pix --out s1_as_optical.tif
-    Chain:   sarkit translate scene/s1.tif --checkpoint runs/pix2pix --then runs/sr --out sr.tif
     """
     from sarkit.errors import InputError
     from sarkit.infer.diffusion import SamplingOptions
