@@ -161,14 +161,12 @@ def methods(run: Path, args: argparse.Namespace) -> list[tuple[str, Callable[[np
         return bicubic_up(torch.from_numpy(x), s).numpy()
 
     def stage1_only(x: np.ndarray) -> np.ndarray:
-        from sarkit.models.sr_diffusion import sr_sample
-        from sarkit.models.samplers import PositionalNoise
+        from sarkit.models.samplers import PositionalNoise, sample
 
         with torch.inference_mode():
             up = bicubic_up(torch.from_numpy(x), s)
             n, c, h, w = up.shape
             noise = PositionalNoise([0] * n, [(0, 0)] * n, c, h, w, up.device)
-            from sarkit.models.samplers import sample
             return sample(lambda x_t, t, k, steps: base.module.stage1(x_t, t, up), base.plan1, noise).numpy()
 
     out.append(("bicubic", bicubic, None))

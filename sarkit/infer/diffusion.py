@@ -417,7 +417,7 @@ class SRDiffusionPredictor(Predictor):
                     return lambda m, x_t, t, cond, k, steps: m(x_t, t, cond).float()
                 return lambda m, x_t, t, cond, k, steps: cache(x_t, t, cond, k, steps).float()
 
-            y = sr_sample(net, up, self.schedule, self.plan1 or self.plan2, self.plan2, self._context, noise1,
+            y = sr_sample(net, up, self.plan1 or self.plan2, self.plan2, self._context, noise1,
                           noise2, via(caches[0]), via(caches[1]), progress)
             if self.plan1 is None and progress is not None:
                 progress(n)  # the regression stage: one call a tile

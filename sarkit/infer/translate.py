@@ -61,8 +61,7 @@ from sarkit.raster.stac import is_stac_item
 from sarkit.raster.stack import is_multi, open_source, scene_files, scene_stem
 from sarkit.reporting import NULL_REPORTER, Reporter
 from sarkit.devices import AmpMode
-from sarkit.infer.engine import (Contract, Predictor, check_batch_memory, checkpoint_contract, load_predictor,
-                                 resolve_amp_auto)
+from sarkit.infer.engine import Contract, Predictor, check_batch_memory, load_predictor, resolve_amp_auto
 from sarkit.infer.diffusion import SamplingOptions, check_sampling, predictor_contract
 
 #: GDAL block cache while translating (bytes): bounds the memory GDAL may keep for dirty output blocks.

@@ -449,9 +449,8 @@ class SRDiffusion(TrainableModel):
         was = ema.training
         ema.eval()
         try:
-            return sr_sample(ema, up.float(), self.schedule, SamplingPlan.make(self.schedule, "ddim",
-                                                                              int(self.opts.val_steps)),
-                             SamplingPlan.make(self.schedule, "ddim", int(self.opts.val_steps)), self.context)
+            plan = SamplingPlan.make(self.schedule, "ddim", int(self.opts.val_steps))
+            return sr_sample(ema, up.float(), plan, plan, self.context)
         finally:
             ema.train(was)
 
@@ -486,9 +485,9 @@ class SRDiffusion(TrainableModel):
 
 
 # ------------------------------------------------------------------------------------------------ sampling
-def sr_sample(net: SRDiffusionNet, up: torch.Tensor, schedule: NoiseSchedule, plan1: SamplingPlan,
-              plan2: SamplingPlan, context_fn: Any, noise1: Any = None, noise2: Any = None,
-              eps1: Any = None, eps2: Any = None, progress: Any = None) -> torch.Tensor:
+def sr_sample(net: SRDiffusionNet, up: torch.Tensor, plan1: SamplingPlan, plan2: SamplingPlan, context_fn: Any,
+              noise1: Any = None, noise2: Any = None, eps1: Any = None, eps2: Any = None,
+              progress: Any = None) -> torch.Tensor:
     """x₁ = stage 1 on ``up`` (``plan1``'s steps, or the regression network), then stage 2 on x₁ with its edge
     hint and ``context_fn(x₁)`` (``plan2``'s steps). ``noise1``/``noise2``: the stages' draws (default:
     position-keyed from seed 0 and 1 at (0, 0)); ``eps1``/``eps2``: wrap a stage's network call (first-block

@@ -20,14 +20,14 @@ from sarkit.errors import InputError
 from sarkit.infer.diffusion import SamplingOptions, SRDiffusionPredictor
 from sarkit.infer.engine import load_predictor
 from sarkit.infer.translate import TranslateOptions, translate_scene
-from sarkit.models.base import ModelIO, StepTools, parse_options
+from sarkit.models.base import parse_options
 from sarkit.models.checkpoint import load_network, save_network
 from sarkit.models.diffusion_unet import ControlledUNet, Guidance
 from sarkit.models.registry import NETWORKS, get_model, register_network
-from sarkit.models.samplers import FirstBlockCache, NoiseSchedule, PositionalNoise, SamplingPlan
+from sarkit.models.samplers import FirstBlockCache, NoiseSchedule, SamplingPlan
 from sarkit.models.sr_diffusion import (SRDiffusion, SRDiffusionNet, SRDiffusionOptions, area_downsample,
                                         bicubic_up, caption_of, caption_phrases, edge_map, sr_sample)
-from sarkit.raster.norm import optical_normalization, sar_normalization
+from sarkit.raster.norm import sar_normalization
 from sarkit.training import TrainOptions, train
 from training.tilesets import make_tiles
 
@@ -138,7 +138,7 @@ def test_caching_with_tau_zero_is_bit_identical_to_no_cache_in_both_stages():
         caches = [FirstBlockCache(m, tau) if tau is not None else None for m in (net.stage1, net.stage2)]
         wrap = [(lambda m, x, t, c, k, n, ch=ch: ch(x, t, c, k, n)) if ch is not None else None for ch in caches]
         with torch.inference_mode():
-            outs.append(sr_sample(net, up, sched, plan, plan, ctx, eps1=wrap[0], eps2=wrap[1]))
+            outs.append(sr_sample(net, up, plan, plan, ctx, eps1=wrap[0], eps2=wrap[1]))
         skipped.append(sum(ch.skipped for ch in caches if ch is not None))
     assert torch.equal(outs[0], outs[1]) and skipped[1] == 0
     assert skipped[2] > 0 and not torch.equal(outs[0], outs[2])  # τ = 0.5 does skip here: the test can fail
