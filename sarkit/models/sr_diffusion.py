@@ -329,7 +329,7 @@ def optical_side(io: Any) -> dict[str, Any]:
 class SRDiffusion(TrainableModel):
     """Both stages trained together on (area-downsampled, HR) optical pairs; the EMA of both exported."""
 
-    task = Task.TRANSLATOR
+    task = Task.SUPER_RESOLUTION
     paired = True
     needs_labels = False
     Options = SRDiffusionOptions

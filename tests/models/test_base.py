@@ -11,6 +11,7 @@ from sarkit.raster.norm import optical_normalization, sar_normalization
 DECLARED = {"pix2pix": (Task.TRANSLATOR, True, False), "pix2pix-clip": (Task.TRANSLATOR, True, False),
             "cyclegan": (Task.TRANSLATOR, False, False), "cut": (Task.TRANSLATOR, False, False),
             "qs-attn": (Task.TRANSLATOR, False, False), "con-diffusion": (Task.TRANSLATOR, True, False),
+            "sr-diffusion": (Task.SUPER_RESOLUTION, True, False),
             "cyclegan-sc": (Task.TRANSLATOR, False, False), "segmenter": (Task.SEGMENTER, True, True)}
 
 
