@@ -296,7 +296,7 @@ def tile(
 def train_cmd(
     model: str = typer.Option(..., "--model",
                               help="pix2pix, pix2pix-clip, cyclegan, cut, qs-attn, cyclegan-sc, con-diffusion, "
-                                   "gan-prior, regression, fusion, segmenter."),
+                                   "gan-prior, regression, fusion, sr-diffusion, segmenter."),
     data: List[Path] = typer.Option(..., "--data", help="Tile directory written by sarkit tile (repeat for "
                                     "several tile sets of the same bands and ranges)."),
     out: Path = typer.Option(..., "--out", help="Run directory (config.json, checkpoints/, metrics.jsonl)."),
@@ -338,6 +338,8 @@ def train_cmd(
     lpips_backbone: Optional[Path] = typer.Option(None, "--lpips-backbone",
                                                   help="regression, fusion: LPIPS AlexNet (or "
                                                        "$SARKIT_LPIPS_BACKBONE)."),
+    scale: Optional[int] = typer.Option(None, "--scale", help="sr-diffusion: super-resolution factor, 2 or 4 "
+                                        "(= --model-opt scale=…; default 4)."),
     model_opt: Optional[List[str]] = typer.Option(None, "--model-opt", help="Model option key=value (repeatable)."),
     overwrite: bool = OverwriteOpt,
     skip_existing: bool = typer.Option(
@@ -357,7 +359,7 @@ def train_cmd(
     named = {"lambda_clip": lambda_clip, "clip_model": clip_model, "clip_pretrained": clip_pretrained,
              "clip_weights": clip_weights, "sar_segmenter": sar_segmenter, "optical_segmenter": optical_segmenter,
              "x_r_from": x_r_from, "x_g_from": x_g_from, "vgg19_weights": vgg19_weights,
-             "lpips_weights": lpips_weights, "lpips_backbone": lpips_backbone}
+             "lpips_weights": lpips_weights, "lpips_backbone": lpips_backbone, "scale": scale}
     opts = TrainOptions(
         model=model, data=data, out=out, direction=direction, steps=steps, epochs=epochs, batch_size=batch_size,
         lr=lr, device=device, amp=amp, seed=seed, resume=resume, overwrite=overwrite, workers=workers,
@@ -378,6 +380,12 @@ StepsOpt = typer.Option(None, "--steps", help="Diffusion checkpoints: sampling s
                         "250 for con-diffusion's DDPM; 50 for DDIM).")
 EtaOpt = typer.Option(None, "--eta", help="Diffusion checkpoints, DDIM: η in [0, 1] (0 = deterministic, default).")
 SeedOpt = typer.Option(None, "--seed", help="Diffusion checkpoints: seed of the position-keyed noise (default 0).")
+BaseStepsOpt = typer.Option(None, "--base-steps", help="sr-diffusion checkpoints: stage-1 sampling steps (default: "
+                            "the checkpoint's, 500; --steps sets stage 2's, default 50).")
+CaptionOpt = typer.Option(None, "--caption", help="sr-diffusion checkpoints: a text file whose first line is the "
+                          "caption of the scene (instead of the zero-shot caption of each tile).")
+SrClipWeightsOpt = typer.Option(None, "--clip-weights", help="sr-diffusion checkpoints: the CLIP weights file of the "
+                                "semantic guidance (or $SARKIT_CLIP_WEIGHTS).")
 CacheThresholdOpt = typer.Option(
     None, "--cache-threshold", help="Diffusion checkpoints: first-block caching threshold τ (relative L1 change of "
     "the first block's residual; 0 = off, the default; e.g. 0.1).")
@@ -390,6 +398,9 @@ def translate_cmd(
         ..., help="Scene GeoTIFF(s) with the checkpoint's input bands (a comma list of one scene's files, or a STAC "
                   "item .json)."),
     checkpoint: Path = typer.Option(..., "--checkpoint", help="Training RUN directory or generator .safetensors."),
+    then: Optional[List[Path]] = typer.Option(
+        None, "--then", help="Another checkpoint run on the previous one's output (repeatable), e.g. an sr-diffusion "
+                             "RUN after a SAR→optical one; one scene (--out)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output COG, or PNG when named .png (one scene)."),
     out_dir: Optional[Path] = typer.Option(
         None, "--out-dir", help="Output folder for several scenes (<stem>_translated.tif each)."),
@@ -421,6 +432,9 @@ def translate_cmd(
     eta: Optional[float] = EtaOpt,
     seed: Optional[int] = SeedOpt,
     cache_threshold: Optional[float] = CacheThresholdOpt,
+    base_steps: Optional[int] = BaseStepsOpt,
+    caption: Optional[Path] = CaptionOpt,
+    clip_weights: Optional[Path] = SrClipWeightsOpt,
     overwrite: bool = OverwriteOpt,
     skip_existing: bool = typer.Option(
         False, "--skip-existing", help="Leave outputs that already exist as they are (with --out-dir: translate "
@@ -430,18 +444,23 @@ def translate_cmd(
 ) -> None:
     """Translate whole scenes with a trained generator into Cloud-Optimized GeoTIFFs (overlapping tiles, blended).
 
-    The output has the input's grid, CRS and nodata mask; scenes without a CRS are refused unless
-    --allow-ungeoreferenced is given.
+    The output has the input's grid, CRS and nodata mask (a super-resolution checkpoint: the input's bounds with
+    pixels --scale times smaller); scenes without a CRS are refused unless --allow-ungeoreferenced is given.
+
+    A chain (--then runs/sr after runs/pix2pix) gives a super-resolved optical rendering of a Sentinel-1 scene.
 
     Example: sarkit translate scene/s1.tif --checkpoint runs/pix2pix --out s1_as_optical.tif
     """
     from sarkit.errors import InputError
     from sarkit.infer.diffusion import SamplingOptions
-    from sarkit.infer.translate import TranslateOptions, output_name, translate_many, translate_scene
+    from sarkit.infer.translate import (TranslateOptions, output_name, translate_chain, translate_many,
+                                        translate_scene)
 
     reporter = _reporter(quiet, log_format)
     sampling = SamplingOptions(sampler=sampler, steps=sampling_steps, eta=eta, seed=seed,
-                               cache_threshold=cache_threshold)
+                               cache_threshold=cache_threshold, base_steps=base_steps,
+                               caption=str(caption) if caption else None,
+                               clip_weights=str(clip_weights) if clip_weights else None)
     opts = TranslateOptions(tile=tile, overlap=overlap, batch_size=batch_size, device=device, amp=amp, format=fmt,
                             overwrite=overwrite, allow_ungeoreferenced=allow_ungeoreferenced, compile=compile_,
                             resolution=resolution, sampling=sampling)
@@ -454,12 +473,17 @@ def translate_cmd(
             raise InputError("--scheduler spreads several scenes; use it with --out-dir")
         if _skip(out, skip_existing, reporter):
             return
-        summary = translate_scene(scenes[0], checkpoint, out, opts, reporter)
+        if then:
+            summary = translate_chain(scenes[0], [checkpoint, *then], out, opts, reporter)
+        else:
+            summary = translate_scene(scenes[0], checkpoint, out, opts, reporter)
         if not quiet:
             typer.echo(summary.line())
         return
     if out_dir is None:
         raise InputError("give --out OUT.tif (one scene) or --out-dir DIR (several scenes)")
+    if then:
+        raise InputError("--then chains checkpoints over one scene: use --out OUT.tif")
     scenes = [s for s in scenes if not _skip(output_name(s, out_dir), skip_existing, reporter)]
     if not scenes:
         return
@@ -572,6 +596,7 @@ def eval_cmd(
     eta: Optional[float] = EtaOpt,
     seed: Optional[int] = SeedOpt,
     cache_threshold: Optional[float] = CacheThresholdOpt,
+    base_steps: Optional[int] = BaseStepsOpt,
     overwrite: bool = OverwriteOpt,
     skip_existing: bool = typer.Option(
         False, "--skip-existing", help="Do nothing (exit 0) when the --report directory already exists."),
@@ -621,7 +646,7 @@ def eval_cmd(
         batch_size=batch_size, device=str(resolve_device(device)),
         input_scene=input_scene, bands=bands, allow_ungeoreferenced=allow_ungeoreferenced,
         sampling=SamplingOptions(sampler=sampler, steps=sampling_steps, eta=eta, seed=seed,
-                                 cache_threshold=cache_threshold),
+                                 cache_threshold=cache_threshold, base_steps=base_steps),
     )
     if checkpoint is None and opts.sampling.given():
         raise InputError(f"{', '.join(opts.sampling.given())} apply to eval --checkpoint of a diffusion model only")

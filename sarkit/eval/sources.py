@@ -369,7 +369,16 @@ class ModelSplitSource(EvalSource):
     def _run(self, idx: list[int]) -> list[Block]:
         items = [self.ds[i] for i in idx]
         inputs = np.stack([self._input(it) for it in items])
-        y = self.predictor(inputs)
+        s = self.predictor.scale
+        if s > 1:  # a super-resolution checkpoint: its input is the tile's area downsampling (the SR protocol)
+            n, c, h, w = inputs.shape
+            if h % s or w % s:
+                raise InputError(f"tiles of {h}×{w} pixels cannot be area-downsampled by the checkpoint's scale {s}")
+            lr = inputs.reshape(n, c, h // s, s, w // s, s).mean(axis=(3, 5))
+            y = self.predictor(np.ascontiguousarray(lr, dtype=np.float32))
+            inputs = lr.repeat(s, axis=2).repeat(s, axis=3)  # shown on the tile's grid in the report
+        else:
+            y = self.predictor(inputs)
         out = []
         for it, xi, yi in zip(items, inputs, y):
             valid = it["valid"].numpy()

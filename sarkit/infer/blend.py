@@ -96,6 +96,21 @@ class BlendGrid:
         """Blend weights of window (i, j): ``outer(row_weights[i], col_weights[j])``."""
         return np.outer(self.row_weights[i], self.col_weights[j])
 
+    def scaled(self, scale: int) -> "BlendGrid":
+        """The same windows on a grid ``scale`` times finer (what a predictor of output scale ``scale`` gives):
+        sizes, tile, overlap and offsets times ``scale``, weights recomputed on the finer axes (ramps ``scale``
+        times as wide)."""
+        if scale == 1:
+            return self
+        s = scale
+        h, w = self.height * s, self.width * s
+        rows = tuple(r * s for r in self.row_offsets)
+        cols = tuple(c * s for c in self.col_offsets)
+        size_r, size_c = min(self.tile * s, h), min(self.tile * s, w)
+        row_w = tuple(axis_weights(size_r, b, a) for b, a in axis_overlaps(rows, size_r, h))
+        col_w = tuple(axis_weights(size_c, b, a) for b, a in axis_overlaps(cols, size_c, w))
+        return BlendGrid(h, w, self.tile * s, self.overlap * s, rows, cols, row_w, col_w)
+
 
 def _axis(length: int, tile: int, overlap: int) -> tuple[tuple[int, ...], tuple[np.ndarray, ...]]:
     """Offsets (stride = tile − overlap, last one aligned to the end) and 1-D weights along one axis."""

@@ -490,7 +490,7 @@ def load_predictor(checkpoint: str | Path | LoadedNetwork, device: str | torch.d
     = the checkpoint's defaults); ``sampling`` options given for a one-call generator are an ``InputError``. A
     fusion checkpoint (a ``fusion`` record) becomes a ``sarkit.infer.fusion.FusionPredictor`` (its upstream runs,
     then its head; ``sampling`` for a diffusion x_G)."""
-    from sarkit.infer.diffusion import DiffusionPredictor, SamplingOptions, check_sampling, is_diffusion
+    from sarkit.infer.diffusion import SamplingOptions, check_sampling, diffusion_predictor, is_diffusion
     from sarkit.infer.fusion import FusionPredictor, is_fusion
 
     dev = device if isinstance(device, torch.device) else resolve_device(device)
@@ -503,6 +503,6 @@ def load_predictor(checkpoint: str | Path | LoadedNetwork, device: str | torch.d
     if is_diffusion(net):
         if compile:
             reporter.warn("--compile is not used for diffusion checkpoints: sampling runs the network eagerly")
-        return DiffusionPredictor(net, dev, dtype, reporter, tile=tile, sampling=sampling or SamplingOptions())
+        return diffusion_predictor(net, dev, dtype, reporter, tile=tile, sampling=sampling or SamplingOptions())
     check_sampling(net, sampling)
     return NetworkPredictor(net, dev, dtype, reporter, tile=tile, compile=compile)

@@ -28,6 +28,7 @@ it is.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 import warnings
@@ -53,16 +54,15 @@ from sarkit.io import SCRATCH_PROFILE, atomic_file, check_output, open_raster, o
 from sarkit.raster.norm import DN_OFFSET_TAG, S2_SCALE, Normalization
 from sarkit.raster.align import AlignedReader
 from sarkit.raster.grid import (RESOLUTION_TOL, GridSpec, PixelSize, PixelWindow, pixel_size, pixel_size_ratio,
-                                rescaled)
+                                rescaled, subdivided)
 from sarkit.raster.images import IMAGE_UNITS, is_image_dataset, is_image_file
 from sarkit.raster.source import GeoTiffSource, RasterSource, SceneReader
 from sarkit.raster.stac import is_stac_item
 from sarkit.raster.stack import is_multi, open_source, scene_files, scene_stem
 from sarkit.reporting import NULL_REPORTER, Reporter
 from sarkit.devices import AmpMode
-from sarkit.infer.engine import (Contract, Predictor, check_batch_memory, checkpoint_contract, load_predictor,
-                                 resolve_amp_auto)
-from sarkit.infer.diffusion import SamplingOptions, check_sampling
+from sarkit.infer.engine import Contract, Predictor, check_batch_memory, load_predictor, resolve_amp_auto
+from sarkit.infer.diffusion import SamplingOptions, check_sampling, predictor_contract
 
 #: GDAL block cache while translating (bytes): bounds the memory GDAL may keep for dirty output blocks.
 GDAL_CACHE_BYTES = 16 << 20
@@ -434,6 +434,7 @@ def _run_scene(reader: SceneReader, grid: BlendGrid, predictor: Predictor, blend
     ``task`` advances by tile network evaluations (tiles × the predictor's steps)."""
     tile, width = grid.tile, grid.width
     n_rows, n_cols = len(grid.row_offsets), len(grid.col_offsets)
+    s = predictor.scale
     spans = [(c, min(tile, width - c)) for c in grid.col_offsets]  # (first column, width) of each tile column
 
     def read(i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -454,9 +455,15 @@ def _run_scene(reader: SceneReader, grid: BlendGrid, predictor: Predictor, blend
             chunk = jobs[k:k + batch_size]
             batch = np.stack([x[:, :, spans[j][0]:spans[j][0] + spans[j][1]] for j in chunk])
             windows = [PixelWindow(grid.row_offsets[i], spans[j][0], h, spans[j][1]) for j in chunk]
-            blend.submit(blender.add, chunk, h,
+            blend.submit(blender.add, chunk, h * s,
                          predictor(batch, [i * n_cols + j for j in chunk], windows, task.advance))
-        blend.submit(blender.finish, i, valid)
+        blend.submit(blender.finish, i, finer_mask(valid, s))
+
+
+def finer_mask(valid: np.ndarray, scale: int) -> np.ndarray:
+    """A (h, W) mask on the grid ``scale`` times finer: each pixel's value repeated over its ``scale``×``scale``
+    sub-pixels (an output pixel is nodata exactly where the input pixel it lies in is)."""
+    return valid if scale == 1 else valid.repeat(scale, axis=0).repeat(scale, axis=1)
 
 
 def _open_scene(scene: Path, allow_ungeoreferenced: bool) -> rasterio.DatasetReader:
@@ -476,12 +483,9 @@ def _open_scene(scene: Path, allow_ungeoreferenced: bool) -> rasterio.DatasetRea
 
 
 def _check_predictor(predictor: Predictor, opts: TranslateOptions) -> None:
-    """``InputError`` for a predictor the scene runner cannot use: output scale ≠ 1 (the output is written on the
-    input's grid), a ``tile`` option other than the ready predictor's tile, or a batch of tiles larger than the
-    device's memory (``check_batch_memory``, before anything is allocated)."""
-    if predictor.scale != 1:
-        raise InputError(f"{predictor.name} predicts at {predictor.scale}× the input resolution; translate writes "
-                         f"its output on the input's pixel grid and supports scale 1 only")
+    """``InputError`` for a predictor the scene runner cannot use: a ``tile`` option other than the ready
+    predictor's tile, or a batch of tiles larger than the device's memory (``check_batch_memory``, before anything
+    is allocated). A predictor of output scale s > 1 writes on the input's bounds with pixels s times smaller."""
     if opts.tile is not None and opts.tile != predictor.tile:
         raise InputError(f"--tile {opts.tile} differs from the predictor's tile ({predictor.tile}); load the "
                          f"predictor with that tile")
@@ -568,10 +572,12 @@ def _open_multi_scene(scene: Path, norm: Normalization, work: GridSpec | None, r
 
 
 def _resample_back(work_tif: Path, dest: Path, src: rasterio.DatasetReader, in_norm: Normalization,
-                   resampling: Resampling, reporter: Reporter) -> None:
-    """Copy the translation ``work_tif`` (on the work grid) onto the scene's grid into the scratch GeoTIFF
-    ``dest``, in block rows, with its descriptions, colours and tags; nodata wherever the scene is nodata."""
-    grid = src.grid if isinstance(src, RasterSource) else GridSpec.of(src)
+                   resampling: Resampling, reporter: Reporter, scale: int = 1) -> None:
+    """Copy the translation ``work_tif`` (on the work grid, ``scale`` times finer) onto the scene's grid
+    (``scale`` times finer) into the scratch GeoTIFF ``dest``, in block rows, with its descriptions, colours and
+    tags; nodata wherever the scene is nodata."""
+    scene_grid = src.grid if isinstance(src, RasterSource) else GridSpec.of(src)
+    grid = subdivided(scene_grid, scale)
     valid_reader = SceneReader(src, in_norm)
     scene_name = src.label if isinstance(src, RasterSource) else f"scene {Path(src.name).name}"
     with warnings.catch_warnings():
@@ -590,7 +596,9 @@ def _resample_back(work_tif: Path, dest: Path, src: rasterio.DatasetReader, in_n
                 for r in rows:
                     win = PixelWindow(r, 0, min(TEMP_BLOCK, grid.height - r), grid.width)
                     data = back.read(win, dtype=work_ds.dtypes[0])
-                    data[:, ~valid_reader.physical(r, win.height).valid] = fill
+                    r0, r1 = r // scale, -(-(r + win.height) // scale)
+                    valid = finer_mask(valid_reader.physical(r0, r1 - r0).valid, scale)
+                    data[:, ~valid[r - r0 * scale:r - r0 * scale + win.height]] = fill
                     dst.write(data, window=win.to_rasterio())
                     task.advance(1)
 
@@ -602,8 +610,7 @@ def translate_scene(scene: str | Path, checkpoint: str | Path | LoadedNetwork | 
     loaded network, loaded with ``opts``' tile, device, amp and compile) or a ready ``Predictor``.
 
     Raises ``OutputExistsError`` before any work when ``out`` exists without ``opts.overwrite``; ``InputError``
-    for unusable input (missing bands, all nodata, no CRS without ``allow_ungeoreferenced``, a predictor of
-    output scale ≠ 1, a tile the network cannot run on or whose batch would not fit in memory, another pixel
+    for unusable input (missing bands, all nodata, no CRS without ``allow_ungeoreferenced``, a tile the network cannot run on or whose batch would not fit in memory, another pixel
     size than the checkpoint's with ``resolution`` strict). On any failure (Ctrl-C included) neither ``out`` nor
     temporary files are left behind.
     """
@@ -642,7 +649,7 @@ def translate_scene(scene: str | Path, checkpoint: str | Path | LoadedNetwork | 
             try:
                 _write_translation(grid_spec, reader, grid, predictor, tmp, opts, reporter, scene)
                 if work is not None:
-                    _resample_back(tmp, back, src, in_norm, to_scene, reporter)
+                    _resample_back(tmp, back, src, in_norm, to_scene, reporter, predictor.scale)
                     tmp.unlink()
                 with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):  # GDAL's default (5 % of RAM) grows with
                     _write_final(back if work is not None else tmp, cog_tmp, out,  # the scene: keep it bounded
@@ -659,6 +666,37 @@ def translate_scene(scene: str | Path, checkpoint: str | Path | LoadedNetwork | 
             src.close()
     summary = TranslateSummary(scene, out, grid.n_tiles, time.perf_counter() - t0)
     return summary
+
+
+def load_chain(checkpoints: Sequence[str | Path | LoadedNetwork], opts: TranslateOptions = TranslateOptions(),
+               reporter: Reporter = NULL_REPORTER) -> Predictor:
+    """Checkpoints run one after the other (``--checkpoint A --then B …``) as one ``ChainPredictor`` on
+    ``opts``' device and precision: ``opts.tile`` applies to the first, the sampling options to every diffusion
+    checkpoint of the chain (``InputError`` when none is one); one checkpoint gives its own predictor."""
+    from sarkit.infer.diffusion import is_diffusion
+    from sarkit.infer.engine import ChainPredictor
+
+    device = resolve_device(opts.device)
+    amp = resolve_amp_auto(opts.amp, device)
+    nets = [c if isinstance(c, LoadedNetwork) else load_network(c, "generator", device) for c in checkpoints]
+    if not nets:
+        raise InputError("give at least one --checkpoint")
+    if not any(is_diffusion(n) for n in nets):
+        check_sampling(nets[0], opts.sampling)
+    stages = [load_predictor(n, device, amp, reporter, tile=opts.tile if k == 0 else None, compile=opts.compile,
+                             sampling=opts.sampling if is_diffusion(n) else None) for k, n in enumerate(nets)]
+    return stages[0] if len(stages) == 1 else ChainPredictor(stages)
+
+
+def translate_chain(scene: str | Path, checkpoints: Sequence[str | Path | LoadedNetwork], out: str | Path,
+                    opts: TranslateOptions = TranslateOptions(), reporter: Reporter = NULL_REPORTER
+                    ) -> TranslateSummary:
+    """``translate_scene`` with the checkpoints run one after the other (``load_chain``), e.g. a SAR→optical
+    generator then an sr-diffusion checkpoint: a super-resolved optical rendering of a Sentinel-1 scene. The
+    output is checked before any checkpoint is loaded."""
+    _check_out(Path(scene), Path(out), opts.overwrite)
+    chain = load_chain(checkpoints, opts, reporter)
+    return translate_scene(scene, chain, out, dataclasses.replace(opts, tile=None), reporter)
 
 
 def _io_in_threads(device: torch.device) -> bool:
@@ -681,9 +719,12 @@ def _blend_in_thread(device: torch.device) -> bool:
 def _write_translation(spec: GridSpec, reader: SceneReader, grid: BlendGrid, predictor: Predictor,
                        tmp: Path, opts: TranslateOptions, reporter: Reporter, scene: Path) -> None:
     """Run the strip loop into the temporary tiled GeoTIFF ``tmp`` on the grid ``spec`` (the scene's, or the work
-    grid at the training pixel size) with descriptions and provenance tags."""
+    grid at the training pixel size) with descriptions and provenance tags. ``grid`` holds the input windows; a
+    predictor of scale s > 1 writes on ``subdivided(spec, s)`` (same bounds, pixels s times smaller) and its
+    predictions are blended on ``grid.scaled(s)``."""
     in_norm, out_norm = predictor.in_norm, predictor.out_norm
-    profile = _output_profile(spec, out_norm, opts.format)
+    scale = predictor.scale
+    profile = _output_profile(subdivided(spec, scale), out_norm, opts.format)
     io_threads = _io_in_threads(predictor.device) if opts.prefetch is None else opts.prefetch
     blend_thread = io_threads and _blend_in_thread(predictor.device)
     pools = [background_pool("sarkit-read") if io_threads else None,
@@ -697,7 +738,7 @@ def _write_translation(spec: GridSpec, reader: SceneReader, grid: BlendGrid, pre
                 if opts.format == OutputFormat.RGB8 and out_norm.channels == 3:
                     dst.colorinterp = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
                 writer = _RowWriter(dst, pools[1])
-                blender = _StripBlender(grid, out_norm, opts.format, writer)
+                blender = _StripBlender(grid.scaled(scale), out_norm, opts.format, writer)
                 blend = _Ordered(pools[2])
                 try:
                     with reporter.task("Translating", total=grid.n_tiles * predictor.steps) as task:
@@ -715,6 +756,8 @@ def _write_translation(spec: GridSpec, reader: SceneReader, grid: BlendGrid, pre
                                 source=scene.name, format=opts.format.value, tile=str(grid.tile),
                                 overlap=str(grid.overlap), out_modality=out_norm.modality,
                                 in_bands=",".join(in_norm.bands))
+                if scale != 1:  # the output grid is finer than the input's
+                    dst.update_tags(scale=str(scale))
                 if predictor.contract.pixel_size is not None:  # the resolution the generator ran at
                     dst.update_tags(translated_pixel_size=(pixel_size(spec) or predictor.contract.pixel_size)
                                     .describe())
@@ -765,7 +808,7 @@ def _check_contract(scenes: Sequence[Path], net: LoadedNetwork, opts: TranslateO
     """Before starting several scenes: the tile suits the network, a batch fits in memory, and with
     ``resolution`` strict every scene has the training pixel size (``InputError`` otherwise)."""
     check_sampling(net, opts.sampling)
-    contract = checkpoint_contract(net, opts.tile)
+    contract = predictor_contract(net, opts.tile)
     check_batch_memory(contract, opts.batch_size, device)
     if opts.resolution is ResolutionMode.STRICT:
         for s in scenes:

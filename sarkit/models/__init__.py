@@ -8,7 +8,8 @@ from sarkit.models.registry import MODELS, NETWORKS, build_network, get_model, m
 
 #: Modules that register models or networks when imported (one file per model).
 _MODULES: tuple[str, ...] = ("cyclegan", "cut", "qs_attn", "segmenter", "cyclegan_sc", "pix2pix", "pix2pix_clip",
-                             "con_diffusion", "stylegan2", "gan_prior", "nafnet", "regression", "fusion")
+                             "con_diffusion", "stylegan2", "gan_prior", "nafnet", "regression", "fusion",
+                             "sr_diffusion")
 
 _loaded = False
 

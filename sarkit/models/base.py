@@ -24,10 +24,12 @@ from sarkit.errors import InputError
 
 
 class Task(str, Enum):
-    """What a model learns: to translate one modality into the other, or to segment one modality into classes."""
+    """What a model learns: to translate one modality into the other, to segment one modality into classes, or
+    to super-resolve optical images (trained like a translator on optical pairs; not a SAR ↔ optical model)."""
 
     TRANSLATOR = "translator"
     SEGMENTER = "segmenter"
+    SUPER_RESOLUTION = "super-resolution"
 
 
 @dataclass(frozen=True)

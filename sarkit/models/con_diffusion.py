@@ -93,6 +93,14 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | N
     return (sq * w).sum() / (w.sum() * sq.shape[1]).clamp_min(1.0)
 
 
+@torch.no_grad()
+def ema_lerp(ema: nn.Module, net: nn.Module, rate: float) -> None:
+    """ema ← rate·ema + (1 − rate)·θ for every parameter; buffers copied."""
+    torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in net.parameters()], 1.0 - rate)
+    for eb, nb in zip(ema.buffers(), net.buffers()):
+        eb.copy_(nb)
+
+
 @register_model("con-diffusion")
 class ConDiffusion(TrainableModel):
     """ε-prediction U-Net on concat(x_t, condition) and its EMA copy (exported)."""
@@ -143,13 +151,7 @@ class ConDiffusion(TrainableModel):
     @torch.no_grad()
     def update_ema(self) -> None:
         """ema ← r·ema + (1 − r)·θ, parameters and buffers."""
-        r = self.ema_rate()
-        ema, net = self.nets["ema"], self.nets["eps"]
-        e_params = [p for p in ema.parameters()]
-        n_params = [p.detach() for p in net.parameters()]
-        torch._foreach_lerp_(e_params, n_params, 1.0 - r)
-        for eb, nb in zip(ema.buffers(), net.buffers()):
-            eb.copy_(nb)
+        ema_lerp(self.nets["ema"], self.nets["eps"], self.ema_rate())
         self.ema_updates += 1
 
     def train_step(self, batch: dict[str, torch.Tensor], tools: StepTools) -> dict[str, float]:

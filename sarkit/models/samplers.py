@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Callable, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -182,12 +182,13 @@ class PositionalNoise:
 
 # ------------------------------------------------------------------------------------------------ caching
 class SplitNet(Protocol):
-    """A noise predictor split for first-block caching (``sarkit.models.diffusion_unet.DiffusionUNet``)."""
+    """A noise predictor split for first-block caching (``sarkit.models.diffusion_unet.DiffusionUNet``, or
+    ``ControlledUNet`` whose condition is a ``Guidance`` and whose carry between the parts (the embedding here) has
+    a ``select(idx)`` for a subset of the batch)."""
 
-    def first(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+    def first(self, x_t: torch.Tensor, t: torch.Tensor, cond: Any) -> tuple[torch.Tensor, torch.Tensor, Any]: ...
 
-    def rest(self, h0: torch.Tensor, h1: torch.Tensor, emb: torch.Tensor) -> torch.Tensor: ...
+    def rest(self, h0: torch.Tensor, h1: torch.Tensor, emb: Any) -> torch.Tensor: ...
 
     def head(self, h: torch.Tensor) -> torch.Tensor: ...
 
@@ -207,7 +208,7 @@ class FirstBlockCache:
     r1: torch.Tensor | None = field(default=None, repr=False)
     residual: torch.Tensor | None = field(default=None, repr=False)
 
-    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, k: int, n: int) -> torch.Tensor:
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, cond: Any, k: int, n: int) -> torch.Tensor:
         """ε at sampling step ``k`` of ``n`` (0 = first)."""
         h0, h1, emb = self.net.first(x_t, t, cond)
         r1 = h1 - h0
@@ -225,7 +226,7 @@ class FirstBlockCache:
         if n_skip == batch:
             return self.net.head(h1 + self.residual)
         run = (~skip).nonzero().flatten()
-        h_run = self.net.rest(h0[run], h1[run], emb[run])
+        h_run = self.net.rest(h0[run], h1[run], emb[run] if isinstance(emb, torch.Tensor) else emb.select(run))
         r1_new, res_new = self.r1.clone(), self.residual.clone()
         r1_new[run], res_new[run] = r1[run], h_run - h1[run]
         self.r1, self.residual = r1_new, res_new

@@ -253,3 +253,13 @@ def rescaled(grid: GridSpec, fx: float, fy: float) -> GridSpec:
     width, height = max(1, round(grid.width * fx)), max(1, round(grid.height * fy))
     t = grid.transform * Affine.scale(grid.width / width, grid.height / height)
     return GridSpec(grid.crs, t, height, width)
+
+
+def subdivided(grid: GridSpec, scale: int) -> GridSpec:
+    """The grid of the same bounds with each pixel split into ``scale``×``scale``: ``scale`` times as many rows and
+    columns, transform ∘ scale(1/``scale``) (exact for powers of two), same CRS."""
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+        raise ValueError(f"scale must be a positive integer, got {scale!r}")
+    if scale == 1:
+        return grid
+    return GridSpec(grid.crs, grid.transform * Affine.scale(1.0 / scale), grid.height * scale, grid.width * scale)

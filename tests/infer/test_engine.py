@@ -234,11 +234,11 @@ def test_translate_runs_a_ready_chain_predictor(tmp_path):
         translate_scene(scene, chain, tmp_path / "t.tif", TranslateOptions(tile=64, overlap=8))
 
 
-def test_translate_refuses_a_predictor_of_scale_two(tmp_path):
+def test_translate_writes_a_predictor_of_scale_two_on_the_finer_grid(tmp_path):
     scene = write_sar(tmp_path / "s.tif", np.full((2, 40, 40), -10.0, np.float32))
-    with pytest.raises(InputError, match="supports scale 1 only"):
-        translate_scene(scene, Upsample2(sar_normalization()), tmp_path / "o.tif", TranslateOptions(overlap=4))
-    assert {p.name for p in tmp_path.iterdir()} == {"s.tif"}
+    translate_scene(scene, Upsample2(sar_normalization()), tmp_path / "o.tif", TranslateOptions(overlap=4))
+    with rasterio.open(tmp_path / "o.tif") as o:  # the rest: tests/infer/test_translate_scale.py
+        assert (o.height, o.width, o.res) == (80, 80, (5.0, 5.0))
 
 
 def test_translate_seeds_each_tile_by_its_place_whatever_the_batch(tmp_path):

@@ -13,7 +13,8 @@ DECLARED = {"pix2pix": (Task.TRANSLATOR, True, False), "pix2pix-clip": (Task.TRA
             "qs-attn": (Task.TRANSLATOR, False, False), "con-diffusion": (Task.TRANSLATOR, True, False),
             "cyclegan-sc": (Task.TRANSLATOR, False, False), "segmenter": (Task.SEGMENTER, True, True),
             "gan-prior": (Task.TRANSLATOR, True, False),
-            "regression": (Task.TRANSLATOR, True, False), "fusion": (Task.TRANSLATOR, True, False)}
+            "regression": (Task.TRANSLATOR, True, False), "fusion": (Task.TRANSLATOR, True, False),
+            "sr-diffusion": (Task.SUPER_RESOLUTION, True, False)}
 
 
 def test_every_registered_model_declares_task_pairing_and_labels() -> None:
