@@ -34,14 +34,23 @@ class Pix2PixOptions:
     n_layers_d: int = 3
 
 
+def masked_mean(err: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """Mean of a per-pixel error map (N, C, H, W) over valid pixels (all channels); plain mean when ``valid`` is None."""
+    if valid is None:
+        return err.mean()
+    w = valid.to(err.dtype).unsqueeze(1)
+    denom = w.sum() * err.shape[1]
+    return (err * w).sum() / denom.clamp_min(1.0)
+
+
 def masked_l1(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
     """Mean |pred − target| over valid pixels (all channels); plain mean when ``valid`` is None."""
-    diff = (pred.float() - target.float()).abs()
-    if valid is None:
-        return diff.mean()
-    w = valid.to(diff.dtype).unsqueeze(1)
-    denom = w.sum() * diff.shape[1]
-    return (diff * w).sum() / denom.clamp_min(1.0)
+    return masked_mean((pred.float() - target.float()).abs(), valid)
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """Mean (pred − target)² over valid pixels (all channels): the loss whose minimum is the best PSNR."""
+    return masked_mean((pred.float() - target.float()).square(), valid)
 
 
 def split_io(batch: dict[str, torch.Tensor], direction: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -21,7 +21,7 @@ from sarkit.errors import InputError
 from sarkit.models.base import StepTools, Task, TrainableModel
 from sarkit.models.blocks import adam, init_weights, unet_levels
 from sarkit.models.nafnet import nafnet_kwargs, nafnet_preset
-from sarkit.models.pix2pix import masked_l1, split_io
+from sarkit.models.pix2pix import masked_l1, masked_mse, split_io
 from sarkit.models.registry import build_network, register_model
 
 #: Adam betas of the pixel-loss models (regression, fusion).
@@ -35,7 +35,8 @@ class RegressionOptions:
     arch: str = "nafnet"          # nafnet | unet
     preset: str = "paper"         # NAFNet preset: paper, gopro, small, tiny
     ngf: int = 64                 # U-Net base width
-    lambda_lpips: float = 0.0     # weight of LPIPS (0 = L1 only)
+    pixel_loss: str = "l1"        # l1 (the paper's) | l2 (mean squared error: what PSNR measures)
+    lambda_lpips: float = 0.0     # weight of LPIPS (0 = the pixel loss only)
     lpips_weights: str = ""       # LPIPS heads file (else $SARKIT_LPIPS_WEIGHTS / the lpips package)
     lpips_backbone: str = ""      # AlexNet file (else $SARKIT_LPIPS_BACKBONE / the torch hub cache)
 
@@ -43,6 +44,8 @@ class RegressionOptions:
         if self.arch not in ("nafnet", "unet"):
             raise InputError(f"--model-opt arch must be nafnet or unet, got {self.arch!r}")
         nafnet_preset(self.preset)
+        if self.pixel_loss not in ("l1", "l2"):
+            raise InputError(f"--model-opt pixel_loss must be l1 or l2, got {self.pixel_loss!r}")
         if not isinstance(self.ngf, int) or isinstance(self.ngf, bool) or self.ngf < 1:
             raise InputError(f"--model-opt ngf must be a whole number ≥ 1, got {self.ngf!r}")
         if not float(self.lambda_lpips) >= 0.0:
@@ -142,7 +145,7 @@ class Regression(TrainableModel):
         return self.optimizers
 
     def train_step(self, batch: dict[str, torch.Tensor], tools: StepTools) -> dict[str, float]:
-        """One step on L1 (+ λ_LPIPS·LPIPS)."""
+        """One step on the pixel loss, L1 or L2 (+ λ_LPIPS·LPIPS); L1 is logged either way."""
         x, y = split_io(batch, self.io.direction)
         valid = batch.get("valid")
         with tools.autocast():
@@ -150,6 +153,9 @@ class Regression(TrainableModel):
         l1 = masked_l1(out, y, valid)
         losses = {"L1": l1.detach()}
         loss = l1
+        if self.opts.pixel_loss == "l2":
+            loss = masked_mse(out, y, valid)
+            losses["L2"] = loss.detach()
         if self.lpips is not None:
             lp = perceptual_loss(self.lpips, out, y, list(self.io.out_norm.get("bands", [])), valid)
             loss = loss + float(self.opts.lambda_lpips) * lp

@@ -77,3 +77,18 @@ def test_trains_on_tiles_and_exports_a_loadable_nafnet(tmp_path) -> None:
     assert net.meta["regression"] == {"arch": "nafnet", "preset": "tiny"}
     x = torch.zeros(1, 2, 32, 32)
     assert net.module(x).shape == (1, 3, 32, 32) and res.steps == 4
+
+
+def test_l2_pixel_loss_is_the_masked_mean_squared_error_and_lowers_it() -> None:
+    from sarkit.models.pix2pix import masked_mse
+
+    pred, target = torch.zeros(1, 2, 2, 2), torch.tensor([[[[1.0, 2.0], [3.0, 4.0]], [[0.0, 0.0], [0.0, 2.0]]]])
+    valid = torch.tensor([[[True, False], [True, True]]])
+    assert masked_mse(pred, target, valid).item() == pytest.approx((1 + 9 + 16 + 0 + 0 + 4) / 6)
+    model = build(arch="unet", ngf="8", pixel_loss="l2")
+    tools = StepTools(torch.device("cpu"))
+    b = batch()
+    l2 = [model.train_step(b, tools)["L2"] for _ in range(15)]
+    assert sum(l2[-3:]) / 3 < 0.7 * l2[0], l2
+    with pytest.raises(InputError, match="pixel_loss"):
+        parse_options(get_model("regression").Options, {"pixel_loss": "huber"})
