@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sarkit.errors import InputError
 from sarkit.models.base import StepTools, Task, TrainableModel, set_requires_grad
 from sarkit.models.blocks import GANLoss, PatchGAN, adam, init_weights, unet_levels
 from sarkit.models.registry import build_network, register_model
@@ -32,6 +33,16 @@ class Pix2PixOptions:
     ndf: int = 64
     gan_mode: str = "vanilla"
     n_layers_d: int = 3
+    upsample: str = "transpose"   # decoder: transpose (the paper's) | resize (bilinear ×2 + conv3×3)
+
+    def __post_init__(self) -> None:
+        check_upsample_option(self.upsample)
+
+
+def check_upsample_option(mode: str, allowed: tuple[str, ...] = ("transpose", "resize")) -> None:
+    """InputError unless ``--model-opt upsample`` is one of ``allowed``."""
+    if mode not in allowed:
+        raise InputError(f"--model-opt upsample must be one of {', '.join(allowed)}, got {mode!r}")
 
 
 def masked_l1(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
@@ -64,7 +75,7 @@ class Pix2Pix(TrainableModel):
         """Arguments of the registered "unet" network (depth from the tile size: 8 levels for 256²)."""
         return {"in_channels": self.io.in_channels, "out_channels": self.io.out_channels,
                 "num_downs": unet_levels(self.io.tile_size), "ngf": int(self.opts.ngf), "norm": "batch",
-                "dropout": True}
+                "dropout": True, "upsample": str(self.opts.upsample)}
 
     def build(self) -> None:
         """G: U-Net; D: 70×70 PatchGAN on concat(input, output)."""
