@@ -28,6 +28,7 @@ it is.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 import warnings
@@ -715,6 +716,8 @@ def _write_translation(spec: GridSpec, reader: SceneReader, grid: BlendGrid, pre
                                 source=scene.name, format=opts.format.value, tile=str(grid.tile),
                                 overlap=str(grid.overlap), out_modality=out_norm.modality,
                                 in_bands=",".join(in_norm.bands))
+                if (base := getattr(getattr(predictor, "net", None), "meta", {}).get("baselines")) is not None:
+                    dst.update_tags(baselines=json.dumps(base))  # the training fit, for sarkit eval's baselines
                 if predictor.contract.pixel_size is not None:  # the resolution the generator ran at
                     dst.update_tags(translated_pixel_size=(pixel_size(spec) or predictor.contract.pixel_size)
                                     .describe())

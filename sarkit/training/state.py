@@ -129,10 +129,15 @@ def save(r: TrainingRun, step: int) -> list[Path]:
 
 def export(r: TrainingRun, step: int) -> list[Path]:
     """Exported networks per CKPT_API.md (generator / segmenter safetensors with the model's metadata)."""
+    from sarkit.training.baselines import run_baselines
+
     paths = []
+    baselines = run_baselines(r)  # translators: constant colour and linear map of the training tiles
     for kind, module, arch, kwargs in r.model.export():
         meta = dict(r.model.export_meta())
         meta.update({"run": r.dir.name, "step": step})
+        if baselines is not None and kind == "generator":
+            meta["baselines"] = baselines
         paths.append(save_network(r.dir / "checkpoints" / f"{kind}.safetensors", module, kind, arch, kwargs, meta))
     return paths
 

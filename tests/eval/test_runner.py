@@ -332,7 +332,7 @@ def test_cli_bad_inputs_exit_2_and_write_nothing(tmp_path):
         assert r.exit_code == 2, (args, r.output)
         assert not out.exists()
     r = runner.invoke(app, ["eval", "--pred", str(pp), "--target", str(tp), "--report", str(out), "-q"])
-    assert r.exit_code == 0 and json.loads((out / "report.json").read_text())["schema"] == "sarkit.eval/1.3"
+    assert r.exit_code == 0 and json.loads((out / "report.json").read_text())["schema"] == "sarkit.eval/1.4"
 
 
 @pytest.mark.slow
