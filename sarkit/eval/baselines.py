@@ -248,6 +248,7 @@ def fit_on_target(source: Any, reporter: Any) -> BaselineFit | None:
     """Fit both baselines on the evaluated pixels themselves (a first pass over the source's targets, and inputs
     when the blocks carry them): the fallback when no checkpoint recorded a training fit."""
     sums = FitSums()
+    bad_before = source.bad_nan  # the model's pass counts the prediction's bad pixels, once
     blocks = source.targets() if hasattr(source, "targets") else source.blocks()
     in_bands: tuple[str, ...] = ()
     has_input = True
@@ -267,6 +268,7 @@ def fit_on_target(source: Any, reporter: Any) -> BaselineFit | None:
             if not has_input:
                 sums.a = sums.b = None
             task.advance(1)
+    source.bad_nan = bad_before
     if source.input_norm is not None and has_input:
         in_bands = tuple(source.input_norm.bands)
     in_norm = source.input_norm.to_dict() if source.input_norm is not None and has_input else None
@@ -310,11 +312,11 @@ class BaselineStreams:
         idx = [names.index(b.upper()) for b in fit.bands]
         in_norm = source.input_norm
         why = None
-        if fit.linear is None:
-            why = "no input was at hand when the baselines were fitted"
-        elif in_norm is None:
+        if in_norm is None:
             why = ("no SAR input at hand: pass --input SCENE (scenes), or evaluate with --checkpoint; tile folders "
                    "carry no input") if source.mode != "model" else "the source carries no input"
+        elif fit.linear is None:
+            why = "no input was at hand when the baselines were fitted"
         elif [b.upper() for b in in_norm.bands] != [b.upper() for b in fit.in_bands]:
             why = f"the input has bands {', '.join(in_norm.bands)}, the linear map was fitted on {', '.join(fit.in_bands)}"
         space = BaselineSpace(fit, idx, source.pred_norm, in_norm)
