@@ -459,7 +459,8 @@ def test_run_eval_report_writes_the_report_or_nothing(tmp_path, monkeypatch):
     pp, tp, _, _ = _optical_pair(tmp_path, h=32, w=32)
     inputs, out = EvalInputs(pred=pp, target=tp), tmp_path / "rep"
     res = run_eval_report(inputs, EvalOptions(), out)
-    assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.json", "report.md", "tiles.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["baselines.csv", "report.html", "report.json", "report.md",
+                                                   "tiles.csv"]
     assert json.loads((out / "report.json").read_text())["summary"]["psnr"]["value"] == pytest.approx(
         res.summary["psnr"]["value"])
     assert not (tmp_path / "rep.lock").exists()  # released after writing
@@ -470,7 +471,7 @@ def test_run_eval_report_writes_the_report_or_nothing(tmp_path, monkeypatch):
     assert calls == []
     monkeypatch.undo()
     run_eval_report(inputs, EvalOptions(metrics=("mae",)), out, overwrite=True)
-    assert list(json.loads((out / "report.json").read_text())["summary"]) == ["mae"]
+    assert list(json.loads((out / "report.json").read_text())["summary"]) == ["mae", "gain_mae"]
     res = run_eval_report(inputs, EvalOptions(), None)  # no report directory: the result only
     assert res.report["inputs"]["mode"] == "scenes" and not (tmp_path / "None").exists()
 
