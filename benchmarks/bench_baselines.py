@@ -147,7 +147,7 @@ def eval_run(work: Path, name: str, threads: int) -> dict[str, Any]:
     rep = result.report
     res = read_results(work)
     res.setdefault(name, {})["eval"] = {"summary": {k: v.get("value") for k, v in rep["summary"].items()},
-                                        "baselines": rep.get("baselines"), "gains": rep.get("gains"),
+                                        "baselines": rep.get("baselines"),
                                         "tiles": rep["inputs"].get("tiles")}
     write_results(work, res)
     return res[name]
@@ -168,17 +168,19 @@ def table(work: Path, names: list[str]) -> str:
         r = res.get(name)
         if not r or "eval" not in r:
             continue
-        s, g, t = r["eval"]["summary"], r["eval"].get("gains") or {}, r.get("train", {})
-        change = CONFIGS[name] or "—"
-        rows.append(f"| {name} | {r['config']['model']} | {json.dumps(change).replace('|', '/')} | "
+        s, t = r["eval"]["summary"], r.get("train", {})
+        g = {k: v for k, v in s.items() if k.startswith("gain_")}
+        change = json.dumps(CONFIGS[name]["opts"] if set(CONFIGS[name]) == {"opts"} else CONFIGS[name],
+                            ensure_ascii=False) if CONFIGS[name] else "—"
+        rows.append(f"| {name} | {r['config']['model']} | {change.replace('|', '/')} | "
                     f"{_f(s.get('psnr'), 2)} | {_f(s.get('ssim'))} | {_f(s.get('mae'))} | {_f(s.get('lpips'))} | "
                     f"{_f(g.get('gain_psnr'), 2)} | {_f(g.get('gain_ssim'))} | {_f(g.get('gain_mae'))} | "
                     f"{t.get('steps')} × {t.get('tile')}² | {t.get('generator_params', 0) / 1e6:.1f} M | "
                     f"{t.get('minutes')} | {t.get('load_before')} → {t.get('load_after')} |")
         if not base_rows and r["eval"].get("baselines"):
             for b, vals in r["eval"]["baselines"].items():
-                v = vals.get("summary", vals)
-                base_rows.append(f"| baseline: {b} | – | {vals.get('source', '')} | {_f(v.get('psnr'), 2)} | "
+                v = {m: (x or {}).get("value") for m, x in (vals.get("summary") or {}).items()}
+                base_rows.append(f"| baseline: {b} | – | {vals.get('absent') or vals.get('source', '')} | {_f(v.get('psnr'), 2)} | "
                                  f"{_f(v.get('ssim'))} | {_f(v.get('mae'))} | {_f(v.get('lpips'))} | | | | | | | |")
     return "\n".join(rows[:2] + base_rows + rows[2:])
 
