@@ -13,6 +13,7 @@ when its weights are found), the constant-colour and per-pixel linear baselines,
     python benchmarks/bench_baselines.py --runs base,resize --steps 2000        # train what is missing, evaluate
     python benchmarks/bench_baselines.py --stage table                           # the table from what is there
     python benchmarks/bench_baselines.py --stage grid --runs resize --grid docs/img/texas-pix2pix.png
+    python benchmarks/bench_baselines.py --stage profile --runs base,resize   # the checkerboard figure
 
 Runs are kept in ``--work`` (default ``/tmp/sarkit-bench-baselines``): a run that has its export is not trained
 again, so levers can be screened one at a time on a shared machine. Training minutes and the load (``uptime``)
@@ -161,8 +162,8 @@ def table(work: Path, names: list[str]) -> str:
     """A Markdown table of the runs: model and lever, metrics, baselines' best, gains, steps, minutes, load."""
     res = read_results(work)
     rows = ["| run | model | change from base | PSNR | SSIM | MAE | LPIPS | gain PSNR | gain SSIM | gain MAE | "
-            "steps × tile | gen. params | train min | load (1/5/15) |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "row-grad. ratio | steps × tile | gen. params | train min | load (1/5/15) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     base_rows: list[str] = []
     for name in names:
         r = res.get(name)
@@ -175,17 +176,40 @@ def table(work: Path, names: list[str]) -> str:
         rows.append(f"| {name} | {r['config']['model']} | {change.replace('|', '/')} | "
                     f"{_f(s.get('psnr'), 2)} | {_f(s.get('ssim'))} | {_f(s.get('mae'))} | {_f(s.get('lpips'))} | "
                     f"{_f(g.get('gain_psnr'), 2)} | {_f(g.get('gain_ssim'))} | {_f(g.get('gain_mae'))} | "
+                    f"{_f(r.get('row_gradient_ratio'))} | "
                     f"{t.get('steps')} × {t.get('tile')}² | {t.get('generator_params', 0) / 1e6:.1f} M | "
                     f"{t.get('minutes')} | {t.get('load_before')} → {t.get('load_after')} |")
         if not base_rows and r["eval"].get("baselines"):
             for b, vals in r["eval"]["baselines"].items():
                 v = {m: (x or {}).get("value") for m, x in (vals.get("summary") or {}).items()}
                 base_rows.append(f"| baseline: {b} | – | {vals.get('absent') or vals.get('source', '')} | {_f(v.get('psnr'), 2)} | "
-                                 f"{_f(v.get('ssim'))} | {_f(v.get('mae'))} | {_f(v.get('lpips'))} | | | | | | | |")
+                                 f"{_f(v.get('ssim'))} | {_f(v.get('mae'))} | {_f(v.get('lpips'))} | | | | | | | | |")
     return "\n".join(rows[:2] + base_rows + rows[2:])
 
 
-def grid(work: Path, name: str, out: Path, count: int = 4, px: int = 160) -> Path:
+def row_gradient_ratio(work: Path, name: str, count: int = 16) -> float:
+    """The checkerboard figure of the issue: on ``count`` 256² test tiles, the mean |y[r+1] − y[r]| (over bands and
+    columns) at even rows r divided by that at odd rows, as max/min (1 = no period-2 pattern)."""
+    import numpy as np
+
+    from sarkit.data.dataset import TileDataset
+    from sarkit.infer.engine import load_predictor
+
+    ds = TileDataset(tiles(work, 256), split="test", mode="paired")
+    pred = load_predictor(work / "runs" / name, "cpu")
+    picks = np.linspace(0, len(ds) - 1, count).round().astype(int)
+    x = np.stack([ds[int(i)]["sar"].numpy() for i in picks])
+    y = pred(x)
+    g = np.abs(np.diff(y, axis=2)).mean(axis=(0, 1, 3))[8:-8]  # row-gradient profile, away from the borders
+    even, odd = float(g[0::2].mean()), float(g[1::2].mean())
+    ratio = max(even, odd) / min(even, odd)
+    res = read_results(work)
+    res.setdefault(name, {})["row_gradient_ratio"] = ratio
+    write_results(work, res)
+    return ratio
+
+
+def grid(work: Path, name: str, out: Path, count: int = 4, px: int = 128) -> Path:
     """A PNG of ``count`` held-out 256² test tiles: SAR | run's output | Sentinel-2 target per row (``px`` a cell)."""
     import numpy as np
     from PIL import Image
@@ -209,7 +233,9 @@ def grid(work: Path, name: str, out: Path, count: int = 4, px: int = 160) -> Pat
 
         rows.append(np.concatenate([rgb(x), rgb(y), rgb(it["optical"].numpy())], 1))
     out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.concatenate(rows, 0)).save(out, optimize=True)
+    # a 256-colour palette keeps the picture small (< 300 KB for the docs)
+    Image.fromarray(np.concatenate(rows, 0)).quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(
+        out, optimize=True)
     return out
 
 
@@ -219,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", default="base,resize,l1_1000,l1_10000,tile256,ngf64")
     ap.add_argument("--steps", type=int, default=2000, help="training steps of a 128² run (256² runs: a quarter)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--stage", choices=("all", "train", "eval", "table", "grid"), default="all")
+    ap.add_argument("--stage", choices=("all", "train", "eval", "table", "grid", "profile"), default="all")
     ap.add_argument("--grid", type=Path, default=ROOT / "docs" / "img" / "texas-pix2pix.png")
     a = ap.parse_args(argv)
     if not TEXAS.is_dir():
@@ -240,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"evaluated {n}", flush=True)
         if a.stage == "grid":
             print(grid(a.work, n, a.grid))
+        if a.stage == "profile":
+            print(f"{n}: row-gradient ratio {row_gradient_ratio(a.work, n):.3f}", flush=True)
     if a.stage != "grid":
         print(table(a.work, names))
     return 0
