@@ -2,7 +2,10 @@
 
 Objective: G* = arg min_G max_D  L_cGAN(G, D) + λ·L_L1(G), λ = 100, vanilla (BCE) GAN loss; D's loss is halved to
 slow it down relative to G, as in the reference. Batch norm, dropout 0.5 in the three innermost decoder levels,
-Adam(2e-4, β = (0.5, 0.999)). The L1 term is averaged over valid pixels only (``batch["valid"]``: both SAR and
+Adam(2e-4, β = (0.5, 0.999)). One default differs from the paper: the decoder up-samples by resize-convolution
+(``upsample="resize"``: bilinear ×2 then a 3×3 convolution) instead of the 4×4 stride-2 transposed convolution,
+which paints a checkerboard (measured on the real Texas pairs, docs/benchmarks.md, issue 17);
+``--model-opt upsample=transpose`` is the paper's. The L1 term is averaged over valid pixels only (``batch["valid"]``: both SAR and
 optical have data), so nodata borders filled with −1 do not teach the generator to paint −1.
 
 Inference (``predict`` and the exported network) runs the generator in eval mode: running batch-norm statistics
@@ -26,14 +29,14 @@ from sarkit.models.registry import build_network, register_model
 
 @dataclass
 class Pix2PixOptions:
-    """pix2pix hyper-parameters (paper defaults)."""
+    """pix2pix hyper-parameters (the paper's, except the resize-convolution decoder)."""
 
     lambda_l1: float = 100.0
     ngf: int = 64
     ndf: int = 64
     gan_mode: str = "vanilla"
     n_layers_d: int = 3
-    upsample: str = "transpose"   # decoder: transpose (the paper's) | resize (bilinear ×2 + conv3×3)
+    upsample: str = "resize"      # decoder: resize (bilinear ×2 + conv3×3; issue 17) | transpose (the paper's)
 
     def __post_init__(self) -> None:
         check_upsample_option(self.upsample)

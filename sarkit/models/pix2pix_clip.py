@@ -36,7 +36,7 @@ class Pix2PixClipOptions:
     clip_model: str = DEFAULT_CLIP_MODEL
     clip_pretrained: str = DEFAULT_CLIP_PRETRAINED
     clip_weights: str = ""
-    upsample: str = "transpose"   # decoder: transpose (the paper's) | resize (bilinear ×2 + conv3×3)
+    upsample: str = "resize"      # decoder: resize (bilinear ×2 + conv3×3; issue 17) | transpose (the paper's)
 
     def __post_init__(self) -> None:
         check_upsample_option(self.upsample)

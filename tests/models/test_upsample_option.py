@@ -12,8 +12,8 @@ from sarkit.models.base import ModelIO, parse_options
 from sarkit.models.registry import build_network
 from sarkit.raster.norm import optical_normalization, sar_normalization
 
-#: model → (its paper's decoder up-sampling, the layer that paper's decoder uses)
-MODELS = {"pix2pix": ("transpose", torch.nn.ConvTranspose2d), "cyclegan": ("transpose", torch.nn.ConvTranspose2d),
+#: model → (its default decoder up-sampling, the layer that decoder has; pix2pix: resize since issue 17)
+MODELS = {"pix2pix": ("resize", torch.nn.Upsample), "cyclegan": ("transpose", torch.nn.ConvTranspose2d),
           "cut": ("blur", None), "qs-attn": ("blur", None)}
 
 
@@ -49,8 +49,9 @@ def test_upsample_resize_replaces_the_decoders_transposed_convolutions_and_the_e
     with torch.no_grad():
         assert torch.equal(g(x), rebuilt(x))
     (_, g0, _, kw0), = [e for e in default.export() if e[0] == "generator"]
-    paper, layer = MODELS[name]
-    assert kw0.get("upsample", "transpose") == paper and _count(g0, torch.nn.Upsample) == 0
+    default_mode, layer = MODELS[name]
+    assert kw0.get("upsample", "transpose") == default_mode
+    assert (_count(g0, torch.nn.Upsample) > 0) == (default_mode == "resize")
     if layer is not None:
         assert _count(g0, layer) > 0
     plain = _build(name, upsample="transpose")
