@@ -585,7 +585,7 @@ def eval_cmd(
                                  "method, SAR→OPT / OPT→SAR / downstream columns, best marked * and second †."),
     fail_under: Optional[Any] = typer.Option(None, "--fail-under", parser=P.thresholds("--fail-under"),
                                              metavar="METRIC=VALUE,…", help="Exit 1 if a higher-is-better metric is "
-                                             "below, e.g. psnr=18,ssim=0.3."),
+                                             "below, e.g. psnr=18,ssim=0.3, or gain_psnr=1 (dB above the better baseline)."),
     fail_over: Optional[Any] = typer.Option(None, "--fail-over", parser=P.thresholds("--fail-over"),
                                             metavar="METRIC=VALUE,…", help="Exit 1 if a lower-is-better metric is "
                                             "above, e.g. fid=50,mae=0.1."),
@@ -617,7 +617,8 @@ def eval_cmd(
     from sarkit.eval.compare import compare_reports
     from sarkit.eval.gate import QualityGate
     from sarkit.eval.options import EvalInputs, EvalOptions, metric_set
-    from sarkit.eval.report import SUMMARY_COLUMNS, band_lines, metric_notes, summary_rows, to_json_value
+    from sarkit.eval.report import (SUMMARY_COLUMNS, band_lines, baseline_columns, baseline_rows, metric_notes,
+                                    summary_rows, to_json_value)
     from sarkit.eval.runner import run_eval_report
     from sarkit.infer.diffusion import SamplingOptions
     from sarkit.progress import print_table
@@ -654,6 +655,8 @@ def eval_cmd(
     result = run_eval_report(inputs, opts, report, overwrite, rep)
     record = to_json_value(result.report)
     print_table("sarkit eval (normalised [0, 1] space)", SUMMARY_COLUMNS, summary_rows(record), quiet=quiet)
+    if rows := baseline_rows(record):
+        print_table("baselines (same pixels and bands)", baseline_columns(record), rows, quiet=quiet)
     if not quiet:
         for line in band_lines(record) + metric_notes(record):
             typer.echo(line)

@@ -37,6 +37,10 @@ def test_demo_writes_every_output_and_a_report_with_the_scene(tmp_path):
     record = json.loads((out / "demo.json").read_text())
     assert set(record["outputs"]) == set(res.outputs)
     assert set(record["seconds"]) == {"synth", "tile", "train run-pix2pix", "translate pix2pix", "eval pix2pix"}
+    # the improved defaults of issue 17: resize-convolution decoder; the report has the baselines and the gains
+    config = json.loads((out / "run-pix2pix" / "config.json").read_text())
+    assert config["model_options"]["upsample"] == "resize" and config["model_options"]["lambda_l1"] == 10000.0
+    assert "gain_psnr" in res.metrics["pix2pix"] and "Baselines" in html
 
 
 @pytest.mark.slow

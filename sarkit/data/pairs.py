@@ -14,7 +14,11 @@ Conventions (``CONVENTIONS``), detected from the folder names when not given (``
 Rules: images are read by ``sarkit.raster.images.ImageSource`` (a gray SAR image stored as three equal channels is
 one channel; values as stored). Images larger than the tile size are cut into tiles; every tile of one source image
 gets the same split, so neighbours never leak between splits; the dataset's own train/val/test folders are the
-split when it has them. The normalisation is the value range of the images' data type (0–255 or 0–65535), recorded
+split when it has them. When ROOT has a ``metadata.json`` that gives each image's ground corners
+(``GROUND_FILE``: records with ``fragment_filename`` and ``corners_EPSG:<code>``, as optical-sar-texas ships), the
+split is spatial: whole images go to contiguous ground blocks (``ground_blocks_of``: cells of two images' extent, or
+``--block-strides`` strides, with images whose footprints overlap merged into one block), and blocks to splits,
+so no evaluated tile shares a pixel, nor a block, with a training tile. The normalisation is the value range of the images' data type (0–255 or 0–65535), recorded
 in ``tiling.json``. Tiles are GeoTIFFs without CRS on the image's pixel grid (tags ``units=image``); the manifest's
 ``crs`` column says ``none (pixel grid)`` and ``tiling.json`` has ``"georeferenced": false``.
 """
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass, replace
@@ -49,6 +54,8 @@ LABEL_DIRS = ("labels", "label", "lbl", "gt", "mask", "masks")
 PIXEL_GRID = "none (pixel grid)"
 _SEN12_S1 = re.compile(r"(?P<base>.+)_s1_(?P<n>\d+)_p(?P<p>\d+)", re.IGNORECASE)
 _SPLIT_NAMES = ("train", "val", "test")
+#: A pair dataset's ground record under ROOT: a JSON list of {"fragment_filename", "corners_EPSG:<code>"}.
+GROUND_FILE = "metadata.json"
 
 
 @dataclass(frozen=True)
@@ -438,20 +445,100 @@ def _check_same(first: _OpenPair, o: _OpenPair) -> None:
                              f"(tile them into separate folders)")
 
 
-def _assign_splits(tiles: list[_PairTile], pairs: list[ImagePair], fractions: Sequence[float], seed: int) -> str:
-    """The dataset's own splits when every pair has one, else whole source images to splits (seeded, balanced by
-    tile count, as ``sarkit.data.tiling.assign_splits`` gives blocks); returns how ("dataset" or "image")."""
+@dataclass(frozen=True)
+class GroundFootprints:
+    """Where the images of a pair dataset lie: ``crs`` (e.g. "EPSG:3395") and each pair's ``Bounds`` in it."""
+
+    crs: str
+    bounds: tuple[Bounds, ...]
+
+
+def read_ground_footprints(root: Path, pairs: list[ImagePair]) -> GroundFootprints | None:
+    """Each pair's ground bounds from ROOT/``GROUND_FILE`` (the envelope of its four corners), matched by the SAR
+    file's name; None when the file is absent, not such a list, or misses a pair."""
+    path = Path(root) / GROUND_FILE
+    if not path.is_file():
+        return None
+    try:
+        records = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(records, list):
+        return None
+    by_name: dict[str, tuple[str, Bounds]] = {}
+    for r in records:
+        keys = [k for k in r if str(k).startswith("corners_EPSG:")] if isinstance(r, dict) else []
+        if not keys or "fragment_filename" not in r:
+            continue
+        xy = np.asarray(r[keys[0]], dtype=float)
+        if xy.shape != (4, 2):
+            continue
+        crs = keys[0][len("corners_"):]
+        by_name[str(r["fragment_filename"])] = (crs, Bounds(xy[:, 0].min(), xy[:, 1].min(), xy[:, 0].max(),
+                                                            xy[:, 1].max()))
+    found = [by_name.get(p.sar.name) for p in pairs]
+    if not found or any(f is None for f in found) or len({f[0] for f in found}) != 1:  # type: ignore[index]
+        return None
+    return GroundFootprints(found[0][0], tuple(f[1] for f in found))  # type: ignore[index]
+
+
+def _overlap(a: Bounds, b: Bounds) -> bool:
+    """Do two footprints share area (touching edges do not)?"""
+    return min(a.right, b.right) > max(a.left, b.left) and min(a.top, b.top) > max(a.bottom, b.bottom)
+
+
+def ground_blocks_of(fp: GroundFootprints, side_m: float) -> list[int]:
+    """Block id of each image: the cell (side ``side_m``, from the top-left of the union) holding its top-left
+    corner; images whose footprints overlap are merged into one block (union-find), so they share a split."""
+    left = min(b.left for b in fp.bounds)
+    top = max(b.top for b in fp.bounds)
+    cells = [(math.floor((top - b.top) / side_m + 1e-9), math.floor((b.left - left) / side_m + 1e-9))
+             for b in fp.bounds]
+    parent = list(range(len(cells)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[tuple[int, int], int] = {}
+    for i, c in enumerate(cells):
+        parent[find(i)] = find(first.setdefault(c, i))
+    for i in range(len(cells)):
+        for j in range(i + 1, len(cells)):
+            if _overlap(fp.bounds[i], fp.bounds[j]):
+                parent[find(j)] = find(i)
+    roots = sorted({find(i) for i in range(len(cells))})
+    return [roots.index(find(i)) for i in range(len(cells))]
+
+
+def _ground_side(fp: GroundFootprints, grids: list[GridSpec], opts: Any) -> float:
+    """Block side in ground units: ``--block-strides`` strides of the coarsest image pixel, else two images."""
+    px = max((b.right - b.left) / g.width for b, g in zip(fp.bounds, grids))
+    if getattr(opts, "block_strides", None):
+        return float(opts.block_strides) * opts.stride * px
+    return 2.0 * max(b.right - b.left for b in fp.bounds)
+
+
+def _assign_splits(tiles: list[_PairTile], pairs: list[ImagePair], fractions: Sequence[float], seed: int,
+                   blocks: list[int] | None = None) -> str:
+    """The dataset's own splits when every pair has one; else whole ground blocks of images (``blocks``: one id
+    per pair) or whole source images to splits (seeded, balanced by tile count, as
+    ``sarkit.data.tiling.assign_splits`` gives blocks); returns how ("dataset", "ground" or "image")."""
     from sarkit.data.tiling import _Candidate, assign_splits
 
     if all(p.split is not None for p in pairs):
         for t in tiles:
             t.split = str(pairs[t.pair].split)
         return "dataset"
-    cands = [_Candidate(t.pair, t.window, t.tile_id, Bounds(0, 0, 0, 0), block=(0, t.pair, 0)) for t in tiles]
+    block = blocks if blocks is not None else list(range(len(pairs)))
+    cands = [_Candidate(t.pair, t.window, t.tile_id, Bounds(0, 0, 0, 0), block=(0, block[t.pair], 0))
+             for t in tiles]
     assign_splits(cands, fractions, seed)
     for t, c in zip(tiles, cands):
         t.split = c.split
-    return "image"
+    return "image" if blocks is None else "ground"
 
 
 def _tile_profile(window: PixelWindow, count: int, dtype: str) -> dict[str, Any]:
@@ -505,6 +592,7 @@ def tile_pairs(root: Path, out: Path, opts: Any, pair_opts: PairOptions = PairOp
                   + (f"; SAR is side {side} (--sar-is to change)" if side else ""))
     stems = _stems(pairs, root)
     tiles: list[_PairTile] = []
+    grids: list[GridSpec] = []
     first = _OpenPair(pairs[0], root)
     try:
         sar_bands, opt_bands = list(first.sar.band_names), list(first.opt.band_names)
@@ -513,6 +601,7 @@ def tile_pairs(root: Path, out: Path, opts: Any, pair_opts: PairOptions = PairOp
         for i, p in enumerate(pairs):
             with _OpenPair(p, root) as op:
                 _check_same(first, op)
+                grids.append(op.grid)
                 wins = tile_windows(op.grid.height, op.grid.width, opts)
                 if not wins:
                     skipped["too_small"] += 1
@@ -522,7 +611,12 @@ def tile_pairs(root: Path, out: Path, opts: Any, pair_opts: PairOptions = PairOp
     if not tiles:
         raise InputError(f"no image of {root} holds a whole --size {opts.size} tile: use a smaller --size")
     skipped = Counter({k: v for k, v in skipped.items() if v})
-    how = _assign_splits(tiles, pairs, opts.split, opts.seed)
+    ground = read_ground_footprints(root, pairs)
+    blocks = ground_blocks_of(ground, _ground_side(ground, grids, opts)) if ground is not None else None
+    if ground is not None:
+        reporter.info(f"{GROUND_FILE} places the images on the ground ({ground.crs}): split by "
+                      f"{len(set(blocks or []))} contiguous ground blocks")
+    how = _assign_splits(tiles, pairs, opts.split, opts.seed, blocks)
     sar_norm = image_normalization(Modality.SAR, sar_bands, sar_top)
     opt_norm = image_normalization(Modality.OPTICAL, opt_bands, opt_top)
     kept: list[_PairTile] = []
@@ -546,6 +640,10 @@ def tile_pairs(root: Path, out: Path, opts: Any, pair_opts: PairOptions = PairOp
         splits = {s: sum(t.split == s for t in kept) for s in _SPLIT_NAMES}
         record = _record(opts, pair_opts, conv, how, root, pairs, sar_norm, opt_norm, class_names, len(kept),
                          dict(skipped), splits, opt_dtype)
+        if ground is not None:
+            record["pairs"]["ground"] = {"file": GROUND_FILE, "crs": ground.crs,
+                                         "block_side": _ground_side(ground, grids, opts),
+                                         "bounds": [list(b) for b in ground.bounds], "blocks": blocks}
         (tmp / "tiling.json").write_text(json.dumps(record, indent=2) + "\n")
     return TileSummary(out, len(kept), dict(skipped), splits, len(pairs),
                        "label images, ids as stored" if has_lab else None)
@@ -620,7 +718,7 @@ def _record(opts: Any, pair_opts: PairOptions, conv: str, how: str, root: Path, 
     """The ``tiling.json`` record of an image-pair tile set (the contract of ``sarkit tile``, plus ``pairs``)."""
     params = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}
     params.update(split=list(opts.split), s1_range=[0.0, sar_norm.hi[0]], s2_range=[0.0, opt_norm.hi[0]],
-                  s1_units=IMAGE_UNITS, layout="pairs", root=str(root.resolve()), block_strides=None)
+                  s1_units=IMAGE_UNITS, layout="pairs", root=str(root.resolve()))
     return {
         "sarkit_version": __version__,
         "params": params,

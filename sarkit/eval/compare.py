@@ -5,7 +5,8 @@ CLIP-IQA when the reports have them) and a downstream group (PA, mIoU, SMS, PMR,
 direction). The reports of one method in the two directions are paired by the method's name: the model recorded
 in the report (``inputs.model``, else the exported checkpoint's header), else the report folder's name; a report
 argument ``NAME=REPORT`` names its row. Best value per column in bold, second underlined, following each metric's
-direction (``sarkit.eval.options.HIGHER_IS_BETTER``). Written as compare.md, compare.csv and compare.tex (a
+direction (``sarkit.eval.options.HIGHER_IS_BETTER``). Reports that measured the trivial baselines (schema 1.4) add
+one row per baseline and the gain columns (gain PSNR, …: the model over the better baseline). Written as compare.md, compare.csv and compare.tex (a
 booktabs ``tabular`` for a paper).
 """
 
@@ -137,14 +138,39 @@ class ReportEntry:
         return cls(name, label or report_model(report) or name, report_direction(report), values)
 
 
+def baseline_entries(entry: ReportEntry, report: dict[str, Any]) -> list[tuple[str, ReportEntry]]:
+    """(baseline label, entry) of each baseline a report measured (``baselines``; none in reports before 1.4),
+    with the baseline's summary values; the method is set by ``load_entries``."""
+    out = []
+    for kind, b in (report.get("baselines") or {}).items():
+        if "absent" in b or not b.get("summary"):
+            continue
+        values = {m: from_json_value(v.get("value")) for m, v in b["summary"].items()}
+        out.append((str(b.get("label") or kind), ReportEntry(entry.name, entry.method, entry.direction, values)))
+    return out
+
+
 def load_entries(args: Sequence[str | Path]) -> list[ReportEntry]:
-    """The reports named by ``--compare`` arguments (``REPORT`` or ``NAME=REPORT``), loaded and checked."""
+    """The reports named by ``--compare`` arguments (``REPORT`` or ``NAME=REPORT``), loaded and checked, then one
+    row per distinct baseline the reports measured (``baseline: constant colour (pix2pix)``; reports whose
+    baseline values agree share one row, named after all their methods)."""
     if len(args) < 1:
         raise InputError("--compare needs report directories or report.json files, e.g. --compare runA runB")
     out = []
+    groups: dict[tuple[str, str, tuple[Any, ...]], tuple[list[str], ReportEntry]] = {}
     for arg in args:
         label, path = split_label(arg)
-        out.append(ReportEntry.from_record(run_name(path), load_report(path), label))
+        rep = load_report(path)
+        e = ReportEntry.from_record(run_name(path), rep, label)
+        out.append(e)
+        for name, b in baseline_entries(e, rep):
+            key = (name, b.direction, tuple(sorted((m, round(v, 9) if v is not None else None)
+                                                   for m, v in b.values.items())))
+            methods, _ = groups.setdefault(key, ([], b))
+            if e.method not in methods:
+                methods.append(e.method)
+    for (name, _, _), (methods, b) in groups.items():
+        out.append(ReportEntry(b.name, f"baseline: {name} ({', '.join(methods)})", b.direction, b.values))
     return out
 
 

@@ -1,5 +1,6 @@
-"""Quality gates: ``--fail-under psnr=18,ssim=0.3`` for higher-is-better metrics (psnr, ssim, pa, miou) and
-``--fail-over fid=50,mae=0.1`` for lower-is-better ones (mae, fid, fid-clip, sms, lpips).
+"""Quality gates: ``--fail-under psnr=18,ssim=0.3`` for higher-is-better metrics (psnr, ssim, pa, miou, and the
+gains over the better baseline: ``--fail-under gain_psnr=1.0`` = at least 1 dB above it) and ``--fail-over
+fid=50,mae=0.1`` for lower-is-better ones (mae, fid, fid-clip, sms, lpips).
 
 A gate on a metric that is not computed is bad usage (``InputError``, exit 2); a metric that misses its
 threshold, or is undefined, is a working failure (``WorkError``, exit 1) raised after the report is written.
@@ -45,6 +46,9 @@ def gate_failures(summary: dict[str, Any], under: dict[str, float], over: dict[s
     for limits, higher in ((under, True), (over, False)):
         for m, thr in limits.items():
             if m not in summary:
+                if m.startswith("gain_"):  # the metric was computed, but no baseline could be
+                    fails.append(f"{m} undefined (no baseline was computed; see the report)")
+                    continue
                 raise InputError(f"quality gate on {m}, which is not computed: add it to --metrics")
             v = _value(summary[m])
             if v is None or math.isnan(v) or (v < thr if higher else v > thr):
@@ -71,8 +75,9 @@ class QualityGate:
         return (*self.under, *self.over)
 
     def require(self, computed: Sequence[str]) -> None:
-        """``InputError`` when a gated metric is not among the ``computed`` ones (before any work)."""
-        if missing := [m for m in self.metrics if m not in computed]:
+        """``InputError`` when a gated metric is not among the ``computed`` ones (before any work); a gain
+        (``gain_psnr``) needs its metric (psnr)."""
+        if missing := [m for m in self.metrics if m.removeprefix("gain_") not in computed]:
             raise InputError(f"quality gate on {missing[0]}, which is not computed: add it to --metrics")
 
     def failures(self, summary: dict[str, Any]) -> list[str]:

@@ -24,16 +24,21 @@ SEG_METRICS = ("pa", "miou", "sms")
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "mae": False, "fid": False, "fid-clip": False, "pa": True,
                     "miou": True, "sms": False, "lpips": False, "pmr": True, "ir": True, "ir_ed": True,
                     "clip_iqa": True}
+#: The model's gains over the better trivial baseline (``sarkit.eval.baselines``): positive = the model is better.
+GAIN_METRICS = ("gain_psnr", "gain_ssim", "gain_mae", "gain_lpips")
+HIGHER_IS_BETTER.update({g: True for g in GAIN_METRICS})
 #: How tables name the metrics.
 LABELS = {"psnr": "PSNR", "ssim": "SSIM", "mae": "MAE", "fid": "FID", "fid-clip": "FID-CLIP", "pa": "PA",
           "miou": "mIoU", "sms": "SMS", "lpips": "LPIPS", "pmr": "PMR", "ir": "IR", "ir_ed": "IR-ED",
-          "clip_iqa": "CLIP-IQA"}
+          "clip_iqa": "CLIP-IQA", "gain_psnr": "gain PSNR", "gain_ssim": "gain SSIM", "gain_mae": "gain MAE",
+          "gain_lpips": "gain LPIPS"}
 #: Pixels read around every scene window so that SSIM sees whole 11×11 windows at the window's edge.
 HALO = M.SSIM_PAD
 #: report.json schema; 1.1 added tiles[].lpips and the optional top-level "networks"; 1.2 "bands" (the bands and
 #: ranges of every metric) and inputs.input (the translated scene); 1.3 pmr, ir, ir_ed (with "matching") and
-#: clip_iqa (with networks.clip_iqa).
-SCHEMA = "sarkit.eval/1.3"
+#: clip_iqa (with networks.clip_iqa); 1.4 "baselines" (constant colour, per-pixel linear map) and the summary's
+#: gain_psnr, gain_ssim, gain_mae, gain_lpips over the better baseline.
+SCHEMA = "sarkit.eval/1.4"
 
 
 class SmsModel(str, Enum):

@@ -1,4 +1,4 @@
-"""Evaluation reports: report.json (schema ``sarkit.eval/1.3``), report.md, tiles.csv, report.html.
+"""Evaluation reports: report.json (schema ``sarkit.eval/1.4``), report.md, tiles.csv, report.html, baselines.csv.
 
 JSON conventions: every metric value is a number, except that +inf (PSNR of identical images) is written as the
 string ``"inf"`` and an undefined value (NaN: no valid pixel/window) as ``null``. ``report_schema.json`` next to
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from sarkit.eval.options import ALL_METRICS, HIGHER_IS_BETTER, LABELS, EvalResult
+from sarkit.eval.options import ALL_METRICS, GAIN_METRICS, HIGHER_IS_BETTER, LABELS, EvalResult
 
 if TYPE_CHECKING:
     from sarkit.eval.sources import Block
@@ -225,7 +225,7 @@ def fmt(v: Any, digits: int = 4) -> str:
 def summary_rows(report: dict[str, Any]) -> list[list[Any]]:
     """Rows ``[metric, value, mean, std, median, min, max]`` of a report's summary (JSON values)."""
     rows = []
-    for m in ALL_METRICS:
+    for m in ALL_METRICS + GAIN_METRICS:
         s = report["summary"].get(m)
         if s is None:
             continue
@@ -235,6 +235,43 @@ def summary_rows(report: dict[str, Any]) -> list[list[Any]]:
 
 
 SUMMARY_COLUMNS = ["metric", "value", "tile mean", "tile std", "tile median", "tile min", "tile max"]
+
+
+def baseline_columns(report: dict[str, Any]) -> list[str]:
+    """``system``, the metrics the baselines have (PSNR↑ SSIM↑ MAE↓ LPIPS↓ of the summary), ``fitted on``."""
+    ms = [m for m in ("psnr", "ssim", "mae", "lpips") if m in report["summary"]]
+    return ["system"] + [f"{LABELS[m]} {arrow(m)}" for m in ms] + ["fitted on"]
+
+
+def baseline_rows(report: dict[str, Any]) -> list[list[Any]]:
+    """Rows of the model, each baseline (or why it is absent) and the model's gain over the better baseline per
+    metric (positive = the model is better); none when the report has no baselines."""
+    base = report.get("baselines")
+    if not base:
+        return []
+    ms = [m for m in ("psnr", "ssim", "mae", "lpips") if m in report["summary"]]
+    summ = report["summary"]
+    rows: list[list[Any]] = [["model"] + [fmt(summ[m].get("value")) for m in ms] + [""]]
+    for entry in base.values():
+        if "absent" in entry:
+            rows.append([entry["label"]] + ["–"] * len(ms) + [f"not computed: {entry['absent']}"])
+            continue
+        vals = entry.get("summary", {})
+        rows.append([entry["label"]] + [fmt((vals.get(m) or {}).get("value")) for m in ms] + [entry["source"]])
+    gains = [summ.get(f"gain_{m}") for m in ms]
+    over = ", ".join(f"{LABELS[m]}: {g['over']}" for m, g in zip(ms, gains) if g and g.get("over"))
+    rows.append(["gain over the better baseline"] + [fmt(g.get("value")) if g else "–" for g in gains]
+                + [f"better baseline per metric: {over}" if over else ""])
+    return rows
+
+
+def render_baselines_csv(report: dict[str, Any]) -> str:
+    """baselines.csv: the rows of ``baseline_rows`` (model, baselines, gains) under ``baseline_columns``."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(baseline_columns(report))
+    w.writerows(baseline_rows(report))
+    return buf.getvalue()
 
 
 def _band_ranges(bands: Sequence[str], ranges: Sequence[Sequence[float]], units: str) -> str:
@@ -331,6 +368,10 @@ def render_markdown(report: dict[str, Any]) -> str:
     if report.get("networks"):
         out.append("")
     out += ["## Summary", "", _md_table(SUMMARY_COLUMNS, summary_rows(report)), ""]
+    if rows := baseline_rows(report):
+        out += ["## Baselines", "", "The trivial baselines on the same pixels and bands (sarkit.eval.baselines); "
+                "gain = model minus the better baseline, positive = the model is better.", "",
+                _md_table(baseline_columns(report), rows), ""]
     if lines := band_lines(report):
         out += ["## Bands", ""] + [f"- {ln}" for ln in lines] + [""]
     if notes := metric_notes(report):
@@ -424,6 +465,10 @@ def render_html(report: dict[str, Any], thumbnails: Sequence[dict[str, Any]],
     parts += [f"<li>metric space: {html.escape(report['normalization']['space'])}</li>", "</ul>", "</section>",
               '<section id="summary">', "<h2>Summary</h2>", _html_table(SUMMARY_COLUMNS, summary_rows(report)),
               "</section>"]
+    if rows := baseline_rows(report):
+        parts += ['<section id="baselines">', "<h2>Baselines</h2>",
+                  "<p>The trivial baselines on the same pixels and bands; gain = model minus the better baseline, "
+                  "positive = the model is better.</p>", _html_table(baseline_columns(report), rows), "</section>"]
     if lines := band_lines(report):
         parts += ['<section id="bands">', "<h2>Bands</h2>", "<ul>"]
         parts += [f"<li>{html.escape(ln)}</li>" for ln in lines] + ["</ul>", "</section>"]
@@ -463,7 +508,8 @@ def render_html(report: dict[str, Any], thumbnails: Sequence[dict[str, Any]],
 
 
 def write_report(out_dir: str | Path, result: EvalResult, overwrite: bool) -> Path:
-    """Write report.json, report.md, tiles.csv and report.html into ``out_dir`` atomically (all or nothing)."""
+    """Write report.json, report.md, tiles.csv, report.html (and baselines.csv when the report has baselines) into
+    ``out_dir`` atomically (all or nothing)."""
     from sarkit.io import atomic_dir
 
     report = to_json_value(result.report)
@@ -475,5 +521,7 @@ def write_report(out_dir: str | Path, result: EvalResult, overwrite: bool) -> Pa
         (tmp / "report.json").write_text(json.dumps(report, indent=1) + "\n")
         (tmp / "report.md").write_text(render_markdown(report))
         (tmp / "tiles.csv").write_text(render_csv(report))
+        if report.get("baselines"):
+            (tmp / "baselines.csv").write_text(render_baselines_csv(report))
         (tmp / "report.html").write_text(render_html(report, result.thumbnails, result.overview))
     return dest

@@ -38,6 +38,7 @@ from sarkit.eval.segmetrics import IGNORE
 from sarkit.eval.accumulate import Accumulator, FeatureStreams, LpipsStream, Segmenters
 from sarkit.eval.clip_iqa import ClipIqaStream
 from sarkit.eval.matching import MatchingStream
+from sarkit.eval.baselines import BaselineStreams, gains
 from sarkit.eval.options import HIGHER_IS_BETTER, SCHEMA, EvalInputs, EvalOptions, EvalResult
 from sarkit.eval.sources import EvalMode, EvalSource, ModelSplitSource, SceneSource, TileSetSource
 
@@ -61,9 +62,12 @@ def evaluate(source: EvalSource, opts: EvalOptions, reporter: Reporter = NULL_RE
     classes = segs.classes(source.class_names)
     # labels without class names (and no segmenter): class ids 0…254 are tracked, rows only for ids present
     acc = Accumulator(opts.metrics, len(classes) if classes else (IGNORE if source.has_labels else None))
+    base = BaselineStreams.load(source, opts, lpips, reporter)
     with reporter.task("Evaluating", total=len(source)) as task:
         for b in source.blocks():
             tile = acc.add(b, segs.for_block(b, source.pred_norm, source.target_norm))
+            if base is not None:
+                base.add(b)
             if features:
                 features.add(b, source.pred_norm)
             if lpips is not None:
@@ -91,7 +95,14 @@ def evaluate(source: EvalSource, opts: EvalOptions, reporter: Reporter = NULL_RE
     if clip_iqa is not None:
         summary["clip_iqa"] = clip_iqa.summary(acc.tiles)
         networks["clip_iqa"] = clip_iqa.network(acc.tiles)
+    if base is not None:
+        baselines = base.record(reporter)
+        summary.update(gains(summary, baselines, HIGHER_IS_BETTER))
     report = _record(source, opts, acc, summary, segs, classes, networks)
+    if base is not None:
+        report["baselines"] = baselines
+        if "linear" in baselines and "absent" in baselines["linear"]:
+            reporter.info(f"linear baseline not computed: {baselines['linear']['absent']}")
     if matching is not None:
         report["matching"] = matching.record()
     return EvalResult(report, _thumbnails(source, acc.tiles, opts), source.overview(opts))

@@ -19,6 +19,7 @@ from sarkit.errors import InputError
 from sarkit.raster.grid import PixelWindow
 from sarkit.raster.norm import Normalization
 from sarkit.reporting import NULL_REPORTER, Reporter
+from sarkit.eval.baselines import fit_from_record
 from sarkit.eval.options import HALO, EvalOptions
 from sarkit.eval.pairs import _norm_for, _PairReader, partition
 
@@ -164,6 +165,7 @@ class SceneSource(EvalSource):
             if pixelwise:
                 self.reader.pixelwise.append("input scene")
         warn_pixelwise(self.reader.pixelwise, reporter)
+        self.baseline_fit = fit_from_record(self.reader.pred_tags.get("baselines"))  # written by translate
 
     def _find_input(self, pred: Path, opts: EvalOptions, reporter: Reporter) -> Path | None:
         """The input scene: ``--input``, else the scene the prediction's tags name (when it is found)."""
@@ -190,8 +192,8 @@ class SceneSource(EvalSource):
         return Block(tile_id, self.norm.encode(p), self.norm.encode(t), core, lab, inp, win)
 
     def blocks(self) -> Iterator[Block]:
-        for w in self.windows:
-            yield self._block(w, f"r{w.row_off}_c{w.col_off}")
+        for w in self.windows:  # the input comes along when known: the linear baseline maps it
+            yield self._block(w, f"r{w.row_off}_c{w.col_off}", with_input=self.input_norm is not None)
 
     def fetch(self, tile_id: str) -> Block:
         m = re.fullmatch(r"r(\d+)_c(\d+)", tile_id)
@@ -249,6 +251,7 @@ class TileSetSource(EvalSource):
         self.class_names = first.class_names
         self.has_labels = bool(labels)
         self.band_info = band_record(first, opts)
+        self.baseline_fit = fit_from_record(first.pred_tags.get("baselines"))  # written by translate
         first.close()
         warn_pixelwise(first.pixelwise, reporter, f" tiles (first: {ids[0]})")
         self.norm = first.image_norm or _norm_for(self.modality, self.names, opts)  # image tiles: their range
@@ -350,6 +353,7 @@ class ModelSplitSource(EvalSource):
         self.band_info = {"target": list(self.pred_norm.bands), "pred": list(self.pred_norm.bands),
                           "matched": "checkpoint", "described": {"pred": True, "target": True}}
         self.ranges_source = "checkpoint"
+        self.baseline_fit = fit_from_record(net.meta.get("baselines"))  # recorded at training (None: older runs)
         self.inputs = {"mode": self.mode, "checkpoint": str(net.path), "checkpoint_sha256": net.sha256,
                        "data": str(data), "split": split, "tiles": len(self.ds),
                        "direction": net.meta.get("direction"), "model": net.meta.get("model")}
@@ -401,6 +405,21 @@ class ModelSplitSource(EvalSource):
         bs = max(1, self.opts.batch_size)
         for s in range(0, len(self.ds), bs):
             yield from self._run(list(range(s, min(s + bs, len(self.ds)))))
+
+    def targets(self) -> Iterator[Block]:
+        """Every tile's target and input without running the generator (``pred`` is the target): the pixels a
+        baseline is fitted on when the checkpoint recorded none."""
+        for i in range(len(self.ds)):
+            it = self.ds[i]
+            valid = it["valid"].numpy()
+            x = self._input(it).astype(np.float32)
+            tgt = it[self.out_key].numpy().astype(np.float32)
+            if self.reencode:
+                tgt = self.pred_norm.encode(self.ds_norm.decode(tgt))
+            x[:, ~valid] = np.nan
+            tgt[:, ~valid] = np.nan
+            h, w = valid.shape
+            yield Block(it["id"], tgt, tgt, PixelWindow(0, 0, h, w), None, x, None)
 
     def fetch(self, tile_id: str) -> Block:
         return self._run([self.ds.ids.index(tile_id)])[0]

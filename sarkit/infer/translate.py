@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import time
 import warnings
@@ -758,6 +759,8 @@ def _write_translation(spec: GridSpec, reader: SceneReader, grid: BlendGrid, pre
                                 in_bands=",".join(in_norm.bands))
                 if scale != 1:  # the output grid is finer than the input's
                     dst.update_tags(scale=str(scale))
+                if (base := getattr(getattr(predictor, "net", None), "meta", {}).get("baselines")) is not None:
+                    dst.update_tags(baselines=json.dumps(base))  # the training fit, for sarkit eval's baselines
                 if predictor.contract.pixel_size is not None:  # the resolution the generator ran at
                     dst.update_tags(translated_pixel_size=(pixel_size(spec) or predictor.contract.pixel_size)
                                     .describe())

@@ -42,26 +42,54 @@ def init_weights(net: nn.Module, gain: float = 0.02) -> nn.Module:
     return net
 
 
+# --------------------------------------------------------------------------------------------- up-sampling
+#: Decoder up-sampling modes: ``transpose`` (the papers' stride-2 transposed convolution), ``resize`` (bilinear ×2
+#: then a 3×3 convolution, the resize-convolution of Odena et al. 2016: no checkerboard; bilinear rather than
+#: nearest, which duplicates rows into pairs and leaves a period-2 gradient profile of its own),
+#: ``blur`` (CUT's anti-aliased ``BlurUp`` + conv).
+UPSAMPLE_MODES = ("transpose", "resize", "blur")
+
+
+def check_upsample(mode: str, allowed: Sequence[str] = UPSAMPLE_MODES) -> str:
+    """``mode`` when it is one of ``allowed``, else ValueError naming the choices."""
+    if mode not in allowed:
+        raise ValueError(f"upsample must be one of {', '.join(allowed)}, got {mode!r}")
+    return mode
+
+
+def up_layers(c_in: int, c_out: int, mode: str, bias: bool, transpose_kernel: int = 4) -> list[nn.Module]:
+    """×2 up-sampling c_in → c_out channels: ConvTranspose(k, stride 2) | bilinear ×2 + conv3×3 | BlurUp + conv3×3.
+
+    ``transpose_kernel`` 4 (padding 1) is the pix2pix U-Net's, 3 (padding 1, output padding 1) the ResNet's."""
+    check_upsample(mode)
+    if mode == "transpose":
+        extra = 1 if transpose_kernel % 2 else 0
+        return [nn.ConvTranspose2d(c_in, c_out, transpose_kernel, 2, 1, output_padding=extra, bias=bias)]
+    first: nn.Module = nn.Upsample(scale_factor=2, mode="bilinear") if mode == "resize" else BlurUp(c_in)
+    return [first, nn.Conv2d(c_in, c_out, 3, 1, 1, bias=bias)]
+
+
 # --------------------------------------------------------------------------------------------- U-Net
 class _UnetLevel(nn.Module):
     """One U-Net level: down-conv, the inner levels, up-conv, concatenated with the skip input."""
 
     def __init__(self, outer: int, inner: int, in_ch: int | None, sub: nn.Module | None, outermost: bool,
-                 innermost: bool, norm: str, dropout: bool, out_ch: int | None = None) -> None:
+                 innermost: bool, norm: str, dropout: bool, out_ch: int | None = None,
+                 upsample: str = "transpose") -> None:
         super().__init__()
         self.outermost = outermost
         in_ch = outer if in_ch is None else in_ch
         use_bias = norm == "instance"
         down = nn.Conv2d(in_ch, inner, 4, 2, 1, bias=use_bias)
         if outermost:
-            up = nn.ConvTranspose2d(inner * 2, out_ch or outer, 4, 2, 1)
-            layers: list[nn.Module] = [down, sub, nn.ReLU(True), up, nn.Tanh()]
+            up = up_layers(inner * 2, out_ch or outer, upsample, True)
+            layers: list[nn.Module] = [down, sub, nn.ReLU(True), *up, nn.Tanh()]
         elif innermost:
-            up = nn.ConvTranspose2d(inner, outer, 4, 2, 1, bias=use_bias)
-            layers = [nn.LeakyReLU(0.2, True), down, nn.ReLU(True), up, norm_layer(norm, outer)]
+            up = up_layers(inner, outer, upsample, use_bias)
+            layers = [nn.LeakyReLU(0.2, True), down, nn.ReLU(True), *up, norm_layer(norm, outer)]
         else:
-            up = nn.ConvTranspose2d(inner * 2, outer, 4, 2, 1, bias=use_bias)
-            layers = [nn.LeakyReLU(0.2, True), down, norm_layer(norm, inner), sub, nn.ReLU(True), up,
+            up = up_layers(inner * 2, outer, upsample, use_bias)
+            layers = [nn.LeakyReLU(0.2, True), down, norm_layer(norm, inner), sub, nn.ReLU(True), *up,
                       norm_layer(norm, outer)]
             if dropout:
                 layers.append(nn.Dropout(0.5))
@@ -74,21 +102,24 @@ class _UnetLevel(nn.Module):
 
 
 class UnetGenerator(nn.Module):
-    """pix2pix U-Net: ``num_downs`` stride-2 levels (8 for 256² tiles → 1×1 bottleneck), skips, tanh output."""
+    """pix2pix U-Net: ``num_downs`` stride-2 levels (8 for 256² tiles → 1×1 bottleneck), skips, tanh output;
+    decoder up-sampling ``upsample`` = transpose (the paper's 4×4 stride-2 ConvTranspose) or resize (``up_layers``)."""
 
     def __init__(self, in_channels: int, out_channels: int, num_downs: int = 8, ngf: int = 64,
-                 norm: str = "batch", dropout: bool = True) -> None:
+                 norm: str = "batch", dropout: bool = True, upsample: str = "transpose") -> None:
         super().__init__()
         if num_downs < 5:
             raise ValueError("U-Net needs at least 5 levels")
-        block = _UnetLevel(ngf * 8, ngf * 8, None, None, False, True, norm, False)
+        check_upsample(upsample, ("transpose", "resize"))
+        u = upsample
+        block = _UnetLevel(ngf * 8, ngf * 8, None, None, False, True, norm, False, upsample=u)
         for _ in range(num_downs - 5):
-            block = _UnetLevel(ngf * 8, ngf * 8, None, block, False, False, norm, dropout)
-        block = _UnetLevel(ngf * 4, ngf * 8, None, block, False, False, norm, False)
-        block = _UnetLevel(ngf * 2, ngf * 4, None, block, False, False, norm, False)
-        block = _UnetLevel(ngf, ngf * 2, None, block, False, False, norm, False)
+            block = _UnetLevel(ngf * 8, ngf * 8, None, block, False, False, norm, dropout, upsample=u)
+        block = _UnetLevel(ngf * 4, ngf * 8, None, block, False, False, norm, False, upsample=u)
+        block = _UnetLevel(ngf * 2, ngf * 4, None, block, False, False, norm, False, upsample=u)
+        block = _UnetLevel(ngf, ngf * 2, None, block, False, False, norm, False, upsample=u)
         self.model = _UnetLevel(out_channels, ngf, in_channels, block, True, False, norm, False,
-                                out_ch=out_channels)
+                                out_ch=out_channels, upsample=u)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -104,8 +135,8 @@ def unet_levels(tile_size: int) -> int:
 
 @register_network("unet")
 def build_unet(in_channels: int, out_channels: int, num_downs: int = 8, ngf: int = 64, norm: str = "batch",
-               dropout: bool = True) -> nn.Module:
-    return UnetGenerator(in_channels, out_channels, num_downs, ngf, norm, dropout)
+               dropout: bool = True, upsample: str = "transpose") -> nn.Module:
+    return UnetGenerator(in_channels, out_channels, num_downs, ngf, norm, dropout, upsample)
 
 
 #: Layer indices of ``ResnetGenerator.model`` whose activations PatchNCE uses, as CUT's ``nce_layers``. They
@@ -189,14 +220,18 @@ class ResnetGenerator(nn.Module):
     tanh.
 
     Plain (CycleGAN): stride-2 convolutions down, stride-2 transposed convolutions up. ``antialias`` (CUT's
-    default): stride-1 convolutions each followed by ``BlurDown``; ``antialias_up``: ``BlurUp`` then a stride-1
-    convolution instead of the transposed convolution. ``forward(x, layers=[...], encode_only=True)`` returns the
+    default): stride-1 convolutions each followed by ``BlurDown``; decoder ``upsample`` (``up_layers``): transpose
+    (3×3 stride 2), resize (bilinear ×2 + conv3×3) or blur (``BlurUp`` + conv3×3, CUT's ``antialias_up``; "" = blur
+    when ``antialias_up`` else transpose, as older exports were built). ``forward(x, layers=[...], encode_only=True)`` returns the
     activations after the listed indices of ``self.model`` (PatchNCE, the semantic contrastive loss).
     """
 
     def __init__(self, in_channels: int, out_channels: int, ngf: int = 64, n_blocks: int = 9,
-                 norm: str = "instance", antialias: bool = False, antialias_up: bool = False) -> None:
+                 norm: str = "instance", antialias: bool = False, antialias_up: bool = False,
+                 upsample: str = "") -> None:
         super().__init__()
+        upsample = check_upsample(upsample or ("blur" if antialias_up else "transpose"))
+        self.upsample = upsample
         use_bias = norm == "instance"
         layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(in_channels, ngf, 7, bias=use_bias),
                                    norm_layer(norm, ngf), nn.ReLU(True)]
@@ -214,10 +249,7 @@ class ResnetGenerator(nn.Module):
             layers.append(ResnetBlock(ngf * 4, norm))
         for i in range(2):
             c = ngf * 2 ** (2 - i)
-            if antialias_up:
-                layers += [BlurUp(c), nn.Conv2d(c, c // 2, 3, 1, 1, bias=use_bias)]
-            else:
-                layers += [nn.ConvTranspose2d(c, c // 2, 3, 2, 1, output_padding=1, bias=use_bias)]
+            layers += up_layers(c, c // 2, upsample, use_bias, transpose_kernel=3)
             layers += [norm_layer(norm, c // 2), nn.ReLU(True)]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
@@ -269,8 +301,9 @@ def channel_map(x: torch.Tensor, out_channels: int) -> torch.Tensor:
 
 @register_network("resnet")
 def build_resnet(in_channels: int, out_channels: int, ngf: int = 64, n_blocks: int = 9,
-                 norm: str = "instance", antialias: bool = False, antialias_up: bool = False) -> nn.Module:
-    return ResnetGenerator(in_channels, out_channels, ngf, n_blocks, norm, antialias, antialias_up)
+                 norm: str = "instance", antialias: bool = False, antialias_up: bool = False,
+                 upsample: str = "") -> nn.Module:
+    return ResnetGenerator(in_channels, out_channels, ngf, n_blocks, norm, antialias, antialias_up, upsample)
 
 
 # --------------------------------------------------------------------------------------------- PatchGAN

@@ -31,6 +31,7 @@ from sarkit.models.base import StepTools, Task, TrainableModel, read_losses, set
 from sarkit.models.blocks import (GANLoss, PatchGAN, PatchSampler, ResnetGenerator, adam, channel_map,
                                   init_weights, patch_nce_loss)
 from sarkit.models.cyclegan import domains
+from sarkit.models.pix2pix import check_upsample_option
 from sarkit.models.registry import register_model
 
 
@@ -48,6 +49,14 @@ class CUTOptions:
     n_blocks: int = 9
     antialias: bool = True        # blur-subsample in G's encoder and in D (the reference default)
     antialias_up: bool = True     # blur-upsample + conv in G's decoder instead of transposed convolutions
+    upsample: str = ""            # decoder: "" = as antialias_up says (blur | transpose), or resize | transpose | blur
+
+    def __post_init__(self) -> None:
+        check_upsample_option(self.upsample, ("", "transpose", "resize", "blur"))
+
+    def decoder_upsample(self) -> str:
+        """The decoder's up-sampling: ``upsample`` when given, else blur (antialias_up) or transpose."""
+        return self.upsample or ("blur" if self.antialias_up else "transpose")
 
 
 @register_model("cut")
@@ -65,7 +74,7 @@ class CUT(TrainableModel):
         self.key_a, self.key_b = domains(io)
         self.ch_a, self.ch_b = io.in_channels, io.out_channels
         self.nets["G"] = init_weights(ResnetGenerator(self.ch_a, self.ch_b, o.ngf, o.n_blocks, "instance",
-                                                      o.antialias, o.antialias_up))
+                                                      o.antialias, upsample=o.decoder_upsample()))
         self.nets["D"] = init_weights(PatchGAN(self.ch_b, o.ndf, 3, norm="instance", antialias=o.antialias))
         self.layers = self.nets["G"].encoder_layers()
         self.nets["F"] = PatchSampler(256)
@@ -135,5 +144,5 @@ class CUT(TrainableModel):
         """The generator as kind "generator", arch "resnet"."""
         kwargs = {"in_channels": self.ch_a, "out_channels": self.ch_b, "ngf": self.opts.ngf,
                   "n_blocks": self.opts.n_blocks, "norm": "instance", "antialias": self.opts.antialias,
-                  "antialias_up": self.opts.antialias_up}
+                  "antialias_up": self.opts.antialias_up, "upsample": self.opts.decoder_upsample()}
         return [("generator", self.nets["G"], "resnet", kwargs)]

@@ -30,6 +30,7 @@ from torch import nn
 
 from sarkit.models.base import ModelIO, StepTools, Task, TrainableModel, read_losses, set_requires_grad
 from sarkit.models.blocks import GANLoss, ImagePool, PatchGAN, ResnetGenerator, adam, channel_map, init_weights
+from sarkit.models.pix2pix import check_upsample_option
 from sarkit.models.registry import register_model
 
 
@@ -43,6 +44,10 @@ class CycleGANOptions:
     ngf: int = 64                   # generator base width
     ndf: int = 64                   # discriminator base width
     n_blocks: int = 9               # residual blocks per generator
+    upsample: str = "transpose"     # decoder: transpose (the paper's) | resize (bilinear ×2 + conv3×3)
+
+    def __post_init__(self) -> None:
+        check_upsample_option(self.upsample)
 
 
 def domains(io: ModelIO) -> tuple[str, str]:
@@ -69,8 +74,10 @@ class CycleGAN(TrainableModel):
         o, io = self.opts, self.io
         self.key_a, self.key_b = domains(io)
         self.ch_a, self.ch_b = io.in_channels, io.out_channels
-        self.nets["G_AB"] = init_weights(ResnetGenerator(self.ch_a, self.ch_b, o.ngf, o.n_blocks, "instance"))
-        self.nets["G_BA"] = init_weights(ResnetGenerator(self.ch_b, self.ch_a, o.ngf, o.n_blocks, "instance"))
+        self.nets["G_AB"] = init_weights(ResnetGenerator(self.ch_a, self.ch_b, o.ngf, o.n_blocks, "instance",
+                                                           upsample=o.upsample))
+        self.nets["G_BA"] = init_weights(ResnetGenerator(self.ch_b, self.ch_a, o.ngf, o.n_blocks, "instance",
+                                                           upsample=o.upsample))
         self.nets["D_A"] = init_weights(PatchGAN(self.ch_a, o.ndf, 3, norm="instance"))
         self.nets["D_B"] = init_weights(PatchGAN(self.ch_b, o.ndf, 3, norm="instance"))
         self.pool_a = ImagePool(o.pool_size, seed=1)
@@ -156,7 +163,7 @@ class CycleGAN(TrainableModel):
     def export(self) -> list[tuple[str, nn.Module, str, dict[str, Any]]]:
         """The A→B generator as kind "generator", arch "resnet"."""
         kwargs = {"in_channels": self.ch_a, "out_channels": self.ch_b, "ngf": self.opts.ngf,
-                  "n_blocks": self.opts.n_blocks, "norm": "instance"}
+                  "n_blocks": self.opts.n_blocks, "norm": "instance", "upsample": self.opts.upsample}
         return [("generator", self.nets["G_AB"], "resnet", kwargs)]
 
     def extra_state(self) -> dict[str, Any]:

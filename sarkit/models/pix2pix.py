@@ -2,7 +2,10 @@
 
 Objective: G* = arg min_G max_D  L_cGAN(G, D) + λ·L_L1(G), λ = 100, vanilla (BCE) GAN loss; D's loss is halved to
 slow it down relative to G, as in the reference. Batch norm, dropout 0.5 in the three innermost decoder levels,
-Adam(2e-4, β = (0.5, 0.999)). The L1 term is averaged over valid pixels only (``batch["valid"]``: both SAR and
+Adam(2e-4, β = (0.5, 0.999)). One default differs from the paper: the decoder up-samples by resize-convolution
+(``upsample="resize"``: bilinear ×2 then a 3×3 convolution) instead of the 4×4 stride-2 transposed convolution,
+which paints a checkerboard (measured on the real Texas pairs, docs/benchmarks.md, issue 17);
+``--model-opt upsample=transpose`` is the paper's. The L1 term is averaged over valid pixels only (``batch["valid"]``: both SAR and
 optical have data), so nodata borders filled with −1 do not teach the generator to paint −1.
 
 Inference (``predict`` and the exported network) runs the generator in eval mode: running batch-norm statistics
@@ -18,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sarkit.errors import InputError
 from sarkit.models.base import StepTools, Task, TrainableModel, set_requires_grad
 from sarkit.models.blocks import GANLoss, PatchGAN, adam, init_weights, unet_levels
 from sarkit.models.registry import build_network, register_model
@@ -25,13 +29,23 @@ from sarkit.models.registry import build_network, register_model
 
 @dataclass
 class Pix2PixOptions:
-    """pix2pix hyper-parameters (paper defaults)."""
+    """pix2pix hyper-parameters (the paper's, except the resize-convolution decoder)."""
 
     lambda_l1: float = 100.0
     ngf: int = 64
     ndf: int = 64
     gan_mode: str = "vanilla"
     n_layers_d: int = 3
+    upsample: str = "resize"      # decoder: resize (bilinear ×2 + conv3×3; issue 17) | transpose (the paper's)
+
+    def __post_init__(self) -> None:
+        check_upsample_option(self.upsample)
+
+
+def check_upsample_option(mode: str, allowed: tuple[str, ...] = ("transpose", "resize")) -> None:
+    """InputError unless ``--model-opt upsample`` is one of ``allowed``."""
+    if mode not in allowed:
+        raise InputError(f"--model-opt upsample must be one of {', '.join(allowed)}, got {mode!r}")
 
 
 def masked_mean(err: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
@@ -73,7 +87,7 @@ class Pix2Pix(TrainableModel):
         """Arguments of the registered "unet" network (depth from the tile size: 8 levels for 256²)."""
         return {"in_channels": self.io.in_channels, "out_channels": self.io.out_channels,
                 "num_downs": unet_levels(self.io.tile_size), "ngf": int(self.opts.ngf), "norm": "batch",
-                "dropout": True}
+                "dropout": True, "upsample": str(self.opts.upsample)}
 
     def build(self) -> None:
         """G: U-Net; D: 70×70 PatchGAN on concat(input, output)."""

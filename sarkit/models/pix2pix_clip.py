@@ -19,7 +19,7 @@ import torch
 
 from sarkit.models.clip import CLIP_WEIGHTS_ENV, DEFAULT_CLIP_MODEL, DEFAULT_CLIP_PRETRAINED, ClipImageEncoder, clip_cosine_loss, \
     load_clip_image_encoder, rgb_view
-from sarkit.models.pix2pix import Pix2Pix
+from sarkit.models.pix2pix import Pix2Pix, check_upsample_option
 from sarkit.models.registry import register_model
 
 
@@ -36,6 +36,10 @@ class Pix2PixClipOptions:
     clip_model: str = DEFAULT_CLIP_MODEL
     clip_pretrained: str = DEFAULT_CLIP_PRETRAINED
     clip_weights: str = ""
+    upsample: str = "resize"      # decoder: resize (bilinear ×2 + conv3×3; issue 17) | transpose (the paper's)
+
+    def __post_init__(self) -> None:
+        check_upsample_option(self.upsample)
 
 
 class _Frozen:

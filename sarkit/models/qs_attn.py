@@ -48,6 +48,7 @@ class QSAttnOptions(CUTOptions):
     qs_mode: str = "global"       # global | local | local_global
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.qs_mode not in QS_MODES:
             raise InputError(f"--model-opt qs_mode={self.qs_mode!r} is not a QS-Attn mode; use one of "
                              f"{', '.join(QS_MODES)}")

@@ -21,7 +21,7 @@ from sarkit.errors import InputError
 from sarkit.models.base import StepTools, Task, TrainableModel
 from sarkit.models.blocks import adam, init_weights, unet_levels
 from sarkit.models.nafnet import nafnet_kwargs, nafnet_preset
-from sarkit.models.pix2pix import masked_l1, masked_mse, split_io
+from sarkit.models.pix2pix import check_upsample_option, masked_l1, masked_mse, split_io
 from sarkit.models.registry import build_network, register_model
 
 #: Adam betas of the pixel-loss models (regression, fusion).
@@ -35,6 +35,7 @@ class RegressionOptions:
     arch: str = "nafnet"          # nafnet | unet
     preset: str = "paper"         # NAFNet preset: paper, gopro, small, tiny
     ngf: int = 64                 # U-Net base width
+    upsample: str = "resize"      # U-Net decoder: resize (bilinear ×2 + conv3×3, issue 17) | transpose
     pixel_loss: str = "l1"        # l1 (the paper's) | l2 (mean squared error: what PSNR measures)
     lambda_lpips: float = 0.0     # weight of LPIPS (0 = the pixel loss only)
     lpips_weights: str = ""       # LPIPS heads file (else $SARKIT_LPIPS_WEIGHTS / the lpips package)
@@ -44,6 +45,7 @@ class RegressionOptions:
         if self.arch not in ("nafnet", "unet"):
             raise InputError(f"--model-opt arch must be nafnet or unet, got {self.arch!r}")
         nafnet_preset(self.preset)
+        check_upsample_option(self.upsample)
         if self.pixel_loss not in ("l1", "l2"):
             raise InputError(f"--model-opt pixel_loss must be l1 or l2, got {self.pixel_loss!r}")
         if not isinstance(self.ngf, int) or isinstance(self.ngf, bool) or self.ngf < 1:
@@ -125,7 +127,7 @@ class Regression(TrainableModel):
             return "nafnet", kw
         return "unet", {"in_channels": io.in_channels, "out_channels": io.out_channels,
                         "num_downs": unet_levels(io.tile_size), "ngf": int(o.ngf), "norm": "batch",
-                        "dropout": False}
+                        "dropout": False, "upsample": str(o.upsample)}
 
     def build(self) -> None:
         """G: the network of ``arch``; the frozen LPIPS when λ_LPIPS > 0."""

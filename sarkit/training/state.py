@@ -131,12 +131,18 @@ def save(r: TrainingRun, step: int) -> list[Path]:
 def export(r: TrainingRun, step: int, folder: Path | None = None, extra: dict[str, Any] | None = None
            ) -> list[Path]:
     """Exported networks per CKPT_API.md (generator / segmenter safetensors with the model's metadata) in
-    ``folder`` (default RUN/checkpoints), ``extra`` added to their metadata."""
+    ``folder`` (default RUN/checkpoints), ``extra`` added to their metadata; a translator's generator also records
+    the constant-colour and linear-map baselines of the training tiles."""
+    from sarkit.training.baselines import run_baselines
+
     paths = []
     folder = r.dir / "checkpoints" if folder is None else folder
+    baselines = run_baselines(r)  # translators: constant colour and linear map of the training tiles
     for kind, module, arch, kwargs in r.model.export():
         meta = dict(r.model.export_meta())
         meta.update({"run": r.dir.name, "step": step, **(extra or {})})
+        if baselines is not None and kind == "generator":
+            meta["baselines"] = baselines
         paths.append(save_network(folder / f"{kind}.safetensors", module, kind, arch, kwargs, meta))
     return paths
 

@@ -259,8 +259,60 @@ def test_real_sen12_and_texas_samples_are_found(realdata):
             assert src.gray and len(src.band_names) == 1
 
 
+def ground_set(root: Path, cells: list[tuple[int, int]], size: int = 64, px: float = 10.0) -> None:
+    """A ``folders`` pair set whose metadata.json (optical-sar-texas style) puts image i's top-left corner at ground
+    cell ``cells[i]`` = (row, col) of a grid of ``size·px`` metres (EPSG:3395)."""
+    for d in ("sar", "opt"):
+        (root / d).mkdir(parents=True)
+    records = []
+    for i, (r, c) in enumerate(cells):
+        Image.fromarray(np.stack([gray(size, size, i)] * 3, -1)).save(root / "sar" / f"{i}.png")
+        Image.fromarray(color(size, size, i)).save(root / "opt" / f"{i}.png")
+        x0, y0, e = -1.1e7 + c * size * px, 3.46e6 - r * size * px, size * px
+        records.append({"fragment_filename": f"{i}.png",
+                        "corners_EPSG:3395": [[x0, y0], [x0 + e, y0], [x0 + e, y0 - e], [x0, y0 - e]]})
+    (root / "metadata.json").write_text(json.dumps(records))
+
+
+def test_pairs_with_ground_corners_split_by_contiguous_ground_blocks(tmp_path):
+    from sarkit.data.pairs import GroundFootprints, ground_blocks_of, read_ground_footprints
+
+    cells = [(r, c) for r in range(4) for c in range(4)]          # a 4×4 mosaic of 64² images
+    ground_set(tmp_path / "g", cells)
+    s = tile_pairs(tmp_path / "g", tmp_path / "t", TileOptions(size=32, split=(0.5, 0.25, 0.25), seed=3))
+    assert s.written == 64
+    rec = json.loads((tmp_path / "t/tiling.json").read_text())
+    assert rec["pairs"]["split_by"] == "ground" and rec["pairs"]["ground"]["crs"] == "EPSG:3395"
+    assert rec["pairs"]["ground"]["block_side"] == pytest.approx(2 * 640.0)  # two images' extent
+    split_of = {}
+    for r in manifest(tmp_path / "t"):
+        split_of.setdefault(Path(r["source_s1"]).stem, set()).add(r["split"])
+    assert all(len(v) == 1 for v in split_of.values())
+    # each 2×2 group of images (one ground block) lies in one split: no split touches another inside a block
+    for br in (0, 2):
+        for bc in (0, 2):
+            group = {next(iter(split_of[str(4 * (br + dr) + bc + dc)])) for dr in (0, 1) for dc in (0, 1)}
+            assert len(group) == 1
+    assert {next(iter(v)) for v in split_of.values()} == {"train", "val", "test"}
+    # footprints that overlap share a block even across cells; touching ones do not
+    fp = read_ground_footprints(tmp_path / "g", find_pairs(tmp_path / "g", PairOptions())[1])
+    assert isinstance(fp, GroundFootprints) and len(fp.bounds) == 16
+    shifted = GroundFootprints("EPSG:3395", (fp.bounds[0], fp.bounds[0]._replace(left=fp.bounds[0].left + 630,
+                                                                                right=fp.bounds[0].right + 630)))
+    assert ground_blocks_of(shifted, 640.0) == [0, 0]
+    touching = GroundFootprints("EPSG:3395", (fp.bounds[0], fp.bounds[1]))
+    assert ground_blocks_of(touching, 640.0) == [0, 1]
+
+
+def test_pairs_without_ground_corners_split_per_image(tmp_path):
+    ground_set(tmp_path / "g", [(0, 0), (0, 1), (1, 0), (1, 1)])
+    (tmp_path / "g/metadata.json").write_text(json.dumps({"not": "a list"}))
+    tile_pairs(tmp_path / "g", tmp_path / "t", TileOptions(size=32, split=(0.5, 0.5, 0.0)))
+    assert json.loads((tmp_path / "t/tiling.json").read_text())["pairs"]["split_by"] == "image"
+
+
 @pytest.mark.slow
-def test_real_texas_1024_images_are_cut_with_splits_per_image(realdata, tmp_path):
+def test_real_texas_1024_images_are_cut_with_splits_by_ground_block(realdata, tmp_path):
     texas = realdata / "optical-sar-texas"
     if not texas.is_dir():
         pytest.skip("optical-sar-texas sample absent")
@@ -271,5 +323,20 @@ def test_real_texas_1024_images_are_cut_with_splits_per_image(realdata, tmp_path
         splits.setdefault(r["source_s1"], set()).add(r["split"])
     assert len(splits) == 31 and all(len(v) == 1 for v in splits.values())
     assert {next(iter(v)) for v in splits.values()} == {"train", "val", "test"}
+    ground = json.loads((tmp_path / "t/tiling.json").read_text())["pairs"]["ground"]
+    assert ground["crs"] == "EPSG:3395" and len(set(ground["blocks"])) > 3
+    # no evaluated image shares ground with a training image: the fragments' footprints of different splits
+    # are disjoint (they may touch at an edge), and each ground block lies in one split
+    split_of = {Path(k).name: next(iter(v)) for k, v in splits.items()}
+    names = sorted(split_of, key=lambda n: [Path(p).name for p in json.loads(
+        (tmp_path / "t/tiling.json").read_text())["sources"]["s1"]].index(n))
+    by_block: dict[int, set[str]] = {}
+    for n, b in zip(names, ground["blocks"]):
+        by_block.setdefault(b, set()).add(split_of[n])
+    assert all(len(v) == 1 for v in by_block.values())
+    for i, a in enumerate(ground["bounds"]):
+        for j, b in enumerate(ground["bounds"]):
+            if split_of[names[i]] != split_of[names[j]]:
+                assert min(a[2], b[2]) <= max(a[0], b[0]) + 1e-6 or min(a[3], b[3]) <= max(a[1], b[1]) + 1e-6
     sar, meta = read_tif(next((tmp_path / "t/s1").iterdir()))
     assert sar.shape == (1, 256, 256) and meta["dtype"] == "uint8"  # VH stored as 3 equal channels: one

@@ -242,3 +242,33 @@ def test_latex_compiles_with_booktabs(tmp_path, five):
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stdout[-2000:]
         assert (tmp_path / "doc.pdf").stat().st_size > 1000
+
+
+def _with_baselines(rec: dict, const: dict, gain: float) -> dict:
+    rec = dict(rec, schema="sarkit.eval/1.4")
+    rec["baselines"] = {"constant": {"label": "constant colour", "source": "training tiles",
+                                     "summary": {m: {"value": v} for m, v in const.items()}},
+                        "linear": {"label": "per-pixel linear map", "source": "training tiles",
+                                   "absent": "no SAR input at hand"}}
+    rec["summary"] = dict(rec["summary"], gain_psnr={"value": gain, "over": "constant"})
+    return rec
+
+
+def test_compare_shows_the_baselines_as_rows_and_the_gains_as_columns(tmp_path):
+    const = {"psnr": 15.9, "ssim": 0.25, "mae": 0.13}
+    a = _write(tmp_path, "a", _with_baselines(_record({"psnr": 17.0, "ssim": 0.3, "mae": 0.1}, "pix2pix"), const,
+                                              1.1))
+    b = _write(tmp_path, "b", _with_baselines(_record({"psnr": 15.0, "ssim": 0.2, "mae": 0.14}, "cut"), const,
+                                              -0.9))
+    table = compare_table([a, b])
+    methods = [r.method for r in table.rows]
+    assert methods == ["pix2pix", "cut", "baseline: constant colour (pix2pix, cut)"]  # one row: same values
+    assert table.value("baseline: constant colour (pix2pix, cut)", "psnr", S2O) == 15.9
+    assert table.value("pix2pix", "gain_psnr", S2O) == 1.1 and table.value("cut", "gain_psnr", S2O) == -0.9
+    assert "gain PSNR↑" in table.markdown()
+    # different baseline values (other data) are rows of their own; absent baselines are no row
+    c = _write(tmp_path, "c", _with_baselines(_record({"psnr": 16.0, "ssim": 0.2, "mae": 0.1}, "cyclegan"),
+                                              dict(const, psnr=14.0), 2.0))
+    methods = [r.method for r in compare_table([a, c]).rows]
+    assert "baseline: constant colour (pix2pix)" in methods and "baseline: constant colour (cyclegan)" in methods
+    assert not any("linear" in m for m in methods)

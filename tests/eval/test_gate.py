@@ -77,3 +77,33 @@ def test_cli_quality_gate_exit_codes(tmp_path):
     missing = runner.invoke(app, base + ["--fail-over", "fid=50", "--report", str(tmp_path / "none")])
     assert missing.exit_code == 2 and "which is not computed" in missing.output
     assert not (tmp_path / "none").exists()
+
+
+def test_gain_gates_pass_and_fail_on_the_gain_over_the_better_baseline():
+    summary = {"psnr": {"value": 17.0}, "gain_psnr": {"value": 1.2, "over": "constant"},
+               "gain_ssim": {"value": -0.01, "over": "constant"}}
+    assert QualityGate(under={"gain_psnr": 1.0}).failures(summary) == []
+    assert QualityGate(under={"gain_psnr": 1.5}).failures(summary) == ["gain_psnr 1.2 < 1.5"]
+    assert QualityGate(under={"gain_ssim": 0.0}).failures(summary) == ["gain_ssim -0.01 < 0"]
+    # a gain needs its metric computed; without a baseline it is undefined, a failed gate
+    QualityGate(under={"gain_psnr": 1.0}).require(["psnr", "ssim"])
+    with pytest.raises(InputError, match="gain_ssim, which is not computed"):
+        QualityGate(under={"gain_ssim": 0.0}).require(["psnr"])
+    assert "undefined" in QualityGate(under={"gain_mae": 0.0}).failures(summary)[0]
+    with pytest.raises(InputError, match="higher-is-better: use --fail-under gain_mae=0"):
+        QualityGate(over={"gain_mae": 0.0})  # every gain is positive when the model is better
+
+
+def test_cli_gain_gate_exit_codes(tmp_path):
+    rng = np.random.default_rng(0)
+    t = (rng.random((3, 64, 48)) * 2500 + 1).astype("uint16")
+    near = np.clip(t + rng.normal(0, 50, t.shape), 1, None).astype("uint16")     # far above a constant colour
+    noise = (rng.random(t.shape) * 2500 + 1).astype("uint16")                     # below it
+    runner = CliRunner()
+    tp = write_rgb_dn(tmp_path / "t.tif", t)
+    for name, p, code in (("near", near, 0), ("noise", noise, 1)):
+        pp = write_rgb_dn(tmp_path / f"{name}.tif", p)
+        r = runner.invoke(app, ["eval", "--pred", str(pp), "--target", str(tp), "--fail-under", "gain_psnr=1.0"])
+        assert r.exit_code == code, r.output
+        assert "baselines" in r.output and "constant colour" in r.output
+    assert "quality gate failed: gain_psnr" in r.output

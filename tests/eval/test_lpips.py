@@ -205,7 +205,7 @@ def test_cli_writes_lpips_gates_and_compares(tmp_path, weights):
     r = runner.invoke(app, [*base, "--report", str(tmp_path / "a"), "-q"])
     assert r.exit_code == 0, r.output
     rec = json.loads((tmp_path / "a" / "report.json").read_text())
-    assert rec["schema"] == "sarkit.eval/1.3" and rec["summary"]["lpips"]["value"] > 0
+    assert rec["schema"] == "sarkit.eval/1.4" and rec["summary"]["lpips"]["value"] > 0
     assert all("lpips" in tile for tile in rec["tiles"])
     assert "| LPIPS ↓ |" in (tmp_path / "a" / "report.md").read_text()
     assert "lpips" in (tmp_path / "a" / "tiles.csv").read_text().splitlines()[0]

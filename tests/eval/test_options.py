@@ -27,7 +27,10 @@ def test_metric_set_defaults_order_and_miou_with_pa():
 
 
 def test_every_metric_has_a_direction_and_a_label():
-    assert set(HIGHER_IS_BETTER) == set(LABELS) == set(ALL_METRICS)
+    from sarkit.eval.options import GAIN_METRICS
+
+    assert set(HIGHER_IS_BETTER) == set(LABELS) == set(ALL_METRICS) | set(GAIN_METRICS)
+    assert all(HIGHER_IS_BETTER[g] for g in GAIN_METRICS)  # gains are signed: positive = the model is better
 
 
 @pytest.mark.parametrize("text, member", [("deeplab", SmsModel.DEEPLAB), (" SAM ", SmsModel.SAM),

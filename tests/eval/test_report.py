@@ -65,9 +65,10 @@ def test_report_files_schema_and_html(scenes):
     pp, tp, tmp = scenes
     res = run_eval(EvalOptions(tile_size=64), pred=pp, target=tp)
     out = write_report(tmp / "rep", res, overwrite=False)
-    assert sorted(f.name for f in out.iterdir()) == ["report.html", "report.json", "report.md", "tiles.csv"]
+    assert sorted(f.name for f in out.iterdir()) == ["baselines.csv", "report.html", "report.json", "report.md",
+                                                     "tiles.csv"]
     rec = json.loads((out / "report.json").read_text())
-    assert rec["schema"] == "sarkit.eval/1.3" and validate(rec, load_schema()) == []
+    assert rec["schema"] == "sarkit.eval/1.4" and validate(rec, load_schema()) == []
     assert "inf" in [t["psnr"] for t in rec["tiles"]]  # +inf written as the string "inf"
     rows = list(csv.DictReader((out / "tiles.csv").open()))
     assert len(rows) == len(rec["tiles"]) == 12 and {"id", "psnr", "ssim", "mae"} <= set(rows[0])

@@ -332,7 +332,7 @@ def test_cli_bad_inputs_exit_2_and_write_nothing(tmp_path):
         assert r.exit_code == 2, (args, r.output)
         assert not out.exists()
     r = runner.invoke(app, ["eval", "--pred", str(pp), "--target", str(tp), "--report", str(out), "-q"])
-    assert r.exit_code == 0 and json.loads((out / "report.json").read_text())["schema"] == "sarkit.eval/1.3"
+    assert r.exit_code == 0 and json.loads((out / "report.json").read_text())["schema"] == "sarkit.eval/1.4"
 
 
 @pytest.mark.slow
@@ -371,7 +371,8 @@ def test_cli_segmenter_adds_segmentation_metrics_and_checkpoint_needs_data(tmp_p
                             "--report", str(tmp_path / "rep"), "-q"])
     assert r.exit_code == 0, r.output
     rec = json.loads((tmp_path / "rep" / "report.json").read_text())
-    assert {"psnr", "ssim", "mae", "pa", "miou", "sms"} == set(rec["summary"])
+    assert {"psnr", "ssim", "mae", "pa", "miou", "sms"} == set(rec["summary"]) - {"gain_psnr", "gain_ssim",
+                                                                                  "gain_mae"}
     assert rec["segmentation"]["reference"] == "segmenter(target)"
     r = runner.invoke(app, ["eval", "--checkpoint", str(seg)])
     assert r.exit_code == 2 and "--data" in r.output
@@ -458,7 +459,8 @@ def test_run_eval_report_writes_the_report_or_nothing(tmp_path, monkeypatch):
     pp, tp, _, _ = _optical_pair(tmp_path, h=32, w=32)
     inputs, out = EvalInputs(pred=pp, target=tp), tmp_path / "rep"
     res = run_eval_report(inputs, EvalOptions(), out)
-    assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.json", "report.md", "tiles.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["baselines.csv", "report.html", "report.json", "report.md",
+                                                   "tiles.csv"]
     assert json.loads((out / "report.json").read_text())["summary"]["psnr"]["value"] == pytest.approx(
         res.summary["psnr"]["value"])
     assert not (tmp_path / "rep.lock").exists()  # released after writing
@@ -469,7 +471,7 @@ def test_run_eval_report_writes_the_report_or_nothing(tmp_path, monkeypatch):
     assert calls == []
     monkeypatch.undo()
     run_eval_report(inputs, EvalOptions(metrics=("mae",)), out, overwrite=True)
-    assert list(json.loads((out / "report.json").read_text())["summary"]) == ["mae"]
+    assert list(json.loads((out / "report.json").read_text())["summary"]) == ["mae", "gain_mae"]
     res = run_eval_report(inputs, EvalOptions(), None)  # no report directory: the result only
     assert res.report["inputs"]["mode"] == "scenes" and not (tmp_path / "None").exists()
 

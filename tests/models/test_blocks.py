@@ -89,3 +89,52 @@ def test_blurs_under_bf16_autocast_run_in_float32_and_return_bf16(blur):
     assert torch.equal(y, blur(4)(x.detach().float()).to(torch.bfloat16))
     y.float().sum().backward()
     assert x.grad is not None and x.grad.dtype == torch.bfloat16 and bool(x.grad.abs().sum() > 0)
+
+
+# --------------------------------------------------------------------------------------------- upsample lever
+def _nyquist_rows(y: torch.Tensor, lo: int, hi: int) -> float:
+    """|mean_r (−1)^r·(p[r] − mean p)| / mean|y| of the row profile p (mean over batch, channels, columns) on
+    rows lo..hi: the period-2 (checkerboard) amplitude of the output relative to its size."""
+    p = y.mean(dim=(0, 1, 3))[lo:hi]
+    sign = torch.tensor([(-1.0) ** i for i in range(len(p))])
+    return float(((p - p.mean()) * sign).mean().abs() / y.abs().mean().clamp_min(1e-12))
+
+
+def test_upsample_option_swaps_transposed_convolutions_for_bilinear_resize_convolutions():
+    from sarkit.models.blocks import UnetGenerator, build_resnet, build_unet
+
+    def kinds(net):
+        return (sum(isinstance(m, torch.nn.ConvTranspose2d) for m in net.modules()),
+                sum(isinstance(m, torch.nn.Upsample) for m in net.modules()))
+
+    assert kinds(UnetGenerator(1, 3, 5, 8)) == (5, 0)                   # the paper's decoder: 5 transposed convs
+    unet = build_unet(1, 3, 5, 8, upsample="resize")
+    assert kinds(unet) == (0, 5)
+    assert all(m.mode == "bilinear" and m.scale_factor == 2 for m in unet.modules()
+               if isinstance(m, torch.nn.Upsample))
+    assert kinds(build_resnet(2, 3, 8, 2)) == (2, 0)
+    assert kinds(build_resnet(2, 3, 8, 2, upsample="resize")) == (0, 2)
+    assert build_resnet(2, 3, 8, 2, antialias_up=True).upsample == "blur"   # older CUT exports rebuild as before
+    x = torch.rand(1, 1, 64, 64) * 2 - 1
+    assert unet.eval()(x).shape == (1, 3, 64, 64)
+    assert build_resnet(1, 3, 8, 2, upsample="resize")(x).shape == (1, 3, 64, 64)
+    with pytest.raises(ValueError, match="upsample must be one of"):
+        build_unet(1, 3, 5, 8, upsample="blur")                        # the U-Net offers transpose | resize
+
+
+@pytest.mark.parametrize("arch", ["unet", "resnet"])
+def test_a_constant_input_gives_a_checkerboard_with_transposed_convolutions_and_none_with_resize(arch):
+    # The ideal output of a spatially constant input is constant away from the borders. A stride-2 transposed
+    # convolution sums different kernel taps into even and odd output rows (uneven overlap, Odena et al. 2016),
+    # so even an untrained decoder paints a period-2 pattern; bilinear resize + conv has no such parity.
+    from sarkit.models.blocks import build_resnet, build_unet, init_weights
+
+    x = torch.full((1, 1, 256, 256), 0.5)
+    amp = {}
+    for up in ("transpose", "resize"):
+        torch.manual_seed(0)
+        net = build_unet(1, 3, 5, 8, upsample=up) if arch == "unet" else build_resnet(1, 3, 8, 2, upsample=up)
+        with torch.no_grad():
+            amp[up] = _nyquist_rows(init_weights(net).eval()(x), 64, 192)
+    assert amp["transpose"] > 1e-3
+    assert amp["resize"] < 1e-5

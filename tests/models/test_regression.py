@@ -92,3 +92,13 @@ def test_l2_pixel_loss_is_the_masked_mean_squared_error_and_lowers_it() -> None:
     assert sum(l2[-3:]) / 3 < 0.7 * l2[0], l2
     with pytest.raises(InputError, match="pixel_loss"):
         parse_options(get_model("regression").Options, {"pixel_loss": "huber"})
+
+
+def test_unet_decoder_resizes_by_default_and_transposes_on_request() -> None:
+    def transposed(model) -> int:
+        return sum(isinstance(m, torch.nn.ConvTranspose2d) for m in model.nets["G"].modules())
+
+    assert transposed(build(arch="unet", ngf="8")) == 0
+    assert transposed(build(arch="unet", ngf="8", upsample="transpose")) == 5
+    with pytest.raises(InputError, match="upsample"):
+        parse_options(get_model("regression").Options, {"upsample": "blur"})
