@@ -97,11 +97,16 @@ def test_benchmark_end_to_end_then_resumes_only_what_is_missing(tmp_path: Path) 
         assert (out / "runs" / n / "report.html").is_file()
         assert ("segmenter" in n) != (out / "reports" / n / "report.html").is_file()
     table = res.table
-    assert [r.method for r in table.rows] == ["pix2pix", "cyclegan-sc"]
+    methods = [r.method for r in table.rows]  # the models, then the baselines of the same pixels (issue 17)
+    assert methods[:2] == ["pix2pix", "cyclegan-sc"]
+    assert methods[2:] and all(m.startswith("baseline: ") for m in methods[2:]), methods
     assert {c.header for c in table.columns} >= {"SAR→OPT PSNR↑", "OPT→SAR MAE↓", "PA (SAR→OPT)↑", "PA (OPT→SAR)↑"}
     matching = {"pmr", "ir", "ir_ed"}  # SIFT finds too few keypoints on tiny generated tiles: counted, may be None
     assert matching <= {c.metric for c in table.columns}
-    assert all(v is not None for r in table.rows for c, v in zip(table.columns, r.values) if c.metric not in matching)
+    assert all(v is not None for r in table.rows[:2] for c, v in zip(table.columns, r.values)
+               if c.metric not in matching)
+    psnr = [i for i, c in enumerate(table.columns) if c.metric == "psnr"]
+    assert psnr and all(r.values[i] is not None for r in table.rows[2:] for i in psnr)  # baselines: pixel metrics
     md = (out / "comparison" / "compare.md").read_text()
     assert md == table.markdown() and (out / "comparison" / "compare.tex").read_text().startswith("% sarkit")
     rec = json.loads((out / "benchmark.json").read_text())
@@ -115,7 +120,7 @@ def test_benchmark_end_to_end_then_resumes_only_what_is_missing(tmp_path: Path) 
                     "pix2pix-sar2opt": ("resumed", "evaluated"), "pix2pix-opt2sar": ("resumed", "evaluated"),
                     "cut-sar2opt": ("trained", "evaluated"), "cut-opt2sar": ("trained", "evaluated")}
     assert json.loads((out / "runs" / "pix2pix-sar2opt" / "config.json").read_text())["total_steps"] == 3
-    assert [r.method for r in res.table.rows] == ["pix2pix", "cut"]
+    assert [r.method for r in res.table.rows][:2] == ["pix2pix", "cut"]
     # nothing missing: nothing trained or evaluated again, the same table
     again = run_benchmark(BenchmarkOptions(models="pix2pix,cut", **longer))
     assert {(e.trained, e.evaluated) for e in again.entries} == {("kept", ""), ("kept", "kept")}
