@@ -92,7 +92,8 @@ def train_models(work: Path, args: argparse.Namespace, scale: int) -> tuple[Path
     mo: dict[str, Any] = {"size": "tiny", "channels": args.channels, "heads": 2, "channel_mult": "1,2,2",
                           "timesteps": args.timesteps, "scale": scale, "steps1": args.steps1, "steps2": args.steps2,
                           "sampler1": "ddim", "sampler2": "ddim", "val_steps": 2,
-                          "semantic": "on" if args.clip_weights else "off"}
+                          "semantic": "on" if args.clip_weights else "off", "target": args.target,
+                          "prediction": args.prediction}
     if args.clip_weights:
         mo.update(clip_weights=args.clip_weights, clip_model=args.clip_model)
     t0 = time.perf_counter()
@@ -161,13 +162,11 @@ def methods(run: Path, args: argparse.Namespace) -> list[tuple[str, Callable[[np
         return bicubic_up(torch.from_numpy(x), s).numpy()
 
     def stage1_only(x: np.ndarray) -> np.ndarray:
-        from sarkit.models.samplers import PositionalNoise, sample
+        from sarkit.models.sr_diffusion import stage1_sample
 
         with torch.inference_mode():
             up = bicubic_up(torch.from_numpy(x), s)
-            n, c, h, w = up.shape
-            noise = PositionalNoise([0] * n, [(0, 0)] * n, c, h, w, up.device)
-            return sample(lambda x_t, t, k, steps: base.module.stage1(x_t, t, up), base.plan1, noise).numpy()
+            return stage1_sample(base.module, up, base.plan1, target=base.target).numpy()
 
     out.append(("bicubic", bicubic, None))
     out.append((f"stage 1 (DDIM-{args.steps1})", stage1_only, None))
@@ -242,6 +241,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--train-steps", type=int, default=300)
     ap.add_argument("--seg-steps", type=int, default=150)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--target", default="residual", help="sr-diffusion target: residual or image.")
+    ap.add_argument("--prediction", default="x0", help="sr-diffusion prediction: x0 or eps.")
     ap.add_argument("--steps1", type=int, default=10)
     ap.add_argument("--steps2", type=int, default=5)
     ap.add_argument("--taus", default="0,0.3,0.5")
