@@ -11,6 +11,7 @@ validation tiles and on HR crops of the real S2 samples (SEN12MS-CR cloud-free L
 B2 as reflectance = DN / 10000 under the tile set's fixed ranges), for each method:
 
 * ``bicubic``: bicubic ×s of LR;
+* ``stage 1 (DDIM-1)``: the SR3 stage's one-step x̂₀ from x_T (its regression estimate, the low-distortion end);
 * ``stage 1``: the SR3 stage alone (``--steps1`` DDIM steps);
 * ``stages 1+2, no semantic``: stage 1 then the structure-guided stage 2 (``--steps2`` DDIM steps), τ = 0;
 * ``stages 1+2, τ``: the same with first-block caching at each τ of ``--taus`` (both stages);
@@ -161,15 +162,22 @@ def methods(run: Path, args: argparse.Namespace) -> list[tuple[str, Callable[[np
     def bicubic(x: np.ndarray) -> np.ndarray:
         return bicubic_up(torch.from_numpy(x), s).numpy()
 
-    def stage1_only(x: np.ndarray) -> np.ndarray:
+    def stage1_only(plan: Any) -> Callable[[np.ndarray], np.ndarray]:
         from sarkit.models.sr_diffusion import stage1_sample
 
-        with torch.inference_mode():
-            up = bicubic_up(torch.from_numpy(x), s)
-            return stage1_sample(base.module, up, base.plan1, target=base.target).numpy()
+        def run(x: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                up = bicubic_up(torch.from_numpy(x), s)
+                return stage1_sample(base.module, up, plan, target=base.target).numpy()
+        return run
 
     out.append(("bicubic", bicubic, None))
-    out.append((f"stage 1 (DDIM-{args.steps1})", stage1_only, None))
+    if base.plan1 is not None and args.steps1 > 1:
+        from sarkit.models.samplers import SamplingPlan
+
+        one = SamplingPlan.make(base.schedule, "ddim", 1)
+        out.append(("stage 1 (DDIM-1: the one-step x̂₀)", stage1_only(one), None))
+    out.append((f"stage 1 (DDIM-{args.steps1})", stage1_only(base.plan1), None))
     sem = "semantic" if base.captioner is not None else "no semantic"
     for tau in args.taus:
         p = load_predictor(run, "cpu", None, sampling=SamplingOptions(steps=args.steps2, base_steps=args.steps1,

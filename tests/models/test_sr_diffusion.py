@@ -372,7 +372,7 @@ def test_an_untrained_residual_model_returns_bicubic_and_the_sr3_parameterisatio
     assert sr_psnr(old, up) < 15
 
 
-def test_target_options_are_checked_and_recorded(sr_run):
+def test_target_options_are_checked_and_recorded(sr_run, tiny_clip, monkeypatch):
     from sarkit.models.sr_diffusion import SRTarget
 
     o = SRDiffusionOptions()
@@ -384,6 +384,7 @@ def test_target_options_are_checked_and_recorded(sr_run):
     net = load_network(sr_run)
     assert net.meta["sr"]["target"] == "residual" and net.meta["sr"]["residual_scale"] == 0.5
     assert net.meta["diffusion"]["prediction"] == "x0"
+    monkeypatch.setenv("SARKIT_CLIP_WEIGHTS", str(tiny_clip[1]))
     assert load_predictor(sr_run, "cpu", None).target == SRTarget("residual", 0.5, "x0")
     old = dict(net.meta["sr"])
     for k in ("target", "residual_scale"):
