@@ -4,7 +4,8 @@ Sentinel-2 samples of ../shared/realdata, at ×2 and ×4, LR made by area downsa
     python benchmarks/bench_sr.py --scales 2,4 --train-steps 300 --json sr.json
 
 Per scale: a generated scene is synthesised and tiled (``--tile``² HR tiles, optical B4, B3, B2 with labels), an
-sr-diffusion model (``--size`` tiny, T = ``--timesteps``) is trained for ``--train-steps`` steps (semantic guidance
+sr-diffusion model (``--size`` tiny, T = ``--timesteps``, ``--target`` residual and ``--prediction`` x0 by
+default) is trained for ``--train-steps`` steps (semantic guidance
 only when ``--clip-weights`` names real CLIP weights: without them the caption would come from a random network),
 and an optical DeepLabV3 segmenter (mobilenet_v3_large) for ``--seg-steps`` steps for SMS. Then, on the generated
 validation tiles and on HR crops of the real S2 samples (SEN12MS-CR cloud-free L1C, Sen1Floods11 S2Hand L1C; B4, B3,

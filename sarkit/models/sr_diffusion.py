@@ -5,7 +5,7 @@ Training pairs (the standard SR protocol): HR = an optical tile of the tile set 
 = its area downsampling by ``scale`` (the mean of each ``scale``×``scale`` block, ``F.avg_pool2d``); the network's
 condition is the bicubic upsampling of LR back to the HR grid (SR3's). SAR tiles are not used.
 
-* **Stage 1, guidance-free** (SR3): a conditional DDPM ε_θ(x_t, t, bicubic(LR)) on the shared diffusion U-Net,
+* **Stage 1, guidance-free** (SR3): a conditional DDPM f_θ(x_t, t, bicubic(LR)) on the shared diffusion U-Net,
   sampled with ``steps1`` respaced steps (the paper: 500) into the base x₁; or, with ``stage1=regression``, a light
   residual CNN on bicubic(LR) trained with L1 (the paper's light variant uses SwinIR; this one is an EDSR-style
   residual network, smaller).
