@@ -22,14 +22,15 @@ condition is the bicubic upsampling of LR back to the HR grid (SR3's). SAR tiles
   stage 2 starts as the unguided model.
 * While training, stage 2 is conditioned on a stand-in for x₁ (sampling stage 1's T₁ steps every training step
   is out of reach): the regression output with ``stage1=regression``; with ``stage1=diffusion`` the EMA stage 1's
-  one-step x̂₀ at t = T − 1 (``prediction=x0``), or the bicubic upsampling (``prediction=eps``).
+  one-step x̂₀ at t = T − 1 (``prediction=x0``), or the bicubic upsampling (``prediction=eps``). Both stages
+  train together (sum of the two losses), with an EMA of the weights exported.
 * **Targets** (``target``, ``residual_scale``, ``prediction``; stored in the checkpoint, the same at training and
   inference, ``SRTarget``): by default each diffusion stage models the residual around its base b, r = (HR − b)/0.5
   (SRDiff, Li et al. 2022; HR − bicubic has a standard deviation of 0.04–0.06 in model range on the generated
   tiles and 99.9 % of it within ±0.43, so /0.5 fills the unit range with < 0.1 % clipped), and its network predicts
   the clean r₀ (x₀-prediction) rather than ε: an untrained network (zero output layer) then returns b exactly,
   and few DDIM steps stay accurate where ε-prediction must divide its error by √ᾱ_T ≈ 0.006 at t = T − 1.
-  ``target=image prediction=eps`` is the original SR3 parameterisation. Both stages train together (sum of the two losses), with an EMA of the weights exported.
+  ``target=image prediction=eps`` is the original SR3 parameterisation.
 * First-block caching (``--cache-threshold`` τ) applies to both stages at inference (``sarkit.infer.diffusion``).
 
 The exported generator is one ``SRDiffusionNet`` (both stages); translate writes its output ``scale`` times finer.

@@ -1,6 +1,7 @@
 """Tests of sr-diffusion (sarkit/models/sr_diffusion.py) and its predictor (sarkit/infer/diffusion.py): the LR
 protocol, stage 2 at init equal to the unguided model, τ = 0 caching bit-identical, a tiny CPU run, translate at
-×2 (exact transform, no seam), the ``--then`` chain, and eval of a ×2 output against an HR target."""
+×2 (exact transform, no seam), the ``--then`` chain, eval of a ×2 output against an HR target, and the residual
+x₀-prediction target (oracle sampling recovers HR, an untrained model returns bicubic, overfitting beats it)."""
 
 from __future__ import annotations
 
