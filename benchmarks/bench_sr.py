@@ -4,13 +4,15 @@ Sentinel-2 samples of ../shared/realdata, at ×2 and ×4, LR made by area downsa
     python benchmarks/bench_sr.py --scales 2,4 --train-steps 300 --json sr.json
 
 Per scale: a generated scene is synthesised and tiled (``--tile``² HR tiles, optical B4, B3, B2 with labels), an
-sr-diffusion model (``--size`` tiny, T = ``--timesteps``) is trained for ``--train-steps`` steps (semantic guidance
+sr-diffusion model (``--size`` tiny, T = ``--timesteps``, ``--target`` residual and ``--prediction`` x0 by
+default) is trained for ``--train-steps`` steps (semantic guidance
 only when ``--clip-weights`` names real CLIP weights: without them the caption would come from a random network),
 and an optical DeepLabV3 segmenter (mobilenet_v3_large) for ``--seg-steps`` steps for SMS. Then, on the generated
 validation tiles and on HR crops of the real S2 samples (SEN12MS-CR cloud-free L1C, Sen1Floods11 S2Hand L1C; B4, B3,
 B2 as reflectance = DN / 10000 under the tile set's fixed ranges), for each method:
 
 * ``bicubic``: bicubic ×s of LR;
+* ``stage 1 (DDIM-1)``: the SR3 stage's one-step x̂₀ from x_T (its regression estimate, the low-distortion end);
 * ``stage 1``: the SR3 stage alone (``--steps1`` DDIM steps);
 * ``stages 1+2, no semantic``: stage 1 then the structure-guided stage 2 (``--steps2`` DDIM steps), τ = 0;
 * ``stages 1+2, τ``: the same with first-block caching at each τ of ``--taus`` (both stages);
@@ -92,7 +94,8 @@ def train_models(work: Path, args: argparse.Namespace, scale: int) -> tuple[Path
     mo: dict[str, Any] = {"size": "tiny", "channels": args.channels, "heads": 2, "channel_mult": "1,2,2",
                           "timesteps": args.timesteps, "scale": scale, "steps1": args.steps1, "steps2": args.steps2,
                           "sampler1": "ddim", "sampler2": "ddim", "val_steps": 2,
-                          "semantic": "on" if args.clip_weights else "off"}
+                          "semantic": "on" if args.clip_weights else "off", "target": args.target,
+                          "prediction": args.prediction}
     if args.clip_weights:
         mo.update(clip_weights=args.clip_weights, clip_model=args.clip_model)
     t0 = time.perf_counter()
@@ -160,17 +163,22 @@ def methods(run: Path, args: argparse.Namespace) -> list[tuple[str, Callable[[np
     def bicubic(x: np.ndarray) -> np.ndarray:
         return bicubic_up(torch.from_numpy(x), s).numpy()
 
-    def stage1_only(x: np.ndarray) -> np.ndarray:
-        from sarkit.models.samplers import PositionalNoise, sample
+    def stage1_only(plan: Any) -> Callable[[np.ndarray], np.ndarray]:
+        from sarkit.models.sr_diffusion import stage1_sample
 
-        with torch.inference_mode():
-            up = bicubic_up(torch.from_numpy(x), s)
-            n, c, h, w = up.shape
-            noise = PositionalNoise([0] * n, [(0, 0)] * n, c, h, w, up.device)
-            return sample(lambda x_t, t, k, steps: base.module.stage1(x_t, t, up), base.plan1, noise).numpy()
+        def run(x: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                up = bicubic_up(torch.from_numpy(x), s)
+                return stage1_sample(base.module, up, plan, target=base.target).numpy()
+        return run
 
     out.append(("bicubic", bicubic, None))
-    out.append((f"stage 1 (DDIM-{args.steps1})", stage1_only, None))
+    if base.plan1 is not None and args.steps1 > 1:
+        from sarkit.models.samplers import SamplingPlan
+
+        one = SamplingPlan.make(base.schedule, "ddim", 1)
+        out.append(("stage 1 (DDIM-1: the one-step x̂₀)", stage1_only(one), None))
+    out.append((f"stage 1 (DDIM-{args.steps1})", stage1_only(base.plan1), None))
     sem = "semantic" if base.captioner is not None else "no semantic"
     for tau in args.taus:
         p = load_predictor(run, "cpu", None, sampling=SamplingOptions(steps=args.steps2, base_steps=args.steps1,
@@ -242,6 +250,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--train-steps", type=int, default=300)
     ap.add_argument("--seg-steps", type=int, default=150)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--target", default="residual", help="sr-diffusion target: residual or image.")
+    ap.add_argument("--prediction", default="x0", help="sr-diffusion prediction: x0 or eps.")
     ap.add_argument("--steps1", type=int, default=10)
     ap.add_argument("--steps2", type=int, default=5)
     ap.add_argument("--taus", default="0,0.3,0.5")

@@ -38,7 +38,8 @@ def test_every_method_gets_a_row_per_data_set(tmp_path):
     res = json.loads(out.read_text())["scales"][0]
     assert res["scale"] == 2 and any("SMS not computed" in n for n in res["notes"])
     rows = res["sets"]["generated"]["rows"]
-    assert [r["method"] for r in rows] == ["bicubic", "stage 1 (DDIM-2)", "stages 1+2, no semantic, τ = 0",
+    assert [r["method"] for r in rows] == ["bicubic", "stage 1 (DDIM-1: the one-step x̂₀)", "stage 1 (DDIM-2)",
+                                           "stages 1+2, no semantic, τ = 0",
                                            "stages 1+2, no semantic, τ = 0.5"]
     assert all(np.isfinite(r["psnr"]) and r["s_per_tile"] >= 0 for r in rows)
     assert rows[0]["psnr"] > 20  # bicubic of the area downsampling of smooth generated tiles

@@ -302,7 +302,8 @@ def load_captioner(record: dict[str, Any], bands: Sequence[str], weights: str | 
 class SRDiffusionPredictor(Predictor):
     """An sr-diffusion checkpoint as a predictor of output scale s: LR tiles (N, C, h, w) → (N, C, s·h, s·w).
 
-    Per batch: bicubic ×s, stage 1 (its sampler and steps, ``--base-steps``; or the regression network), the
+    Per batch: bicubic ×s, stage 1 (both diffusion stages as the checkpoint's ``SRTarget``: residual or image,
+    x₀- or ε-prediction) (its sampler and steps, ``--base-steps``; or the regression network), the
     caption of each tile's x₁ (zero-shot, or the ``--caption`` file's for every tile), stage 2 (``--sampler``,
     ``--steps``). Noise is keyed by pixel of the *output* grid (a tile's window times s), one key set per stage,
     so overlapping tiles draw the same noise there; with ``cache_threshold`` τ > 0 both stages run through
@@ -311,6 +312,8 @@ class SRDiffusionPredictor(Predictor):
     def __init__(self, net: LoadedNetwork, device: torch.device, amp: torch.dtype | None,
                  reporter: Reporter = NULL_REPORTER, tile: int | None = None,
                  sampling: SamplingOptions = SamplingOptions()) -> None:
+        from sarkit.models.sr_diffusion import SRTarget
+
         rec, sr, meta = net.meta["diffusion"], net.meta["sr"], net.meta
         try:
             schedule = NoiseSchedule.linear(int(rec["timesteps"]))
@@ -321,9 +324,14 @@ class SRDiffusionPredictor(Predictor):
             kind1 = SamplerKind.parse(sr.get("sampler1", "ddpm")).value
             steps1 = sampling.base_steps or int(sr.get("steps1", DEFAULT_STEPS[kind1]))
             out_norm = Normalization.from_dict(meta["out_norm"])
+            target = SRTarget.from_record(sr, str(rec.get("prediction", "eps")))
+            if target.kind not in ("residual", "image") or target.prediction not in ("x0", "eps") \
+                    or not target.scale > 0:
+                raise ValueError(target)
         except (KeyError, TypeError, ValueError, InputError):
             raise CheckpointError(f"{net.path} has an unreadable sr-diffusion record; re-export it with "
                                   f"sarkit train") from None
+        self.target = target
         self.scale_ = scale
         self.plan2 = SamplingPlan.make(schedule, kind2, min(steps2, schedule.timesteps),
                                        float(sampling.eta or 0.0))
@@ -418,7 +426,7 @@ class SRDiffusionPredictor(Predictor):
                 return lambda m, x_t, t, cond, k, steps: cache(x_t, t, cond, k, steps).float()
 
             y = sr_sample(net, up, self.plan1 or self.plan2, self.plan2, self._context, noise1,
-                          noise2, via(caches[0]), via(caches[1]), progress)
+                          noise2, via(caches[0]), via(caches[1]), progress, self.target)
             if self.plan1 is None and progress is not None:
                 progress(n)  # the regression stage: one call a tile
             for cache, plan in zip(caches, (self.plan1, self.plan2)):

@@ -133,9 +133,21 @@ class SamplingPlan:
         out = a_prev ** 0.5 * x0 + max(1.0 - a_prev - sigma ** 2, 0.0) ** 0.5 * eps
         return out + sigma * z if sigma > 0 and z is not None else out
 
+    def alphas_at(self, t: torch.Tensor) -> torch.Tensor:
+        """ᾱ (float32, shaped (N, 1, 1, 1)) of the plan's original timesteps ``t`` (N,)."""
+        ts = torch.as_tensor(self.timesteps, dtype=torch.int64, device=t.device)
+        idx = torch.searchsorted(ts, t.to(torch.int64))
+        ac = torch.as_tensor(self.alphas_cumprod, dtype=torch.float64, device=t.device)[idx]
+        return ac.float().view(-1, 1, 1, 1)
+
     def needs_noise(self, i: int) -> bool:
         """Whether step ``i`` adds noise (DDPM, or DDIM with η > 0, except the last step)."""
         return i > 0 and (self.kind is SamplerKind.DDPM or self.eta > 0)
+
+
+def eps_from_x0(x_t: torch.Tensor, x0: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
+    """ε = (x_t − √ᾱ·x̂_0)/√(1 − ᾱ): the noise an x_0-prediction implies (what ``SamplingPlan.step`` takes)."""
+    return (x_t.float() - alpha_bar.sqrt() * x0.float()) / (1.0 - alpha_bar).sqrt()
 
 
 # ------------------------------------------------------------------------------------------------ noise

@@ -141,3 +141,16 @@ def test_cache_decides_per_tile():
             skips.append(one.skipped)
     assert skips[0] != skips[1] and both.skipped == sum(skips)
     torch.testing.assert_close(out, torch.cat(singles), atol=1e-4, rtol=0)
+
+
+def test_eps_from_x0_inverts_q_sample_at_the_plans_alphas():
+    from sarkit.models.samplers import eps_from_x0
+
+    sched = NoiseSchedule.linear(100)
+    plan = SamplingPlan.make(sched, "ddim", 7)
+    t = torch.tensor([plan.timesteps[0], plan.timesteps[3], plan.timesteps[-1]])
+    a = plan.alphas_at(t)
+    assert torch.allclose(a.flatten().double(), torch.as_tensor(sched.alphas_cumprod[t.numpy()]), rtol=1e-6)
+    g = torch.Generator().manual_seed(0)
+    x0, eps = torch.rand(3, 2, 4, 4, generator=g) * 2 - 1, torch.randn(3, 2, 4, 4, generator=g)
+    assert torch.allclose(eps_from_x0(sched.q_sample(x0, t, eps), x0, a), eps, atol=1e-4)
