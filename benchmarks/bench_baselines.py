@@ -52,6 +52,11 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "base_long": {"steps_scale": 10.0},
     "resize_long": {"opts": {"upsample": "resize"}, "steps_scale": 10.0},
     "resize_l1_10000_long": {"opts": {"upsample": "resize", "lambda_l1": "10000"}, "steps_scale": 10.0},
+    # the regression model of issue 20 (U-Net, the demo's width), L1 against L2: batch 2, lr 1e-3, 3,500 steps
+    "regression_l1": {"model": "regression", "opts": {"arch": "unet", "ngf": "32", "pixel_loss": "l1"},
+                      "batch": 2, "lr": 1e-3, "steps_scale": 35 / 3},
+    "regression_l2": {"model": "regression", "opts": {"arch": "unet", "ngf": "32", "pixel_loss": "l2"},
+                      "batch": 2, "lr": 1e-3, "steps_scale": 35 / 3},
     "cut": {"model": "cut", "opts": {"ngf": "32", "ndf": "32"}},
     "cut_resize": {"model": "cut", "opts": {"ngf": "32", "ndf": "32", "upsample": "resize"}},
 }
@@ -64,7 +69,7 @@ def config(name: str) -> dict[str, Any]:
     opts = dict(BASE["opts"]) if model == BASE["model"] else {}
     opts.update(c.get("opts", {}))
     return {"model": model, "tile": c.get("tile", BASE["tile"]), "opts": opts,
-            "steps_scale": c.get("steps_scale", 1.0)}
+            "steps_scale": c.get("steps_scale", 1.0), "batch": c.get("batch", 1), "lr": c.get("lr", 2e-4)}
 
 
 def load() -> str:
@@ -114,11 +119,12 @@ def train_run(work: Path, name: str, steps: int, threads: int) -> dict[str, Any]
     data = tiles(work, c["tile"])
     before = load()
     t0 = time.perf_counter()
-    train(TrainOptions(model=c["model"], data=data, out=run, steps=n, batch_size=1, device="cpu", seed=0,
+    train(TrainOptions(model=c["model"], data=data, out=run, steps=n, batch_size=c["batch"], lr=c["lr"],
+                       device="cpu", seed=0,
                        overwrite=True, val_every=0, save_every=0, log_every=50, model_options=c["opts"]))
     minutes = (time.perf_counter() - t0) / 60
     params = sum(p.numel() for p in _generator(run).parameters())
-    rec = {"config": c, "train": {"steps": n, "tile": c["tile"], "batch": 1, "minutes": round(minutes, 2),
+    rec = {"config": c, "train": {"steps": n, "tile": c["tile"], "batch": c["batch"], "minutes": round(minutes, 2),
                                   "threads": threads, "load_before": before, "load_after": load(),
                                   "generator_params": params}}
     res = read_results(work)

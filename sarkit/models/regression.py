@@ -36,7 +36,7 @@ class RegressionOptions:
     preset: str = "paper"         # NAFNet preset: paper, gopro, small, tiny
     ngf: int = 64                 # U-Net base width
     upsample: str = "resize"      # U-Net decoder: resize (bilinear ×2 + conv3×3, issue 17) | transpose
-    pixel_loss: str = "l1"        # l1 (the paper's) | l2 (mean squared error: what PSNR measures)
+    pixel_loss: str = "l2"        # l2 (mean squared error: what PSNR measures; issue 17) | l1 (the paper's)
     lambda_lpips: float = 0.0     # weight of LPIPS (0 = the pixel loss only)
     lpips_weights: str = ""       # LPIPS heads file (else $SARKIT_LPIPS_WEIGHTS / the lpips package)
     lpips_backbone: str = ""      # AlexNet file (else $SARKIT_LPIPS_BACKBONE / the torch hub cache)

@@ -38,16 +38,16 @@ def build(**o: str):
 
 @pytest.mark.parametrize("arch", ["nafnet", "unet"])
 def test_few_steps_lower_the_l1_loss(arch: str) -> None:
-    model = build(arch=arch, preset="tiny", ngf="8")
+    model = build(arch=arch, preset="tiny", ngf="8", pixel_loss="l1")
     tools = StepTools(torch.device("cpu"))
     b = batch()
     l1 = [model.train_step(b, tools)["L1"] for _ in range(15)]
     assert sum(l1[-3:]) / 3 < 0.8 * l1[0], l1
 
 
-def test_defaults_are_the_papers_nafnet_and_l1_only() -> None:
+def test_defaults_are_the_papers_nafnet_with_the_l2_pixel_loss_only() -> None:
     o = get_model("regression").Options()
-    assert (o.arch, o.preset, o.lambda_lpips) == ("nafnet", "paper", 0.0)
+    assert (o.arch, o.preset, o.pixel_loss, o.lambda_lpips) == ("nafnet", "paper", "l2", 0.0)
     with pytest.raises(InputError, match="arch"):
         parse_options(get_model("regression").Options, {"arch": "vit"})
 
@@ -57,7 +57,7 @@ def test_lpips_term_from_local_files_is_reported_and_trains(tmp_path) -> None:
     model = build(preset="tiny", lambda_lpips="1.0", lpips_weights=str(heads), lpips_backbone=str(alex))
     assert model.helper_records["lpips"]["heads"] == str(heads)
     losses = model.train_step(batch(), StepTools(torch.device("cpu")))
-    assert set(losses) == {"L1", "LPIPS"} and losses["LPIPS"] > 0
+    assert set(losses) == {"L1", "L2", "LPIPS"} and losses["LPIPS"] > 0
     assert not any(k.startswith("lpips") for k in model.state_dict())  # a frozen helper: not saved
 
 
