@@ -24,8 +24,8 @@ from torch import nn
 
 from sarkit.errors import InputError
 from sarkit.models.base import StepTools, Task, TrainableModel
-from sarkit.models.diffusion_unet import attention_levels, build_diffusion_unet, unet_size
-from sarkit.models.pix2pix import split_io
+from sarkit.models.diffusion_unet import build_diffusion_unet, unet_shape, unet_size
+from sarkit.models.pix2pix import masked_mse, split_io
 from sarkit.models.registry import register_model
 from sarkit.models.samplers import DEFAULT_STEPS, NoiseSchedule, PositionalNoise, SamplerKind, SamplingPlan, sample
 
@@ -84,15 +84,6 @@ class ConDiffusionOptions:
         return m
 
 
-def masked_mse(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
-    """Mean (pred − target)² over valid pixels (all channels); plain mean when ``valid`` is None."""
-    sq = (pred.float() - target.float()) ** 2
-    if valid is None:
-        return sq.mean()
-    w = valid.to(sq.dtype).unsqueeze(1)
-    return (sq * w).sum() / (w.sum() * sq.shape[1]).clamp_min(1.0)
-
-
 @torch.no_grad()
 def ema_lerp(ema: nn.Module, net: nn.Module, rate: float) -> None:
     """ema ← rate·ema + (1 − rate)·θ for every parameter; buffers copied."""
@@ -112,16 +103,10 @@ class ConDiffusion(TrainableModel):
 
     def unet_kwargs(self) -> dict[str, Any]:
         """Arguments of the registered "diffusion_unet" network (attention where maps are 16 and 8 pixels)."""
-        o, preset = self.opts, unet_size(self.opts.size)
-        mult = o.mult()
-        tile = self.io.tile_size
-        if tile % 2 ** (len(mult) - 1):
-            raise InputError(f"tile size {tile} is not a multiple of {2 ** (len(mult) - 1)}, which the "
-                             f"{len(mult)}-level diffusion U-Net needs; use --model-opt size=tiny or other tiles")
+        o = self.opts
         return {"channels_x": self.io.out_channels, "cond_channels": self.io.in_channels,
-                "channels": o.channels or preset.channels, "res_blocks": o.res_blocks or preset.res_blocks,
-                "channel_mult": list(mult), "attn_levels": list(attention_levels(tile, len(mult))),
-                "heads": o.heads or preset.heads, "dropout": float(o.dropout)}
+                **unet_shape(o.size, o.mult(), self.io.tile_size, o.channels, o.res_blocks, o.heads),
+                "dropout": float(o.dropout)}
 
     def build(self) -> None:
         """The noise predictor, its EMA copy (no gradients) and the schedule."""

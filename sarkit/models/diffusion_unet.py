@@ -35,7 +35,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -416,3 +416,17 @@ def build_diffusion_unet(channels_x: int, cond_channels: int, channels: int = 12
     """The registered builder of ``DiffusionUNet`` (exported checkpoints store these keyword arguments)."""
     return DiffusionUNet(channels_x, cond_channels, channels, res_blocks, tuple(channel_mult), tuple(attn_levels),
                          heads, dropout, context_dim)
+
+
+def unet_shape(size: str, mult: Sequence[int], tile: int, channels: int = 0, res_blocks: int = 0,
+               heads: int = 0) -> dict[str, Any]:
+    """The shape arguments of a diffusion U-Net (channels, res_blocks, channel_mult, attn_levels, heads): preset
+    ``size`` unless overridden (0 = the preset's), attention where maps are 16 and 8 pixels; ``InputError`` for a
+    tile that is not a multiple of 2^(levels − 1)."""
+    preset, levels = unet_size(size), len(mult)
+    if tile % 2 ** (levels - 1):
+        raise InputError(f"tile size {tile} is not a multiple of {2 ** (levels - 1)}, which the {levels}-level "
+                         f"diffusion U-Net needs; use --model-opt size=tiny or other tiles")
+    return {"channels": channels or preset.channels, "res_blocks": res_blocks or preset.res_blocks,
+            "channel_mult": list(mult), "attn_levels": list(attention_levels(tile, levels)),
+            "heads": heads or preset.heads}

@@ -50,9 +50,10 @@ from torch import nn
 
 from sarkit.errors import InputError
 from sarkit.models.base import StepTools, Task, TrainableModel
-from sarkit.models.con_diffusion import ema_lerp, masked_mse
-from sarkit.models.diffusion_unet import (ControlledUNet, DiffusionUNet, Guidance, attention_levels, unet_size,
+from sarkit.models.con_diffusion import ema_lerp
+from sarkit.models.diffusion_unet import (ControlledUNet, DiffusionUNet, Guidance, unet_shape, unet_size,
                                           zero_module)
+from sarkit.models.pix2pix import masked_mse
 from sarkit.models.registry import register_model, register_network
 from sarkit.models.samplers import NoiseSchedule, PositionalNoise, SamplerKind, SamplingPlan, eps_from_x0, sample
 
@@ -399,16 +400,10 @@ class SRDiffusion(TrainableModel):
 
     def net_kwargs(self) -> dict[str, Any]:
         """Arguments of the registered "sr_diffusion" network for this data (HR tile = the training tile)."""
-        o, preset = self.opts, unet_size(self.opts.size)
-        mult = o.mult()
-        tile = self.io.tile_size
-        need = 2 ** (len(mult) - 1)
-        if tile % o.scale or tile % need:
-            raise InputError(f"tile size {tile} must be a multiple of --scale {o.scale} and of {need} (the "
-                             f"{len(mult)}-level U-Net); use --model-opt size=tiny or other tiles")
-        unet = {"channels": o.channels or preset.channels, "res_blocks": o.res_blocks or preset.res_blocks,
-                "channel_mult": list(mult), "attn_levels": list(attention_levels(tile, len(mult))),
-                "heads": o.heads or preset.heads}
+        o, tile = self.opts, self.io.tile_size
+        if tile % o.scale:
+            raise InputError(f"tile size {tile} must be a multiple of --scale {o.scale}")
+        unet = unet_shape(o.size, o.mult(), tile, o.channels, o.res_blocks, o.heads)
         return {"channels": len(self.norm["bands"]), "scale": int(o.scale), "stage1": o.stage1, "unet": unet,
                 "context_dim": self.captioner.dim if self.captioner is not None else 0,
                 "regression": {"width": int(o.reg_width), "blocks": int(o.reg_blocks)}}
