@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import pytest
 import torch
 
@@ -77,3 +79,19 @@ def max_param_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor])
 def max_loss_difference(a: list[dict[str, float]], b: list[dict[str, float]]) -> float:
     """Largest relative difference |a − b| / max(|a|, 1e-3) between two runs' logged losses, step by step."""
     return max(abs(x[k] - y[k]) / max(abs(x[k]), 1e-3) for x, y in zip(a, b, strict=True) for k in x)
+
+
+def assert_levers_train_as_the_per_op_step(make_model: Callable[[], TrainableModel],
+                                           batch: dict[str, torch.Tensor], steps: int = 3, tol: float = 1e-4) -> None:
+    """The model's default optimizers are fused, and ``steps`` steps with torch's per-op Adam or in channels-last
+    layout log the same losses as the default within ``tol`` (relative; see the callers for why not closer)."""
+    model = make_model()
+    assert all(o.param_groups[0]["fused"] for o in model.configure_optimizers(2e-4, (0.5, 0.999)).values())
+
+    def run(**kw: bool) -> list[dict[str, float]]:
+        torch.manual_seed(0)
+        return steps_and_params(make_model(), batch, steps, **kw)[0]
+
+    base = run()
+    for kw in ({"unfused_adam": True}, {"channels_last": True}):
+        assert max_loss_difference(base, run(**kw)) < tol, kw

@@ -10,7 +10,7 @@ from sarkit.models.base import ModelIO, parse_options
 from sarkit.models.blocks import channel_map
 from sarkit.models.cut import CUT, CUTOptions
 from sarkit.models.registry import get_model
-from models.modelsteps import max_loss_difference, noise_batch, steps_and_params, reference_io, step_gflop, tools
+from models.modelsteps import assert_levers_train_as_the_per_op_step, noise_batch, reference_io, step_gflop, tools
 from sarkit.raster.norm import optical_normalization, sar_normalization
 
 TINY = dict(ngf=8, ndf=8, n_blocks=2, num_patches=64)
@@ -103,12 +103,4 @@ def test_fused_adam_default_and_channels_last_train_as_the_per_op_step():
     log the same losses within 1e-4 (relative). Not closer: the first step is equal to rounding, but a gradient
     within rounding of zero can then take either sign, and Adam turns either into a full ±lr step, so the runs
     drift apart by ~1e-6–1e-4 within three steps (the update itself, on equal gradients: tests/models/test_blocks.py)."""
-    def run(**kw):
-        torch.manual_seed(0)
-        return steps_and_params(CUT(make_io(), CUTOptions(**TINY)), noise_batch(), 3, **kw)
-
-    model = CUT(make_io(), CUTOptions(**TINY))
-    assert all(o.param_groups[0]["fused"] for o in model.configure_optimizers(2e-4, (0.5, 0.999)).values())
-    base, _ = run()
-    for kw in ({"unfused_adam": True}, {"channels_last": True}):
-        assert max_loss_difference(base, run(**kw)[0]) < 1e-4, kw
+    assert_levers_train_as_the_per_op_step(lambda: CUT(make_io(), CUTOptions(**TINY)), noise_batch())
