@@ -24,7 +24,7 @@ from torch import nn
 
 from sarkit.errors import InputError
 from sarkit.models.base import StepTools, Task, TrainableModel
-from sarkit.models.diffusion_unet import build_diffusion_unet, unet_shape, unet_size
+from sarkit.models.diffusion_unet import build_diffusion_unet, channel_mult, unet_shape, unet_size
 from sarkit.models.pix2pix import masked_mse, split_io
 from sarkit.models.registry import register_model
 from sarkit.models.samplers import DEFAULT_STEPS, NoiseSchedule, PositionalNoise, SamplerKind, SamplingPlan, sample
@@ -72,16 +72,7 @@ class ConDiffusionOptions:
 
     def mult(self) -> tuple[int, ...]:
         """The channel multipliers (the option's, else the preset's)."""
-        if not self.channel_mult:
-            return unet_size(self.size).channel_mult
-        try:
-            m = tuple(int(v) for v in str(self.channel_mult).split(","))
-        except ValueError:
-            raise InputError(f"--model-opt channel_mult must be comma-separated whole numbers such as 1,2,2,4, "
-                             f"got {self.channel_mult!r}") from None
-        if not m or min(m) < 1:
-            raise InputError(f"--model-opt channel_mult needs positive multipliers, got {self.channel_mult!r}")
-        return m
+        return channel_mult(self.channel_mult, self.size)
 
 
 @torch.no_grad()

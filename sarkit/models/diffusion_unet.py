@@ -430,3 +430,17 @@ def unet_shape(size: str, mult: Sequence[int], tile: int, channels: int = 0, res
     return {"channels": channels or preset.channels, "res_blocks": res_blocks or preset.res_blocks,
             "channel_mult": list(mult), "attn_levels": list(attention_levels(tile, levels)),
             "heads": heads or preset.heads}
+
+
+def channel_mult(value: str, size: str) -> tuple[int, ...]:
+    """The U-Net's channel multipliers from ``--model-opt channel_mult`` ("1,2,2,4"), else preset ``size``'s."""
+    if not value:
+        return unet_size(size).channel_mult
+    try:
+        m = tuple(int(v) for v in str(value).split(","))
+    except ValueError:
+        raise InputError(f"--model-opt channel_mult must be comma-separated whole numbers such as 1,2,2,4, "
+                         f"got {value!r}") from None
+    if not m or min(m) < 1:
+        raise InputError(f"--model-opt channel_mult needs positive multipliers, got {value!r}")
+    return m

@@ -51,7 +51,8 @@ from torch import nn
 from sarkit.errors import InputError
 from sarkit.models.base import StepTools, Task, TrainableModel
 from sarkit.models.con_diffusion import ema_lerp
-from sarkit.models.diffusion_unet import (ControlledUNet, DiffusionUNet, Guidance, unet_shape, unet_size,
+from sarkit.models.diffusion_unet import (ControlledUNet, DiffusionUNet, Guidance, channel_mult, unet_shape,
+                                          unet_size,
                                           zero_module)
 from sarkit.models.pix2pix import masked_mse
 from sarkit.models.registry import register_model, register_network
@@ -368,16 +369,7 @@ class SRDiffusionOptions:
 
     def mult(self) -> tuple[int, ...]:
         """The channel multipliers (the option's, else the preset's)."""
-        if not self.channel_mult:
-            return unet_size(self.size).channel_mult
-        try:
-            m = tuple(int(v) for v in str(self.channel_mult).split(","))
-        except ValueError:
-            raise InputError(f"--model-opt channel_mult must be comma-separated whole numbers such as 1,2,2, "
-                             f"got {self.channel_mult!r}") from None
-        if not m or min(m) < 1:
-            raise InputError(f"--model-opt channel_mult needs positive multipliers, got {self.channel_mult!r}")
-        return m
+        return channel_mult(self.channel_mult, self.size)
 
 
 # ------------------------------------------------------------------------------------------------ the model
