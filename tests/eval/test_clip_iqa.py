@@ -13,6 +13,7 @@ import rasterio
 import torch
 from rasterio.transform import from_origin
 
+from clipfiles import TOKENIZER_CFG, make_tiny_clip
 from sarkit.errors import WeightsNotFoundError
 from sarkit.eval.clip_iqa import LOGIT_SCALE, PROMPT_PAIRS, ClipIqaStream, PromptPair, load_clip_iqa, pair_probabilities
 from sarkit.eval.options import EvalInputs, EvalOptions
@@ -21,26 +22,12 @@ from sarkit.eval.runner import run_eval, run_eval_report
 from sarkit.models.clip import CLIP_WEIGHTS_ENV, clip_preprocess
 
 ROOT = Path(__file__).resolve().parents[2]
-#: A tiny CLIP whose text tower takes the real tokenizer's ids (open_clip's BPE vocabulary ships with the package).
-TINY_IQA_CFG = {
-    "embed_dim": 16,
-    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
-    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1},
-}
 
 
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory) -> tuple[Path, Path]:
     """(model-config JSON, weights file) of a tiny random open_clip model."""
-    import open_clip
-
-    tmp = tmp_path_factory.mktemp("clip")
-    cfg = tmp / "sarkit-tiny-iqa.json"
-    cfg.write_text(json.dumps(TINY_IQA_CFG))
-    open_clip.add_model_config(cfg)
-    torch.manual_seed(0)
-    weights = tmp / "sarkit-tiny-iqa.pt"
-    torch.save(open_clip.create_model("sarkit-tiny-iqa").state_dict(), weights)
+    cfg, weights, _ = make_tiny_clip(tmp_path_factory.mktemp("clip"), "sarkit-tiny-iqa", TOKENIZER_CFG)
     return cfg, weights
 
 

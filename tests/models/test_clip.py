@@ -2,34 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
 
+from clipfiles import make_tiny_clip
 from sarkit.models.clip import CLIP_WEIGHTS_ENV, clip_cosine_loss, clip_preprocess, load_clip_image_encoder, rgb_view
 from sarkit.errors import WeightsNotFoundError
-
-TINY_CFG = {
-    "embed_dim": 16,
-    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
-    "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 2, "layers": 1},
-}
-
-
-def make_tiny_clip(tmp: Path, name: str = "sarkit-tiny-clip") -> tuple[Path, Path, torch.nn.Module]:
-    """A tiny open_clip model config (JSON) and its random weights saved to a file."""
-    import open_clip
-
-    cfg = tmp / f"{name}.json"
-    cfg.write_text(json.dumps(TINY_CFG))
-    open_clip.add_model_config(cfg)
-    torch.manual_seed(0)
-    model = open_clip.create_model(name)
-    weights = tmp / f"{name}.pt"
-    torch.save(model.state_dict(), weights)
-    return cfg, weights, model.eval()
 
 
 def test_load_tiny_clip_from_file_matches_the_saved_model(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from sarkit.models.clip import CLIP_WEIGHTS_ENV
 from sarkit.errors import WeightsNotFoundError
 from sarkit.models import get_model
 from sarkit.models.base import StepTools, parse_options
-from test_clip import make_tiny_clip
+from clipfiles import make_tiny_clip
 from test_pix2pix import fixed_batch, small_io
 
 

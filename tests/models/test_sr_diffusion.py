@@ -15,6 +15,7 @@ import torch
 from affine import Affine
 from typer.testing import CliRunner
 
+from clipfiles import TOKENIZER_CFG, make_tiny_clip
 from rasters import write_rgb_dn, write_sar_db
 from sarkit.cli import app
 from sarkit.errors import InputError
@@ -36,10 +37,6 @@ runner = CliRunner()
 if "test-sr-conv" not in NETWORKS:
     register_network("test-sr-conv")(lambda: torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3, padding=1),
                                                                   torch.nn.Tanh()))
-#: A tiny random open_clip model whose text tower takes the real tokenizer's ids.
-TINY_CLIP = {"embed_dim": 16,
-             "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
-             "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}}
 UNET = {"channels": 8, "res_blocks": 1, "channel_mult": [1, 2, 2], "attn_levels": [2], "heads": 2}
 TINY = {"size": "tiny", "channels": "8", "heads": "2", "channel_mult": "1,2,2", "timesteps": "40", "steps1": "4",
         "steps2": "3", "val_steps": "2", "scale": "2"}
@@ -47,15 +44,7 @@ TINY = {"size": "tiny", "channels": "8", "heads": "2", "channel_mult": "1,2,2", 
 
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory) -> tuple[Path, Path]:
-    import open_clip
-
-    tmp = tmp_path_factory.mktemp("clip")
-    cfg = tmp / "sarkit-tiny-sr-clip.json"
-    cfg.write_text(json.dumps(TINY_CLIP))
-    open_clip.add_model_config(cfg)
-    torch.manual_seed(0)
-    weights = tmp / "sarkit-tiny-sr-clip.pt"
-    torch.save(open_clip.create_model("sarkit-tiny-sr-clip").state_dict(), weights)
+    cfg, weights, _ = make_tiny_clip(tmp_path_factory.mktemp("clip"), "sarkit-tiny-sr-clip", TOKENIZER_CFG)
     return cfg, weights
 
 

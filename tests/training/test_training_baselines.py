@@ -7,7 +7,7 @@ import pytest
 
 from sarkit.data.dataset import TileDataset
 from sarkit.eval.baselines import FROM_TRAINING
-from sarkit.eval.options import EvalInputs, EvalOptions
+from sarkit.eval.options import EvalOptions
 from sarkit.eval.runner import run_eval
 from sarkit.models.checkpoint import load_network
 from sarkit.training import train
