@@ -12,8 +12,14 @@ when its weights are found), the constant-colour and per-pixel linear baselines,
 
     python benchmarks/bench_baselines.py --runs base,resize --steps 2000        # train what is missing, evaluate
     python benchmarks/bench_baselines.py --stage table                           # the table from what is there
-    python benchmarks/bench_baselines.py --stage grid --runs resize --grid docs/img/texas-pix2pix.png
+    python benchmarks/bench_baselines.py --stage grid --runs resize_long,resize_l1_10000_long --grid docs/img/x.png
+    python benchmarks/bench_baselines.py --runs cyclegan_budget,cut_budget --threads 1 --budget 25
     python benchmarks/bench_baselines.py --stage profile --runs base,resize   # the checkerboard figure
+
+``*_budget`` runs take their steps from a timing probe (a 20-step run minus a 2-step run of the same
+configuration, in the same process): an estimate only. With two one-thread processes started side by side the
+probe undercounted a step by 2.5× (0.148 s probed, 0.367 s in the run, pix2pix batch 4), so read the recorded
+minutes, not the budget, and start side-by-side runs only after both probes are done.
 
 Runs are kept in ``--work`` (default ``/tmp/sarkit-bench-baselines``): a run that has its export is not trained
 again, so levers can be screened one at a time on a shared machine. Training minutes and the load (``uptime``)
@@ -57,6 +63,18 @@ CONFIGS: dict[str, dict[str, Any]] = {
                       "batch": 2, "lr": 1e-3, "steps_scale": 35 / 3},
     "regression_l2": {"model": "regression", "opts": {"arch": "unet", "ngf": "32", "pixel_loss": "l2"},
                       "batch": 2, "lr": 1e-3, "steps_scale": 35 / 3},
+    # each translator at the demo's width, trained for a fixed budget of this CPU (--budget minutes, 1 thread):
+    # the steps are set from a short timing probe of the same configuration
+    "pix2pix_budget": {"opts": {"upsample": "resize", "lambda_l1": "10000"}, "batch": 4, "budget": True},
+    "cyclegan_budget": {"model": "cyclegan", "opts": {"ngf": "32", "ndf": "32"}, "budget": True},
+    "cut_budget": {"model": "cut", "opts": {"ngf": "32", "ndf": "32"}, "budget": True},
+    "qsattn_budget": {"model": "qs-attn", "opts": {"ngf": "32", "ndf": "32"}, "budget": True},
+    "regression_budget": {"model": "regression", "opts": {}, "batch": 2, "lr": 1e-3, "budget": True},
+    "regression_unet_budget": {"model": "regression", "opts": {"arch": "unet", "ngf": "32"}, "batch": 2,
+                               "lr": 1e-3, "budget": True},
+    "con_diffusion_budget": {"model": "con-diffusion", "opts": {"size": "small", "sample_steps": "20",
+                                                               "sampler": "ddim"}, "batch": 4, "lr": 1e-4,
+                             "budget": True},
     "cut": {"model": "cut", "opts": {"ngf": "32", "ndf": "32"}},
     "cut_resize": {"model": "cut", "opts": {"ngf": "32", "ndf": "32", "upsample": "resize"}},
 }
@@ -69,7 +87,8 @@ def config(name: str) -> dict[str, Any]:
     opts = dict(BASE["opts"]) if model == BASE["model"] else {}
     opts.update(c.get("opts", {}))
     return {"model": model, "tile": c.get("tile", BASE["tile"]), "opts": opts,
-            "steps_scale": c.get("steps_scale", 1.0), "batch": c.get("batch", 1), "lr": c.get("lr", 2e-4)}
+            "steps_scale": c.get("steps_scale", 1.0), "batch": c.get("batch", 1), "lr": c.get("lr", 2e-4),
+            "budget": bool(c.get("budget"))}
 
 
 def load() -> str:
@@ -98,16 +117,44 @@ def read_results(work: Path) -> dict[str, Any]:
 
 
 def write_results(work: Path, res: dict[str, Any]) -> None:
-    tmp = results_path(work).with_suffix(".tmp")
+    tmp = results_path(work).with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(res, indent=2) + "\n")
     tmp.replace(results_path(work))
 
 
-def train_run(work: Path, name: str, steps: int, threads: int) -> dict[str, Any]:
+def _options(c: dict[str, Any], data: Path, out: Path, steps: int) -> Any:
+    """TrainOptions of configuration ``c`` for ``steps`` steps (CPU, seed 0, no validation or snapshots)."""
+    from sarkit.training import TrainOptions
+
+    return TrainOptions(model=c["model"], data=data, out=out, steps=steps, batch_size=c["batch"], lr=c["lr"],
+                        device="cpu", seed=0, overwrite=True, val_every=0, save_every=0, log_every=50,
+                        model_options=c["opts"])
+
+
+def budget_steps(work: Path, name: str, c: dict[str, Any], minutes: float, probe: int = 20) -> tuple[int, float]:
+    """(steps that fit in ``minutes``, seconds a step) from the wall time of a ``probe``-step run of ``c``
+    minus that of a 2-step run (setup and export cancel out)."""
+    import shutil
+
+    from sarkit.training import train
+
+    data = tiles(work, c["tile"])
+    times = []
+    for n in (2, probe):
+        out = work / f"probe-{name}"
+        t0 = time.perf_counter()
+        train(_options(c, data, out, n))
+        times.append(time.perf_counter() - t0)
+        shutil.rmtree(out, ignore_errors=True)
+    per_step = max(1e-3, (times[1] - times[0]) / (probe - 2))
+    return max(1, int(minutes * 60 / per_step)), per_step
+
+
+def train_run(work: Path, name: str, steps: int, threads: int, budget: float = 25.0) -> dict[str, Any]:
     """Train run ``name`` (unless its export exists); returns its record (config, steps, minutes, load)."""
     import torch
 
-    from sarkit.training import TrainOptions, train
+    from sarkit.training import train
 
     c = config(name)
     run = work / "runs" / name
@@ -116,17 +163,21 @@ def train_run(work: Path, name: str, steps: int, threads: int) -> dict[str, Any]
         return rec
     torch.set_num_threads(threads)
     n = max(1, round(steps * c["steps_scale"]))
+    per_step = None
+    if c["budget"]:
+        n, per_step = budget_steps(work, name, c, budget)
+        print(f"{name}: {per_step:.3f} s a step → {n} steps in {budget} min", flush=True)
     data = tiles(work, c["tile"])
     before = load()
     t0 = time.perf_counter()
-    train(TrainOptions(model=c["model"], data=data, out=run, steps=n, batch_size=c["batch"], lr=c["lr"],
-                       device="cpu", seed=0,
-                       overwrite=True, val_every=0, save_every=0, log_every=50, model_options=c["opts"]))
+    train(_options(c, data, run, n))
     minutes = (time.perf_counter() - t0) / 60
     params = sum(p.numel() for p in _generator(run).parameters())
     rec = {"config": c, "train": {"steps": n, "tile": c["tile"], "batch": c["batch"], "minutes": round(minutes, 2),
                                   "threads": threads, "load_before": before, "load_after": load(),
-                                  "generator_params": params}}
+                                  "generator_params": params,
+                                  **({"budget_min": budget, "probe_s_per_step": round(per_step, 4)}
+                                     if per_step else {})}}
     res = read_results(work)
     res[name] = {**res.get(name, {}), **rec}
     write_results(work, res)
@@ -219,33 +270,39 @@ def row_gradient_ratio(work: Path, name: str, count: int = 16) -> float:
     return ratio
 
 
-def grid(work: Path, name: str, out: Path, count: int = 4, px: int = 128) -> Path:
-    """A PNG of ``count`` held-out 256² test tiles: SAR | run's output | Sentinel-2 target per row (``px`` a cell)."""
+def grid(work: Path, names: list[str], out: Path, count: int = 4, px: int = 128) -> Path:
+    """A PNG of ``count`` held-out 256² test tiles: SAR | each run's output | Sentinel-2 target per row (``px`` a
+    cell), with the runs' names above their columns."""
     import numpy as np
-    from PIL import Image
+    from PIL import Image, ImageDraw
 
     from sarkit.data.dataset import TileDataset
     from sarkit.infer.engine import load_predictor
 
     ds = TileDataset(tiles(work, 256), split="test", mode="paired")
-    pred = load_predictor(work / "runs" / name, "cpu")
+    preds = [load_predictor(work / "runs" / n, "cpu") for n in names]
     picks = np.linspace(0, len(ds) - 1, count).round().astype(int)
+
+    def rgb(a: np.ndarray) -> np.ndarray:
+        a = np.repeat(a, 3, 0) if a.shape[0] == 1 else a[:3]
+        im = Image.fromarray(((np.clip(a, -1, 1) + 1) * 127.5).astype(np.uint8).transpose(1, 2, 0))
+        return np.asarray(im.resize((px, px), Image.BILINEAR))
+
     rows = []
     for i in picks:
         it = ds[int(i)]
         x = it["sar"].numpy()
-        y = pred(x[None])[0]
-
-        def rgb(a: np.ndarray) -> np.ndarray:
-            a = np.repeat(a, 3, 0) if a.shape[0] == 1 else a[:3]
-            im = Image.fromarray(((np.clip(a, -1, 1) + 1) * 127.5).astype(np.uint8).transpose(1, 2, 0))
-            return np.asarray(im.resize((px, px), Image.BILINEAR))
-
-        rows.append(np.concatenate([rgb(x), rgb(y), rgb(it["optical"].numpy())], 1))
+        outs = [rgb(p(x[None])[0]) for p in preds]
+        rows.append(np.concatenate([rgb(x), *outs, rgb(it["optical"].numpy())], 1))
+    body = np.concatenate(rows, 0)
+    head = Image.new("RGB", (body.shape[1], 16), "white")
+    draw = ImageDraw.Draw(head)
+    for k, label in enumerate(["SAR (VH)", *names, "Sentinel-2"]):
+        draw.text((k * px + 3, 2), label[: px // 6], fill="black")
     out.parent.mkdir(parents=True, exist_ok=True)
     # a 256-colour palette keeps the picture small (< 300 KB for the docs)
-    Image.fromarray(np.concatenate(rows, 0)).quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(
-        out, optimize=True)
+    Image.fromarray(np.concatenate([np.asarray(head), body], 0)).quantize(
+        colors=256, method=Image.Quantize.MEDIANCUT).save(out, optimize=True)
     return out
 
 
@@ -256,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=300, help="training steps of a 128² screening run (256² runs: a "
                     "quarter, *_long runs: ten times)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--budget", type=float, default=25.0, help="training minutes of a *_budget run (its steps "
+                    "come from a short timing probe)")
     ap.add_argument("--stage", choices=("all", "train", "eval", "table", "grid", "profile"), default="all")
     ap.add_argument("--grid", type=Path, default=ROOT / "docs" / "img" / "texas-pix2pix.png")
     a = ap.parse_args(argv)
@@ -268,19 +327,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown run(s) {unknown}; known: {', '.join(CONFIGS)}", file=sys.stderr)
         return 2
     a.work.mkdir(parents=True, exist_ok=True)
+    if a.stage == "grid":
+        print(grid(a.work, names, a.grid))
+        return 0
     for n in names:
         if a.stage in ("all", "train"):
-            train_run(a.work, n, a.steps, a.threads)
+            train_run(a.work, n, a.steps, a.threads, a.budget)
             print(f"trained {n}: {read_results(a.work)[n]['train']}", flush=True)
         if a.stage in ("all", "eval"):
             eval_run(a.work, n, a.threads)
             print(f"evaluated {n}", flush=True)
-        if a.stage == "grid":
-            print(grid(a.work, n, a.grid))
         if a.stage == "profile":
             print(f"{n}: row-gradient ratio {row_gradient_ratio(a.work, n):.3f}", flush=True)
-    if a.stage != "grid":
-        print(table(a.work, names))
+    print(table(a.work, names))
     return 0
 
 
