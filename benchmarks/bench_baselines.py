@@ -63,8 +63,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
                       "batch": 2, "lr": 1e-3, "steps_scale": 35 / 3},
     "regression_l2": {"model": "regression", "opts": {"arch": "unet", "ngf": "32", "pixel_loss": "l2"},
                       "batch": 2, "lr": 1e-3, "steps_scale": 35 / 3},
-    # each translator at the demo's width, trained for a fixed budget of this CPU (--budget minutes, 1 thread):
-    # the steps are set from a short timing probe of the same configuration
+    # each translator trained for a fixed budget of this CPU (--budget minutes, 1 thread), the GANs and the U-Net
+    # at the demo's width, regression_budget and con-diffusion at their presets (NAFNet "paper", "small"); the
+    # steps are set from a short timing probe of the same configuration
     "pix2pix_budget": {"opts": {"upsample": "resize", "lambda_l1": "10000"}, "batch": 4, "budget": True},
     "cyclegan_budget": {"model": "cyclegan", "opts": {"ngf": "32", "ndf": "32"}, "budget": True},
     "cut_budget": {"model": "cut", "opts": {"ngf": "32", "ndf": "32"}, "budget": True},
